@@ -1,0 +1,1 @@
+"""Small shared utilities (Ray start-up, atomic file writes, progress)."""

@@ -1,0 +1,32 @@
+"""One way to start or join Ray, for every pipeline.
+
+A pipeline run as ``python pipelines/X.py`` on a laptop starts a local Ray; under ``ray job submit`` (or with
+``RAY_ADDRESS`` set) it joins that cluster instead.
+"""
+
+from __future__ import annotations
+
+import os
+
+import ray
+
+# Local clusters are started with authentication off (REFERENCE 3: a token written by one local ray.init() would
+# otherwise make a later `ray start --head` demand tokens from `ray job submit`).
+os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+
+
+def init_ray(address: str | None = None, num_cpus: int | None = None, **kwargs) -> None:
+    """Join ``address`` / ``$RAY_ADDRESS`` when given, else start a local Ray (no dashboard, loopback only)."""
+    if ray.is_initialized():
+        return
+    address = address or os.environ.get("RAY_ADDRESS")
+    if address:
+        ray.init(address=address, log_to_driver=True, **kwargs)
+        return
+    ray.init(
+        num_cpus=num_cpus,
+        include_dashboard=False,
+        log_to_driver=True,
+        _node_ip_address="127.0.0.1",
+        **kwargs,
+    )
