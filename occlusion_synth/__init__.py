@@ -1,0 +1,43 @@
+"""Synthetic hand occlusions for face video sequences (AVFace, CVPR 2023, sec. 3.4).
+
+Public API: `occlude_sequence`, `replay`, `OcclusionConfig`, `OcclusionResult`, hand sources
+(`ProceduralHandSource`, `HandFolderSource`), `sliced_ot_transfer`, `make_strip`.
+"""
+
+from .color_transfer import sliced_ot_transfer, transfer_hand_colors
+from .hands import POSES, HandFolderSource, HandImage, ProceduralHandSource, procedural_hand, render_svg_hands
+from .motion import MotionConfig
+from .placement import PlacementConfig
+from .sequence import (
+    BlendConfig,
+    ColorConfig,
+    HandConfig,
+    OcclusionConfig,
+    OcclusionResult,
+    boxes_from_landmarks,
+    occlude_sequence,
+    replay,
+)
+from .viz import make_strip
+
+__all__ = [
+    "POSES",
+    "BlendConfig",
+    "ColorConfig",
+    "HandConfig",
+    "HandFolderSource",
+    "HandImage",
+    "MotionConfig",
+    "OcclusionConfig",
+    "OcclusionResult",
+    "PlacementConfig",
+    "ProceduralHandSource",
+    "boxes_from_landmarks",
+    "make_strip",
+    "occlude_sequence",
+    "procedural_hand",
+    "render_svg_hands",
+    "replay",
+    "sliced_ot_transfer",
+    "transfer_hand_colors",
+]
