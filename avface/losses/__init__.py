@@ -1,0 +1,26 @@
+"""AVFace losses as pure functions over tensors (plus the two that need user-provided network weights)."""
+
+from avface.losses.landmarks import (
+    eye_closure_loss,
+    landmark_loss,
+    landmark_weights,
+    lip_corner_loss,
+    mouth_closure_loss,
+    pixels_to_ndc,
+)
+from avface.losses.maps import (
+    coefficient_regularizer,
+    displacement_l1,
+    image_laplacian,
+    laplacian_normals_loss,
+    photometric_loss,
+    shape_consistency_loss,
+    symmetry_loss,
+)
+from avface.losses.perceptual import IdentityLoss, IDMRFLoss, id_mrf
+
+__all__ = [
+    "IDMRFLoss", "IdentityLoss", "coefficient_regularizer", "displacement_l1", "eye_closure_loss", "id_mrf",
+    "image_laplacian", "landmark_loss", "landmark_weights", "laplacian_normals_loss", "lip_corner_loss",
+    "mouth_closure_loss", "photometric_loss", "pixels_to_ndc", "shape_consistency_loss", "symmetry_loss",
+]

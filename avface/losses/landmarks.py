@@ -1,0 +1,84 @@
+"""Landmark-based losses of L_coarse (DECA + EMOCA): weighted 68-point landmarks, eye closure, mouth closure,
+lip corners. Pure functions over (..., 68, 2) landmark tensors in one coordinate frame (NDC in the model).
+
+``valid`` masks (broadcastable to the leading dims, e.g. (B,T)) drop frames without ground-truth landmarks;
+a mean over zero valid frames is 0 (with gradient), never NaN.
+"""
+
+from __future__ import annotations
+
+import torch
+
+# DECA's weighted_landmark_loss weights (68-point iBUG order): nose, mouth, contour points near the jaw.
+_LMK_WEIGHTS = torch.ones(68)
+_LMK_WEIGHTS[5:7] = 2
+_LMK_WEIGHTS[10:12] = 2
+_LMK_WEIGHTS[27:36] = 1.5
+_LMK_WEIGHTS[30] = 3
+_LMK_WEIGHTS[31] = 3
+_LMK_WEIGHTS[35] = 3
+_LMK_WEIGHTS[60:68] = 1.5
+_LMK_WEIGHTS[48:60] = 1.5
+_LMK_WEIGHTS[48] = 3
+_LMK_WEIGHTS[54] = 3
+
+EYE_PAIRS = ((37, 41), (38, 40), (43, 47), (44, 46))  # upper / lower eyelid
+MOUTH_PAIRS = ((61, 67), (62, 66), (63, 65), (49, 59), (50, 58), (51, 57), (52, 56), (53, 55))  # upper / lower
+LIP_CORNER_PAIRS = ((48, 54), (60, 64))  # left / right corner (outer, inner)
+
+
+def landmark_weights() -> torch.Tensor:
+    """(68,) DECA landmark weights."""
+    return _LMK_WEIGHTS.clone()
+
+
+def _masked_mean(per_item: torch.Tensor, valid: torch.Tensor | None) -> torch.Tensor:
+    if valid is None:
+        return per_item.mean()
+    v = valid.to(per_item).expand_as(per_item)
+    return (per_item * v).sum() / v.sum().clamp_min(1.0)
+
+
+def landmark_loss(pred: torch.Tensor, target: torch.Tensor, valid: torch.Tensor | None = None,
+                  weights: torch.Tensor | None = None, confidence: torch.Tensor | None = None) -> torch.Tensor:
+    """Weighted L1 landmark loss (DECA): mean over points of w_k |pred_k - target_k|_1 (x and y summed).
+
+    pred, target (..., 68, 2); valid (...); weights (68,) (default DECA's); confidence (..., 68) optional.
+    """
+    w = (landmark_weights() if weights is None else weights).to(pred)
+    err = (pred - target).abs().sum(-1) * w
+    if confidence is not None:
+        err = err * confidence.to(err)
+    return _masked_mean(err.mean(-1), valid)
+
+
+def _pair_distances(lmk: torch.Tensor, pairs: tuple[tuple[int, int], ...]) -> torch.Tensor:
+    """(..., P) Euclidean distances between landmark pairs (eps inside the sqrt keeps gradients finite)."""
+    a = torch.tensor([p[0] for p in pairs], device=lmk.device)
+    b = torch.tensor([p[1] for p in pairs], device=lmk.device)
+    return ((lmk[..., a, :] - lmk[..., b, :]).square().sum(-1) + 1e-12).sqrt()
+
+
+def relative_distance_loss(pred: torch.Tensor, target: torch.Tensor, pairs: tuple[tuple[int, int], ...],
+                           valid: torch.Tensor | None = None) -> torch.Tensor:
+    """Mean over pairs of |d_pred - d_target|, d = ||lmk[i] - lmk[j]|| (DECA's eye loss, EMOCA's lip losses)."""
+    err = (_pair_distances(pred, pairs) - _pair_distances(target, pairs)).abs().mean(-1)
+    return _masked_mean(err, valid)
+
+
+def eye_closure_loss(pred: torch.Tensor, target: torch.Tensor, valid: torch.Tensor | None = None) -> torch.Tensor:
+    return relative_distance_loss(pred, target, EYE_PAIRS, valid)
+
+
+def mouth_closure_loss(pred: torch.Tensor, target: torch.Tensor, valid: torch.Tensor | None = None) -> torch.Tensor:
+    return relative_distance_loss(pred, target, MOUTH_PAIRS, valid)
+
+
+def lip_corner_loss(pred: torch.Tensor, target: torch.Tensor, valid: torch.Tensor | None = None) -> torch.Tensor:
+    return relative_distance_loss(pred, target, LIP_CORNER_PAIRS, valid)
+
+
+def pixels_to_ndc(landmarks_px: torch.Tensor, height: int, width: int) -> torch.Tensor:
+    """Pixel coordinates (u, v) -> NDC (x, y) in [-1, 1] (y top to bottom): x = 2u/W - 1, y = 2v/H - 1."""
+    scale = landmarks_px.new_tensor([2.0 / width, 2.0 / height])
+    return landmarks_px * scale - 1.0

@@ -1,0 +1,25 @@
+"""AVFace networks: coarse encoder, expression-jaw branch, lip refiner, fine-stage UNet, combined model."""
+
+from avface.models.checkpoints import LoadReport, load_deca_encoder, load_normals_net, safe_load
+from avface.models.config import (
+    AudioEncoderConfig,
+    AVFaceConfig,
+    BackboneConfig,
+    CoarseConfig,
+    DetailConfig,
+    ExpressionJawConfig,
+    HeadConfig,
+    LipRefinerConfig,
+    LossWeights,
+    TransformerConfig,
+)
+from avface.models.detail import DetailUNet, displacement_to_detail, position_map_normals
+from avface.models.encoders import AudioEncoder, CoarseEncoder, ExpressionJawEncoder
+from avface.models.lip import LipRefiner
+
+__all__ = [
+    "AVFaceConfig", "AudioEncoder", "AudioEncoderConfig", "BackboneConfig", "CoarseConfig", "CoarseEncoder",
+    "DetailConfig", "DetailUNet", "ExpressionJawConfig", "ExpressionJawEncoder", "HeadConfig", "LipRefiner",
+    "LipRefinerConfig", "LoadReport", "LossWeights", "TransformerConfig", "displacement_to_detail",
+    "load_deca_encoder", "load_normals_net", "position_map_normals", "safe_load",
+]
