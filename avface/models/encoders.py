@@ -36,8 +36,8 @@ class CoarseEncoder(nn.Module):
     """E_c: images (B,T,3,H,W) -> ResNet -> DECA-style head (2048 -> 1024 -> 183) per frame -> temporal
     transformer -> 3 FF layers -> c (B,T,183) = shape | albedo | light | global pose | camera.
 
-    ``cfg.residual``: c = embedding + head(transformer(embedding)) with the head's last layer zero-initialised, so
-    the model starts from the per-frame (DECA-initialised) estimate; the paper does not specify this. A bias sets
+    ``cfg.residual``: c = embedding + head(transformer(embedding)) with the head's last layer initialised near zero, so
+    the model starts close to the per-frame (DECA-initialised) estimate; the paper does not specify this. A bias sets
     the initial camera scale to a plausible value so an untrained model sees the mean face frontally.
     """
 
@@ -54,7 +54,7 @@ class CoarseEncoder(nn.Module):
         else:
             self.head = projection_head(d, d, cfg.head)
         last = self.head[-1]
-        nn.init.zeros_(last.weight)
+        nn.init.normal_(last.weight, std=1e-3)  # near zero (not zero: every parameter gets gradient at step 0)
         nn.init.zeros_(last.bias)
         with torch.no_grad():  # camera scale starts at a plausible value (random init only; DECA's weights replace it)
             (self.layers[-1] if cfg.residual else last).bias[d - 3] += init_scale
@@ -135,7 +135,7 @@ class ExpressionJawEncoder(nn.Module):
         else:
             d = width
         self.head = projection_head(d, cfg.n_expression + cfg.n_jaw, cfg.head)
-        nn.init.zeros_(self.head[-1].weight)
+        nn.init.normal_(self.head[-1].weight, std=1e-3)
         nn.init.zeros_(self.head[-1].bias)
 
     def dropout_masks(self, b: int, t: int, device: torch.device,
