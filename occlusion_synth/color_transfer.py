@@ -63,7 +63,7 @@ def sliced_ot_transfer(
         dirs = _directions(n_dirs, rng)  # (D, 3)
         px = x @ dirs.T  # (N, D)
         pt = np.sort(target @ dirs.T, axis=0)  # (M, D)
-        order = np.argsort(px, axis=0, kind="stable")
+        order = np.argsort(px, axis=0)
         disp = np.empty_like(px)
         for k in range(dirs.shape[0]):
             matched = np.interp(q_src, q_tgt, pt[:, k]) if n != m else pt[:, k]

@@ -49,8 +49,9 @@ class HandImage:
 class HandSource(Protocol):
     """What `occlude_sequence` needs from a hand source."""
 
-    def sample(self, rng: np.random.Generator) -> HandImage:
-        """Draw one hand; `HandImage.spec` must let `from_spec` rebuild it exactly."""
+    def sample(self, rng: np.random.Generator, target_length: float | None = None) -> HandImage:
+        """Draw one hand; `HandImage.spec` must let `from_spec` rebuild it exactly. `target_length` (pixels) is
+        a hint of the hand length needed in the frame (a source may draw smaller hands, which is cheaper)."""
 
     def from_spec(self, spec: dict[str, Any]) -> HandImage:
         """Rebuild the hand described by `spec` (as stored in the occlusion params)."""
@@ -390,9 +391,13 @@ class ProceduralHandSource:
         if not self.poses or bad:
             raise ValueError(f"procedural hand poses must be a non-empty subset of {POSES}, got {self.poses}")
 
-    def sample(self, rng: np.random.Generator) -> HandImage:
+    def sample(self, rng: np.random.Generator, target_length: float | None = None) -> HandImage:
         pose = str(self.poses[int(rng.integers(len(self.poses)))])
-        return procedural_hand(pose, self.size, seed=int(rng.integers(2**31)), mirror=bool(rng.integers(2)))
+        seed, mirror = int(rng.integers(2**31)), bool(rng.integers(2))
+        # Drawing at about the size needed in the frame is cheaper than drawing big and downscaling, and the
+        # drawing itself is anti-aliased (2x supersampled).
+        size = self.size if target_length is None else int(np.clip(round(target_length), 48, self.size))
+        return procedural_hand(pose, size, seed=seed, mirror=mirror)
 
     def from_spec(self, spec: dict[str, Any]) -> HandImage:
         if spec.get("kind") != "procedural":
@@ -490,7 +495,7 @@ class HandFolderSource:
         self._cache[name] = hand
         return hand
 
-    def sample(self, rng: np.random.Generator) -> HandImage:
+    def sample(self, rng: np.random.Generator, target_length: float | None = None) -> HandImage:
         return self._load(self.files[int(rng.integers(len(self.files)))])
 
     def from_spec(self, spec: dict[str, Any]) -> HandImage:
@@ -506,6 +511,15 @@ class HandFolderSource:
     def describe(self) -> dict[str, Any]:
         return {"kind": "folder", "folder": str(Path(self.folder).resolve()), "orientation": self.orientation,
                 "max_side": int(self.max_side), "n_files": len(self.files)}
+
+
+def resize_hand(hand: HandImage, factor: float) -> HandImage:
+    """Area-resample a hand by `factor` (< 1: anti-aliased downscale before warping). Anchor and length are
+    recomputed from the resampled alpha; spec is kept."""
+    h, w = hand.rgba.shape[:2]
+    size = (max(2, int(round(w * factor))), max(2, int(round(h * factor))))
+    rgba = cv2.resize(hand.rgba, size, interpolation=cv2.INTER_AREA if factor < 1 else cv2.INTER_LINEAR)
+    return finalize_hand(rgba, hand.axis, hand.spec, margin=2)
 
 
 def source_from_description(desc: dict[str, Any]) -> HandSource:

@@ -22,7 +22,15 @@ from typing import Any
 import numpy as np
 
 from .color_transfer import transfer_hand_colors
-from .hands import POSES, HandFolderSource, HandImage, HandSource, ProceduralHandSource, source_from_description
+from .hands import (
+    POSES,
+    HandFolderSource,
+    HandImage,
+    HandSource,
+    ProceduralHandSource,
+    resize_hand,
+    source_from_description,
+)
 from .motion import MotionConfig, Trajectory, random_trajectory
 from .placement import (
     Placement,
@@ -60,7 +68,7 @@ class ColorConfig:
     max_target: int = 8192  # face pixels sampled as the target distribution
     # Keep this fraction of face-region pixels closest (Mahalanobis) to the median colour: eyes, brows, hair
     # and teeth would otherwise become the hand's darkest/brightest tones (black creases, white blotches).
-    skin_quantile: float = 0.8
+    skin_quantile: float = 0.9
 
 
 @dataclass
@@ -208,6 +216,11 @@ def _recolor(hand: HandImage, frame: np.ndarray, box: np.ndarray, landmarks: np.
                                 n_dirs=cfg.n_dirs, rng=rng, bilateral=cfg.bilateral)
 
 
+def sample_placement_rescaled(placement: Placement, resize: float) -> Placement:
+    """The same placement for a hand image resampled by `resize` (frame-space size unchanged)."""
+    return Placement(anchor=placement.anchor, direction_deg=placement.direction_deg, scale=placement.scale / resize)
+
+
 def skin_colors(pixels: np.ndarray, quantile: float) -> np.ndarray:
     """(M, 3) uint8 face-region pixels -> the `quantile` fraction closest to the median colour (Mahalanobis
     distance with the region's covariance). quantile >= 1 keeps all."""
@@ -279,9 +292,17 @@ def occlude_sequence(
     source = hand_source if hand_source is not None else make_hand_source(config.hand)
     rng = _streams(seed)
 
-    hand = source.sample(rng["hand"])
-    hand_rgba = _recolor(hand, frames[0], boxes[0], lm0, config.color, rng["color"])
+    _, size0 = box_center_size(boxes[0])
+    hand = source.sample(rng["hand"], target_length=1.25 * config.placement.scale_max * size0)
     placement = sample_placement(boxes[0], hand, config.placement, rng["placement"])
+    # Downscale the hand image once to about its size in the frame: bilinear warps with scale << 1 alias, and
+    # the colour transfer is cheaper on fewer pixels.
+    resize = 1.0
+    if placement.scale < 0.8:
+        resize = float(placement.scale * 1.25)
+        hand = resize_hand(hand, resize)
+        placement = sample_placement_rescaled(placement, resize)
+    hand_rgba = _recolor(hand, frames[0], boxes[0], lm0, config.color, rng["color"])
     traj = random_trajectory(T, config.motion, rng["motion"])
     anchors, directions, scales = frame_poses(placement, traj, boxes, config.motion)
     affines = np.stack([hand_affine(hand, a, d, s) for a, d, s in zip(anchors, directions, scales, strict=True)])
@@ -303,6 +324,7 @@ def occlude_sequence(
         "config": dataclasses.asdict(config),
         "hand_source": source.describe(),
         "hand": hand.spec,
+        "hand_resize": resize,
         "color_transfer": {"applied": bool(config.color.enabled), "from_frame": 0,
                            "landmarks_region": landmarks is not None},
         "face_boxes": boxes.tolist(),
@@ -337,6 +359,8 @@ def replay(params: dict[str, Any], frames: np.ndarray, hand_source: HandSource |
     config = OcclusionConfig.from_dict(params["config"])
     source = hand_source if hand_source is not None else source_from_description(params["hand_source"])
     hand = source.from_spec(params["hand"])
+    if params["hand_resize"] != 1.0:
+        hand = resize_hand(hand, float(params["hand_resize"]))
     rng = _streams(params["seed"])
     boxes = np.asarray(params["face_boxes"], np.float64)
     lm0 = np.asarray(params["color_landmarks"], np.float64) if "color_landmarks" in params else None
