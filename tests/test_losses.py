@@ -1,0 +1,190 @@
+"""AVFace losses: each term is zero where it must be, grows where it must, and keeps gradients finite."""
+
+from __future__ import annotations
+
+import logging
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from avface.losses import (
+    IdentityLoss,
+    IDMRFLoss,
+    coefficient_regularizer,
+    displacement_l1,
+    eye_closure_loss,
+    id_mrf,
+    image_laplacian,
+    landmark_loss,
+    landmark_weights,
+    laplacian_normals_loss,
+    lip_corner_loss,
+    mouth_closure_loss,
+    photometric_loss,
+    shape_consistency_loss,
+    symmetry_loss,
+)
+
+
+def _normal_map(n=1, h=32, w=32, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    ys, xs = torch.meshgrid(torch.linspace(-1, 1, h), torch.linspace(-1, 1, w), indexing="ij")
+    nm = torch.stack([xs * 0.5, -ys * 0.5, torch.ones_like(xs)])[None].repeat(n, 1, 1, 1)
+    nm = nm + 0.05 * torch.randn(nm.shape, generator=g)
+    return F.normalize(nm, dim=1)
+
+
+def test_laplacian_kernel_on_quadratic():
+    ys, xs = torch.meshgrid(torch.arange(8.0), torch.arange(8.0), indexing="ij")
+    lap = image_laplacian((xs**2 + ys**2)[None, None])
+    assert torch.allclose(lap[..., 1:-1, 1:-1], torch.full((6, 6), 4.0))  # Lap(x^2 + y^2) = 4
+
+
+def test_laplacian_normals_loss_zero_for_identical_and_grows_with_noise():
+    target = _normal_map(2)
+    assert laplacian_normals_loss(target, target.clone()).item() == 0.0
+    g = torch.Generator().manual_seed(1)
+    noise = torch.randn(target.shape, generator=g)
+    vals = [laplacian_normals_loss(F.normalize(target + s * noise, dim=1), target).item() for s in (0.01, 0.05, 0.2)]
+    assert 0 < vals[0] < vals[1] < vals[2]
+    # a constant offset has zero Laplacian: the loss sees high frequencies, not the absolute value
+    assert laplacian_normals_loss(target + 0.3, target).item() < 1e-6
+    # masked to a region: noise outside the region is ignored
+    mask = torch.zeros(2, 1, 32, 32)
+    mask[..., 8:24, 8:24] = 1
+    noisy = target.clone()
+    noisy[..., :4, :] += noise[..., :4, :]
+    assert laplacian_normals_loss(noisy, target, mask).item() == 0.0
+    noisy[..., 12:16, 12:16] += noise[..., 12:16, 12:16]
+    assert laplacian_normals_loss(noisy, target, mask).item() > 0
+    assert laplacian_normals_loss(noisy, target, torch.zeros_like(mask)).item() == 0.0  # empty mask: 0, not NaN
+
+
+def test_landmark_losses():
+    g = torch.Generator().manual_seed(0)
+    gt = torch.rand(2, 3, 68, 2, generator=g) * 2 - 1
+    for fn in (landmark_loss, eye_closure_loss, mouth_closure_loss, lip_corner_loss):
+        assert fn(gt, gt.clone()).item() == pytest.approx(0.0, abs=1e-6)
+    # a rigid translation changes the landmark loss but no relative-distance loss
+    shifted = gt + 0.1
+    assert landmark_loss(shifted, gt).item() > 0
+    for fn in (eye_closure_loss, mouth_closure_loss, lip_corner_loss):
+        assert fn(shifted, gt).item() == pytest.approx(0.0, abs=1e-5)
+    # opening the mouth: mouth closure sees it, eye closure does not
+    opened = gt.clone()
+    opened[..., 56:59, 1] += 0.2
+    opened[..., 65:68, 1] += 0.2
+    assert mouth_closure_loss(opened, gt).item() > 0.01
+    assert eye_closure_loss(opened, gt).item() == pytest.approx(0.0, abs=1e-6)
+    wide = gt.clone()
+    wide[..., 54, 0] += 0.3
+    assert lip_corner_loss(wide, gt).item() > 0.01
+    # weights: an error on a mouth corner (w 3) costs 3x an error on a brow point (w 1)
+    w = landmark_weights()
+    e48, e20 = gt.clone(), gt.clone()
+    e48[..., 48, 0] += 0.1
+    e20[..., 20, 0] += 0.1
+    assert w[48] == 3 and w[20] == 1
+    assert landmark_loss(e48, gt).item() == pytest.approx(3 * landmark_loss(e20, gt).item(), rel=1e-4)
+    # invalid frames are ignored
+    valid = torch.ones(2, 3, dtype=torch.bool)
+    valid[0, 1] = False
+    bad = gt.clone()
+    bad[0, 1] += 5
+    assert landmark_loss(bad, gt, valid).item() == pytest.approx(0.0, abs=1e-6)
+    assert landmark_loss(bad, gt, torch.zeros_like(valid)).item() == 0.0
+
+
+def test_photometric_regularisers_consistency_symmetry():
+    g = torch.Generator().manual_seed(0)
+    img = torch.rand(2, 3, 16, 16, generator=g)
+    mask = torch.zeros(2, 1, 16, 16)
+    mask[..., 4:12, 4:12] = 1
+    other = img.clone()
+    other[..., :2, :] = 0  # differs only outside the mask
+    assert photometric_loss(other, img, mask).item() == 0.0
+    assert photometric_loss(other, img).item() > 0
+    assert coefficient_regularizer(torch.zeros(2, 3, 100)).item() == 0
+    assert coefficient_regularizer(torch.ones(2, 3, 100)).item() == pytest.approx(100.0)
+    same = torch.randn(1, 1, 100, generator=g).repeat(2, 4, 1)
+    assert shape_consistency_loss(same).item() == pytest.approx(0.0, abs=1e-10)
+    varied = same + 0.1 * torch.randn(same.shape, generator=g)
+    assert shape_consistency_loss(varied).item() > 0
+    # identity labels pool windows: two windows with different constant shapes are consistent only if
+    # they belong to different people
+    two = torch.cat([same[:1], same[:1] + 1.0])
+    assert shape_consistency_loss(two, torch.tensor([0, 1])).item() == pytest.approx(0.0, abs=1e-10)
+    assert shape_consistency_loss(two, torch.tensor([5, 5])).item() == pytest.approx(25.0, rel=1e-5)
+    d = torch.randn(2, 1, 8, 8, generator=g)
+    sym = d + d.flip(-1)
+    assert symmetry_loss(sym).item() == pytest.approx(0.0, abs=1e-7)
+    assert symmetry_loss(d).item() > 0
+    assert displacement_l1(torch.zeros(2, 1, 8, 8)).item() == 0 and displacement_l1(d).item() > 0
+
+
+def test_id_mrf_core():
+    g = torch.Generator().manual_seed(0)
+    tar = torch.randn(2, 16, 6, 6, generator=g)
+    same = id_mrf(tar.clone(), tar)
+    # relative (nearest-neighbour) similarity: small noise keeps every nearest neighbour, so ~0 like identical
+    near = id_mrf(tar + 0.5 * torch.randn(tar.shape, generator=g), tar)
+    far = id_mrf(torch.randn(tar.shape, generator=g), tar)
+    assert torch.isfinite(same) and same.item() == pytest.approx(0.0, abs=1e-5)
+    assert same <= near < far and far > 0.5
+    gen = tar.clone().requires_grad_(True)
+    id_mrf(gen + 0.2, tar).backward()
+    assert torch.isfinite(gen.grad).all()
+
+
+def test_losses_needing_weights_are_skipped_with_one_warning(caplog, tmp_path):
+    from avface.losses import perceptual
+
+    perceptual._warned.clear()
+    x = torch.rand(1, 3, 32, 32)
+    with caplog.at_level(logging.WARNING, logger="avface.losses.perceptual"):
+        for _ in range(3):
+            mrf = IDMRFLoss(None)
+            assert not mrf.available and mrf(x, x) is None
+            idl = IdentityLoss(tmp_path / "absent.pth")
+            assert not idl.available and idl(x, x) is None
+    msgs = [r.getMessage() for r in caplog.records]
+    assert sum("ID-MRF" in m for m in msgs) == 1 and sum("identity loss" in m for m in msgs) == 1
+
+
+def test_idmrf_with_user_weights_file(tmp_path):
+    """VGG19 weights (torchvision key names) written by the test: loaded weights_only, loss is finite, lower for
+    identical images, and passes gradient to the generated image only."""
+    from avface.losses.perceptual import vgg19_features_to_relu4_2
+
+    torch.manual_seed(0)
+    feats = vgg19_features_to_relu4_2()
+    sd = {"features." + k: v for k, v in feats.state_dict().items()}
+    sd["classifier.0.bias"] = torch.zeros(4)  # extra keys of a full VGG19 state dict are ignored
+    path = tmp_path / "vgg19.pth"
+    torch.save(sd, path)
+    loss = IDMRFLoss(path)
+    assert loss.available
+    g = torch.Generator().manual_seed(1)
+    tar = torch.rand(1, 3, 32, 32, generator=g)
+    gen = torch.rand(1, 3, 32, 32, generator=g).requires_grad_(True)
+    l_same, l_diff = loss(tar, tar), loss(gen, tar)
+    assert torch.isfinite(l_diff) and l_same < l_diff
+    l_diff.backward()
+    assert gen.grad is not None and gen.grad.abs().sum() > 0
+    assert all(p.grad is None for p in loss.parameters())
+
+
+def test_identity_loss_with_user_weights_file(tmp_path):
+    from avface.models.blocks import ResNet
+    from avface.models.config import BackboneConfig
+
+    small = BackboneConfig(block="basic", layers=(1, 1, 1, 1), widths=(8, 16, 32, 64), stem=8)
+    torch.manual_seed(0)
+    path = tmp_path / "face_rec.pth"
+    torch.save({**ResNet(small).state_dict(), "fc.weight": torch.zeros(5, 64)}, path)
+    idl = IdentityLoss(path, backbone=small, input_size=64)
+    g = torch.Generator().manual_seed(0)
+    a, b = torch.rand(2, 3, 64, 64, generator=g), torch.rand(2, 3, 64, 64, generator=g)
+    assert idl(a, a).item() == pytest.approx(0.0, abs=1e-5)
+    assert idl(a, b).item() > 0
