@@ -1,0 +1,330 @@
+"""Process one clip into its window samples (runs inside a shard task; see :mod:`avface.data.shards`).
+
+Steps (each failure raises :class:`ClipFailure` naming the stage; the shard records it and moves on):
+
+``validate``   probe results: unreadable / non-video file, zero length, huge resolution (> video.max_width x
+               max_height), frame rate outside [min_fps, max_fps], longer than max_seconds, no audio stream
+``decode_video`` decord ``VideoReader``; frames resampled to ``video.fps`` (25) by nearest-frame index selection:
+               output frame i <- source frame ``round(i * src_fps / fps)``; ``floor(n_src * fps / src_fps)``
+               output frames; fewer than one window (16) -> ``too short``
+``decode_audio`` 16 kHz mono (PyAV resampler), cut or zero-padded to ``num_frames * 16000 / fps`` samples
+``audio_features`` :func:`avface.audio.extract_audio_features` over the whole clip, then cut per window
+``landmarks``  synthetic sidecar ``landmarks2d`` (indexed by the same source frames) when it exists, else the
+               configured detector (MediaPipe, optional); frames without a face are marked invalid, never dropped
+``normals``    optional pseudo-GT normals (sidecar / renderer for synthetic clips, teacher network otherwise)
+``occlusion``  the planned windows also get an occluded copy (occlusion_synth) with its mask
+
+Windows start at 0, stride ``shards.stride``; trailing frames that do not fill a window are not used. All samples
+of a clip are built before any is written, so a clip is either complete in its shard or absent (and in the
+failures table).
+"""
+
+from __future__ import annotations
+
+import json
+import zlib
+from dataclasses import dataclass
+from typing import Any
+
+import cv2
+import numpy as np
+
+from avface.data.config import PreprocessConfig
+from avface.data.sample import encode_sample, sample_key
+
+
+class ClipFailure(Exception):
+    def __init__(self, stage: str, message: str):
+        super().__init__(f"{stage}: {message}")
+        self.stage = stage
+        self.message = message
+
+
+def resample_indices(n_src: int, src_fps: float, fps: float) -> np.ndarray:
+    """Source frame index of each output frame (nearest frame in time), ``(n_out,)`` int64."""
+    n_out = int(np.floor(n_src * fps / src_fps + 1e-6))
+    if n_src > 0:
+        n_out = max(n_out, 1)
+    idx = np.round(np.arange(n_out) * (src_fps / fps)).astype(np.int64)
+    return np.clip(idx, 0, max(n_src - 1, 0))
+
+
+def window_starts(num_frames: int, window: int, stride: int) -> list[int]:
+    if num_frames < window:
+        return []
+    return list(range(0, num_frames - window + 1, stride))
+
+
+def estimate_windows(num_frames: int | None, src_fps: float | None, fps: float, window: int, stride: int) -> int:
+    if not num_frames or not src_fps or src_fps <= 0:
+        return 0
+    n = int(np.floor(num_frames * fps / src_fps + 1e-6))
+    return len(window_starts(n, window, stride))
+
+
+def stable_seed(*parts: Any) -> int:
+    return zlib.crc32("|".join(str(p) for p in parts).encode()) & 0x7FFFFFFF
+
+
+@dataclass
+class ClipResources:
+    """Per-task objects shared by the clips of one shard (detector, normals teacher)."""
+
+    detector: Any = None
+    teacher: Any = None
+
+    @classmethod
+    def create(cls, cfg: PreprocessConfig) -> ClipResources:
+        from avface.landmarks import get_detector
+
+        detector = get_detector(cfg.landmarks.detector, cfg.landmarks.min_detection_confidence)
+        teacher = None
+        if cfg.normals.source in ("teacher", "auto") and cfg.normals.checkpoint:
+            from avface.data.normals_teacher import UNetResNetTeacher
+
+            teacher = UNetResNetTeacher(cfg.normals.checkpoint, cfg.normals.arch, cfg.video.image_size,
+                                        batch_size=cfg.normals.batch_size)
+        elif cfg.normals.source == "teacher":
+            raise ValueError("normals.source=teacher needs normals.checkpoint=/path/to/normals_net.pth")
+        return cls(detector, teacher)
+
+    def close(self) -> None:
+        if self.detector is not None:
+            self.detector.close()
+
+
+def validate(row: dict[str, Any], cfg: PreprocessConfig) -> None:
+    v = cfg.video
+    if row.get("probe_error"):
+        raise ClipFailure("validate", f"unreadable: {row['probe_error']}")
+    w, h = row.get("width") or 0, row.get("height") or 0
+    if w > v.max_width or h > v.max_height:
+        raise ClipFailure("validate", f"huge resolution {w}x{h} > max {v.max_width}x{v.max_height}")
+    if w <= 0 or h <= 0:
+        raise ClipFailure("validate", f"bad frame size {w}x{h}")
+    fps = row.get("fps")
+    if fps is None or not (v.min_fps <= fps <= v.max_fps):
+        raise ClipFailure("validate", f"frame rate {fps} outside [{v.min_fps}, {v.max_fps}]")
+    dur = row.get("duration")
+    if dur is not None and dur > v.max_seconds:
+        raise ClipFailure("validate", f"too long: {dur:.1f} s > video.max_seconds={v.max_seconds}")
+    if not row.get("has_audio"):
+        raise ClipFailure("validate", "no audio stream")
+
+
+def _load_sidecar(path: str) -> dict[str, np.ndarray]:
+    with np.load(path, allow_pickle=False) as z:
+        return {k: z[k] for k in z.files}
+
+
+def _resize(frames: np.ndarray, size: int) -> np.ndarray:
+    t, h, w, _ = frames.shape
+    if (h, w) == (size, size):
+        return frames
+    interp = cv2.INTER_AREA if size < min(h, w) else cv2.INTER_LINEAR
+    return np.stack([cv2.resize(f, (size, size), interpolation=interp) for f in frames])
+
+
+def _resize_masks(masks: np.ndarray, size: int) -> np.ndarray:
+    if masks.shape[1:] == (size, size):
+        return masks
+    return np.stack([cv2.resize(m, (size, size), interpolation=cv2.INTER_LINEAR) for m in masks])
+
+
+def _resize_normals(normals: np.ndarray, size: int) -> np.ndarray:
+    if normals.shape[1:3] == (size, size):
+        return normals.astype(np.float32)
+    out = np.stack([cv2.resize(n.astype(np.float32), (size, size), interpolation=cv2.INTER_NEAREST)
+                    for n in normals])
+    return out
+
+
+def process_clip(row: dict[str, Any], cfg: PreprocessConfig, out_split: str, occluded_starts: set[int] | frozenset,
+                 resources: ClipResources) -> list[dict[str, Any]]:
+    """All samples of one clip (``encode_sample`` dicts, clean windows then their ``_occ`` copies)."""
+    import decord
+
+    from avface.audio import extract_audio_features
+
+    validate(row, cfg)
+    v, s = cfg.video, cfg.shards
+    try:
+        vr = decord.VideoReader(row["video_path"], ctx=decord.cpu(0), num_threads=v.decode_threads)
+        n_src = len(vr)
+        src_fps = float(vr.get_avg_fps()) or float(row["fps"])
+    except Exception as e:  # noqa: BLE001 - any decoder error is a property of the file
+        raise ClipFailure("decode_video", f"{type(e).__name__}: {e}") from e
+    if n_src <= 0:
+        raise ClipFailure("decode_video", "no frames")
+    if not (v.min_fps <= src_fps <= v.max_fps):
+        raise ClipFailure("validate", f"decoded frame rate {src_fps} outside [{v.min_fps}, {v.max_fps}]")
+    indices = resample_indices(n_src, src_fps, v.fps)
+    n = len(indices)
+    starts = window_starts(n, s.window, s.stride)
+    if not starts:
+        raise ClipFailure("validate", f"too short: {n} frames at {v.fps:g} fps < one window of {s.window}")
+
+    # audio
+    from avface.io.media import read_audio
+
+    try:
+        audio = read_audio(row.get("audio_path") or row["video_path"], cfg.audio.sample_rate)
+    except Exception as e:  # noqa: BLE001
+        raise ClipFailure("decode_audio", f"{type(e).__name__}: {e}") from e
+    if audio.size == 0:
+        raise ClipFailure("decode_audio", "empty audio stream")
+    need = int(round(n * cfg.audio.sample_rate / v.fps))
+    audio = np.pad(audio[:need], (0, max(0, need - len(audio)))).astype(np.float32)
+    a = cfg.audio
+    try:
+        feats = extract_audio_features(audio, n, v.fps, a.kind, window=a.window, n_mels=a.n_mels,
+                                       deepspeech_graph=a.deepspeech_graph, wav2vec2_weights=a.wav2vec2_weights,
+                                       wav2vec2_layer=a.wav2vec2_layer, wav2vec2_arch=a.wav2vec2_arch)
+    except FileNotFoundError:
+        raise  # a missing model file is a configuration error of the whole job, not of this clip
+    except Exception as e:  # noqa: BLE001
+        raise ClipFailure("audio_features", f"{type(e).__name__}: {e}") from e
+
+    # ground truth sidecar
+    gt: dict[str, np.ndarray] = {}
+    if row.get("gt_path"):
+        try:
+            gt = _load_sidecar(row["gt_path"])
+        except Exception as e:  # noqa: BLE001
+            raise ClipFailure("landmarks", f"sidecar {row['gt_path']}: {type(e).__name__}: {e}") from e
+    gt_lm = gt.get("landmarks2d") if cfg.landmarks.use_ground_truth else None
+    landmark_source = "gt" if gt_lm is not None else resources.detector.name
+    if gt_lm is None:
+        resources.detector.reset()
+
+    normals_source = _normals_source(cfg, gt, resources)
+    size = v.image_size
+    samples: list[dict[str, Any]] = []
+    occ_samples: list[dict[str, Any]] = []
+    base_meta = {
+        "clip_id": row["clip_id"], "split": out_split, "identity": row["identity"], "ytid": row["ytid"],
+        "utterance": row["utterance"], "fps": v.fps, "source_fps": src_fps,
+        "audio_kind": a.kind, "audio_dim": int(feats.shape[-1]), "landmark_source": landmark_source,
+        "normals_source": normals_source, "vggface2_id": row.get("vggface2_id"), "gender": row.get("gender"),
+        "txt_reference": row.get("txt_reference"), "txt_offset": row.get("txt_offset"),
+        "txt_conf": row.get("txt_conf"),
+    }
+    for start in starts:
+        src_idx = indices[start:start + s.window]
+        try:
+            raw = vr.get_batch(src_idx.tolist()).asnumpy()
+        except Exception as e:  # noqa: BLE001
+            raise ClipFailure("decode_video", f"frames {src_idx[0]}..{src_idx[-1]}: {type(e).__name__}: {e}") from e
+        th, tw = raw.shape[1:3]
+        # landmarks in source pixels
+        if gt_lm is not None:
+            ok = src_idx < len(gt_lm)
+            lm = np.zeros((len(src_idx), 68, 2), np.float32)
+            lm[ok] = gt_lm[src_idx[ok]]
+            valid = ok & np.all(np.isfinite(lm), axis=(1, 2))
+            lm[~valid] = 0.0
+        else:
+            try:
+                lm, valid = resources.detector(raw)
+            except Exception as e:  # noqa: BLE001
+                raise ClipFailure("landmarks", f"{type(e).__name__}: {e}") from e
+        crop_box = None
+        if v.crop == "landmarks":
+            from avface.landmarks.crop import boxes_from_landmarks, crop_resize
+
+            boxes = boxes_from_landmarks(lm, valid, v.crop_scale, (th, tw))
+            frames, lm_out = [], np.zeros_like(lm)
+            for i in range(len(raw)):
+                img, sc, off = crop_resize(raw[i], boxes[i], size)
+                frames.append(img)
+                lm_out[i] = (lm[i] - off) * sc
+            frames = np.stack(frames)
+            crop_box = boxes.tolist()
+        elif v.crop == "none":
+            frames = _resize(raw, size)
+            lm_out = lm * np.array([size / tw, size / th], np.float32)
+        else:
+            raise ValueError(f"video.crop must be none or landmarks, got {v.crop!r}")
+        lm_out = np.where(valid[:, None, None], lm_out, 0.0).astype(np.float32)
+
+        occ_mask = None
+        if "occlusion_mask" in gt:
+            m = gt["occlusion_mask"]
+            ok = src_idx < len(m)
+            mm = np.zeros((len(src_idx), *m.shape[1:]), np.float32)
+            mm[ok] = m[src_idx[ok]]
+            occ_mask = _resize_masks(mm.astype(np.float32), size)
+
+        normals = _normals(normals_source, gt, src_idx, frames, size, resources)
+        meta = {**base_meta, "start": int(start), "source_indices": src_idx.tolist(), "source_size": [tw, th],
+                "occluded": False, "crop_boxes": crop_box}
+        key = sample_key(out_split, row["identity"], row["ytid"], row["utterance"], start)
+        samples.append(encode_sample(key, frames, feats[start:start + s.window], lm_out, valid, meta, normals=normals,
+                                     occlusion_mask=occ_mask, frames_format=v.frames_format,
+                                     jpeg_quality=v.jpeg_quality))
+        if start in occluded_starts:
+            occ_samples.append(_occluded(out_split, row, start, frames, feats[start:start + s.window], lm_out, valid,
+                                         meta, normals, cfg))
+    del vr
+    return samples + occ_samples
+
+
+def _occluded(out_split, row, start, frames, feats, lm, valid, meta, normals, cfg) -> dict[str, Any]:
+    key = sample_key(out_split, row["identity"], row["ytid"], row["utterance"], start, occluded=True)
+    seed = stable_seed(cfg.occlusion.seed, key)
+    t, h, w, _ = frames.shape
+    try:
+        from occlusion_synth import OcclusionConfig, occlude_sequence
+
+        kwargs: dict[str, Any] = {}
+        if np.all(valid):
+            kwargs["landmarks"] = lm
+        else:  # boxes from the valid frames (nearest), or the centred square
+            from avface.landmarks.crop import boxes_from_landmarks
+
+            kwargs["face_boxes"] = boxes_from_landmarks(lm, valid, 1.1, (h, w), smooth=1)
+        res = occlude_sequence(frames, config=OcclusionConfig.from_dict(cfg.occlusion.config), seed=seed, **kwargs)
+    except Exception as e:  # noqa: BLE001
+        raise ClipFailure("occlusion", f"window {start}: {type(e).__name__}: {e}") from e
+    params = json.loads(json.dumps(res.params, default=_jsonable))
+    occ_meta = {**meta, "occluded": True, "occlusion": params, "occlusion_seed": seed}
+    return encode_sample(key, res.frames, feats, lm, valid, occ_meta, normals=normals, occlusion_mask=res.masks,
+                         frames_format=cfg.video.frames_format, jpeg_quality=cfg.video.jpeg_quality)
+
+
+def _jsonable(o: Any) -> Any:
+    if isinstance(o, np.generic):
+        return o.item()
+    if isinstance(o, np.ndarray):
+        return o.tolist()
+    return str(o)
+
+
+def _normals_source(cfg: PreprocessConfig, gt: dict, resources: ClipResources) -> str | None:
+    src = cfg.normals.source
+    synthetic = bool(gt) and ("normals" in gt or "vertices" in gt)
+    if src == "none":
+        return None
+    if src == "renderer" or (src == "auto" and synthetic):
+        if not synthetic:
+            raise ClipFailure("normals", "normals.source=renderer but the clip has no synthetic sidecar")
+        return "renderer"
+    if resources.teacher is not None:
+        return "teacher"
+    return None
+
+
+def _normals(source: str | None, gt: dict, src_idx: np.ndarray, frames: np.ndarray, size: int,
+             resources: ClipResources) -> np.ndarray | None:
+    if source is None:
+        return None
+    try:
+        if source == "renderer":
+            from avface.data.normals_teacher import sidecar_normals
+
+            return _resize_normals(sidecar_normals(gt, src_idx), size)
+        return resources.teacher(frames)
+    except ClipFailure:
+        raise
+    except Exception as e:  # noqa: BLE001
+        raise ClipFailure("normals", f"{type(e).__name__}: {e}") from e

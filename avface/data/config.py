@@ -1,0 +1,155 @@
+"""Typed config of the preprocessing pipeline (``conf/preprocess.yaml``, Hydra ConfigStore ``preprocess_schema``).
+
+Ray tasks get the config as a plain dict (:meth:`PreprocessConfig.to_dict`) and rebuild it with
+:meth:`PreprocessConfig.from_dict` (REFERENCE 6: resolve Hydra on the driver).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import typing
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass
+class DataConfig:
+    root: str = "???"  # VoxCeleb2 root: <root>/{dev,test}/mp4/idXXXXX/<ytid>/NNNNN.mp4 (+ aac/, txt/, gt/)
+    splits: list[str] = field(default_factory=lambda: ["dev", "test"])
+    # VoxCeleb2 split directory -> output split name (shard prefix)
+    split_names: dict[str, str] = field(default_factory=lambda: {"dev": "train", "test": "test"})
+    max_clips_per_split: int | None = None  # first N clips of each split in manifest order (debugging)
+    probe_batch: int = 64  # clips probed per Ray task during discovery
+
+
+@dataclass
+class VideoConfig:
+    fps: float = 25.0  # output frame rate (nearest-frame index selection)
+    image_size: int = 224  # output frames are image_size x image_size (multiple of 16: clean JPEG strips)
+    crop: str = "none"  # none: resize the whole frame | landmarks: square box around the face, smoothed
+    crop_scale: float = 1.6  # box side = crop_scale * landmark extent (crop=landmarks)
+    max_width: int = 1920  # refuse larger videos ("huge resolution" failure)
+    max_height: int = 1920
+    min_fps: float = 5.0  # refuse clips whose frame rate is outside [min_fps, max_fps]
+    max_fps: float = 120.0
+    max_seconds: float = 600.0  # refuse longer clips (bounded task memory)
+    frames_format: str = "jpg"  # jpg: one vertical JPEG strip (T*H, W, 3) | npy: raw (T, H, W, 3) u8
+    jpeg_quality: int = 90
+    decode_threads: int = 1
+
+
+@dataclass
+class AudioConfig:
+    kind: str = "mel"  # mel | deepspeech | wav2vec2 | phones
+    sample_rate: int = 16000
+    window: int = 16
+    n_mels: int = 80
+    deepspeech_graph: str = "~/.cache/avface/deepspeech-0.1.0/output_graph.pb"
+    wav2vec2_weights: str = "~/.cache/avface/wav2vec2/wav2vec2_base.pt"
+    wav2vec2_layer: int = -1
+    wav2vec2_arch: dict[str, Any] = field(default_factory=dict)  # kwargs of torchaudio.models.wav2vec2_model
+
+
+@dataclass
+class LandmarksConfig:
+    use_ground_truth: bool = True  # synthetic sidecar landmarks2d when <root>/gt/... exists
+    detector: str = "auto"  # auto: mediapipe if importable, else none | mediapipe | none (all frames invalid)
+    min_detection_confidence: float = 0.5
+
+
+@dataclass
+class NormalsConfig:
+    # none | auto (renderer's exact normals for synthetic clips, teacher for the others when a checkpoint is set)
+    # | teacher | renderer
+    source: str = "none"
+    checkpoint: str | None = None  # UNet-ResNet normals network checkpoint (state dict)
+    arch: str = "avface.data.normals_teacher:default_normals_net"  # "module:callable" building the network
+    batch_size: int = 16
+
+
+@dataclass
+class OcclusionConfig:
+    # output split -> number of occluded 16-frame windows (paper: 3k train / 1k test); 0 disables
+    windows: dict[str, int] = field(default_factory=lambda: {"train": 3000, "test": 1000})
+    seed: int = 0
+    config: dict[str, Any] = field(default_factory=dict)  # passed to occlusion_synth.occlude_sequence
+
+
+@dataclass
+class ShardConfig:
+    window: int = 16  # frames per sample
+    stride: int = 16  # frames between window starts (16 = non-overlapping)
+    max_samples: int = 512  # samples per shard (planned from the manifest)
+    max_bytes: int = 2_000_000_000  # planning bound: max_samples is lowered so samples * bytes/sample fits
+
+
+@dataclass
+class RayConfig:
+    address: str | None = None  # None: $RAY_ADDRESS or a local Ray
+    num_cpus: int | None = None  # local Ray only
+    task_cpus: float = 1.0
+    task_memory_mb: int = 1500  # Ray memory resource per shard task
+    max_retries: int = 3  # per shard task (node loss, worker crash)
+    max_in_flight: int = 0  # 0: 2 x cluster CPUs
+
+
+@dataclass
+class PreprocessConfig:
+    data: DataConfig = field(default_factory=DataConfig)
+    out: str = "???"
+    video: VideoConfig = field(default_factory=VideoConfig)
+    audio: AudioConfig = field(default_factory=AudioConfig)
+    landmarks: LandmarksConfig = field(default_factory=LandmarksConfig)
+    normals: NormalsConfig = field(default_factory=NormalsConfig)
+    occlusion: OcclusionConfig = field(default_factory=OcclusionConfig)
+    shards: ShardConfig = field(default_factory=ShardConfig)
+    ray: RayConfig = field(default_factory=RayConfig)
+    seed: int = 0
+    rediscover: bool = False  # rebuild <out>/manifest.parquet even if it exists
+    overwrite: bool = False  # allow a config whose output differs from the one recorded in <out>/plan.json
+    progress: bool = True
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: Any) -> PreprocessConfig:
+        return _build(cls, d)
+
+    def fingerprint(self) -> str:
+        """Hash of everything that changes the shards' content (not Ray settings, paths of the output or progress)."""
+        d = self.to_dict()
+        for k in ("ray", "out", "rediscover", "overwrite", "progress"):
+            d.pop(k)
+        return hashlib.sha256(json.dumps(d, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def _build(tp: Any, d: Any) -> Any:
+    if dataclasses.is_dataclass(tp) and isinstance(tp, type):
+        if d is None:
+            return tp()
+        if dataclasses.is_dataclass(d):
+            d = dataclasses.asdict(d)
+        hints = typing.get_type_hints(tp)
+        kwargs = {}
+        for f in dataclasses.fields(tp):
+            if f.name in d:
+                kwargs[f.name] = _build(hints[f.name], d[f.name])
+        unknown = set(d) - {f.name for f in dataclasses.fields(tp)}
+        if unknown:
+            raise ValueError(f"unknown keys for {tp.__name__}: {sorted(unknown)}")
+        return tp(**kwargs)
+    if isinstance(d, dict):
+        return dict(d)
+    if isinstance(d, list | tuple):
+        return list(d)
+    return d
+
+
+def register_configs() -> None:
+    """Register ``preprocess_schema`` in Hydra's ConfigStore."""
+    from hydra.core.config_store import ConfigStore
+
+    ConfigStore.instance().store(name="preprocess_schema", node=PreprocessConfig)

@@ -1,0 +1,193 @@
+"""The preprocessing job: VoxCeleb2 tree -> manifest -> shard plan -> Ray shard tasks -> index / failures tables.
+
+Output directory ``<out>/``::
+
+    manifest.parquet          one row per video (avface.data.discovery.MANIFEST_SCHEMA); reused by re-runs
+    plan.json                 config fingerprint + clips of every shard (a re-run must produce the same plan)
+    {split}-{NNNNNN}.tar      WebDataset shards, one sample per 16-frame window (avface.data.sample)
+    {split}_occ-{NNNNNN}.tar  occluded copies of the planned windows (only shards that have some)
+    _fragments/               per-shard index / failures parquet + done.json (what makes a shard "finished")
+    index.parquet             sample key -> shard (+ clip, start, bytes, sha256), union of the fragments
+    failures.parquet          clip, stage, error for every clip that was skipped (+ shard-level task failures)
+    summary.json              counts, shard lists per split, timings
+
+Idempotent and resumable: finished shards (``done.json`` present, tar sizes as recorded) are skipped; every other
+shard is rebuilt from scratch by one task, with atomic writes, so a killed run re-run ends with exactly the
+samples of a clean run. Ray retries a task whose node died (``ray.max_retries``).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from avface.data.config import PreprocessConfig
+from avface.data.discovery import MANIFEST_SCHEMA, build_manifest
+from avface.data.shards import (
+    FAILURES_SCHEMA,
+    FRAGMENTS,
+    ShardPlan,
+    plan_shards,
+    plan_to_json,
+    process_shard,
+    read_fragments,
+    shard_done,
+)
+from avface.utils.files import atomic_path
+
+log = logging.getLogger(__name__)
+
+
+def _clean_temps(out: Path) -> int:
+    n = 0
+    for d in (out, out / FRAGMENTS):
+        if d.is_dir():
+            for p in d.glob(".*.tmp"):
+                p.unlink(missing_ok=True)
+                n += 1
+    return n
+
+
+def load_or_build_manifest(cfg: PreprocessConfig) -> pa.Table:
+    path = Path(cfg.out) / "manifest.parquet"
+    if path.is_file() and not cfg.rediscover:
+        return pq.read_table(path, schema=MANIFEST_SCHEMA)
+    table = build_manifest(cfg.data.root, list(cfg.data.splits), cfg.data.max_clips_per_split, cfg.data.probe_batch)
+    with atomic_path(path) as tmp:
+        pq.write_table(table, tmp)
+        os.chmod(tmp, 0o644)
+    return table
+
+
+def _write_plan(out: Path, cfg: PreprocessConfig, plans: list[ShardPlan]) -> None:
+    path = out / "plan.json"
+    record = {"fingerprint": cfg.fingerprint(), "shards": plan_to_json(plans)}
+    if path.is_file() and not cfg.overwrite:
+        old = json.loads(path.read_text())
+        if old.get("fingerprint") != record["fingerprint"] or old.get("shards") != record["shards"]:
+            raise RuntimeError(
+                f"{out} holds shards of a different config or manifest (plan.json differs). Use a new out=..., or "
+                f"overwrite=true to rebuild changed shards (delete {out}/_fragments to rebuild all)."
+            )
+    if cfg.overwrite and path.is_file():
+        for p in (out / FRAGMENTS).glob("*.done.json"):
+            p.unlink()
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(record, sort_keys=True))
+
+
+def _absolutise(cfg: PreprocessConfig) -> PreprocessConfig:
+    if cfg.out in ("???", "", None):
+        raise ValueError("set out=/path/to/output")
+    if cfg.data.root in ("???", "", None):
+        raise ValueError("set data.root=/path/to/voxceleb2")
+    cfg.out = str(Path(cfg.out).expanduser().resolve())
+    cfg.data.root = str(Path(cfg.data.root).expanduser().resolve())
+    return cfg
+
+
+def check_config(cfg: PreprocessConfig) -> None:
+    """Fail fast, on the driver, with the clear message of a missing model file / optional package."""
+    from avface.audio.features import check_available
+
+    a = cfg.audio
+    check_available(a.kind, deepspeech_graph=a.deepspeech_graph, wav2vec2_weights=a.wav2vec2_weights)
+    if cfg.landmarks.detector == "mediapipe":
+        from avface.landmarks import get_detector
+
+        get_detector("mediapipe").close()
+    if cfg.normals.source == "teacher" and not cfg.normals.checkpoint:
+        raise ValueError("normals.source=teacher needs normals.checkpoint=/path/to/checkpoint")
+    if cfg.normals.checkpoint and not Path(cfg.normals.checkpoint).expanduser().is_file():
+        raise FileNotFoundError(f"normals teacher checkpoint not found: {cfg.normals.checkpoint}")
+    if cfg.video.image_size % 16:
+        raise ValueError("video.image_size must be a multiple of 16 (JPEG strips)")
+
+
+def run_preprocess(cfg: PreprocessConfig, init_ray: bool = True) -> dict[str, Any]:
+    """Run (or resume) the whole job; returns the summary (also written to ``<out>/summary.json``)."""
+    import ray
+    from tqdm import tqdm
+
+    cfg = _absolutise(PreprocessConfig.from_dict(cfg.to_dict()))
+    check_config(cfg)
+    out = Path(cfg.out)
+    out.mkdir(parents=True, exist_ok=True)
+    if init_ray:
+        from avface.utils.ray_utils import init_ray as _init
+
+        _init(cfg.ray.address, num_cpus=cfg.ray.num_cpus)
+    t0 = time.time()
+    _clean_temps(out)
+    manifest = load_or_build_manifest(cfg)
+    plans = plan_shards(manifest, cfg)
+    _write_plan(out, cfg, plans)
+    todo = [p for p in plans if not shard_done(out, p)]
+    log.info("%d clips, %d shards, %d to do", manifest.num_rows, len(plans), len(todo))
+
+    cfg_dict = cfg.to_dict()
+    task = ray.remote(process_shard).options(
+        num_cpus=cfg.ray.task_cpus, memory=int(cfg.ray.task_memory_mb) * 2**20, max_retries=cfg.ray.max_retries,
+        retry_exceptions=True, name="preprocess_shard")
+    max_in_flight = cfg.ray.max_in_flight or max(2, 2 * int(ray.cluster_resources().get("CPU", 1)))
+    pending: dict[Any, ShardPlan] = {}
+    queue = list(todo)
+    failed: list[tuple[ShardPlan, str]] = []
+    frames = 0
+    bar = tqdm(total=len(todo), desc="shards", unit="shard", disable=not cfg.progress)
+    while queue or pending:
+        while queue and len(pending) < max_in_flight:
+            p = queue.pop(0)
+            pending[task.remote(p, cfg_dict)] = p
+        ready, _ = ray.wait(list(pending), num_returns=1)
+        for ref in ready:
+            p = pending.pop(ref)
+            try:
+                rec = ray.get(ref)
+                frames += rec["frames"]
+                bar.set_postfix(samples=rec["samples"], failures=rec["failures"],
+                                frames_per_s=f"{frames / (time.time() - t0):.0f}")
+            except Exception as e:  # noqa: BLE001 - retries exhausted: report, keep going, a re-run resumes it
+                msg = str(e)
+                if isinstance(e, ray.exceptions.RayTaskError) and isinstance(e.cause, FileNotFoundError):
+                    bar.close()
+                    raise e.cause from None
+                failed.append((p, msg))
+                log.error("shard %s failed after %d retries: %s", p.name, cfg.ray.max_retries, msg[-2000:])
+            bar.update(1)
+    bar.close()
+    _clean_temps(out)
+
+    index, failures = read_fragments(out, plans)
+    if failed:
+        rows = [{"clip_id": r["clip_id"], "video_path": r["video_path"], "split": p.split, "shard": p.name,
+                 "stage": "shard", "error": msg[-2000:]} for p, msg in failed for r in p.clips]
+        failures = pa.concat_tables([failures, pa.Table.from_pylist(rows, schema=FAILURES_SCHEMA)])
+    for name, table in (("index.parquet", index), ("failures.parquet", failures)):
+        with atomic_path(out / name) as tmp:
+            pq.write_table(table, tmp)
+            os.chmod(tmp, 0o644)
+    shards: dict[str, list[str]] = {}
+    for name in sorted(set(index.column("shard").to_pylist())):
+        shards.setdefault(name.rsplit("-", 1)[0], []).append(name)
+    for p in plans:  # empty shards (all clips failed) are still valid tars
+        if (out / p.name).is_file() and p.name not in shards.get(p.split, []):
+            shards.setdefault(p.split, []).append(p.name)
+    summary = {
+        "clips": manifest.num_rows, "shards_planned": len(plans), "shards_run": len(todo) - len(failed),
+        "shards_failed": [p.name for p, _ in failed], "samples": index.num_rows,
+        "failures": failures.num_rows, "failed_clips": len(set(failures.column("clip_id").to_pylist())),
+        "seconds": round(time.time() - t0, 2), "fingerprint": cfg.fingerprint(),
+        "shards": {k: sorted(v) for k, v in sorted(shards.items())},
+    }
+    with atomic_path(out / "summary.json") as tmp:
+        tmp.write_text(json.dumps(summary, indent=1, sort_keys=True))
+        os.chmod(tmp, 0o644)
+    return summary

@@ -1,0 +1,196 @@
+"""The WebDataset sample schema: one sample = one window of T = 16 consecutive frames (25 fps) of one clip.
+
+Key: ``{split}_{identity}_{ytid}_{utterance}_{start:06d}`` (``start`` = first frame of the window in the 25 fps
+clip), every part sanitised so the key has no dots or slashes (:func:`sample_key`); occluded copies of a window
+(occlusion fine-tuning, written to the ``{split}_occ`` shards) end with ``_occ``.
+
+Fields (file name in the tar = ``<key>.<field>``; never pickle):
+
+=====================  =========================================================================================
+``frames.jpg``         the T frames as ONE vertical JPEG strip ``(T*H, W, 3)`` RGB (``video.frames_format=jpg``,
+                       the default: ~10x smaller than raw; H, W multiples of 16 so no JPEG block straddles two
+                       frames), or ``frames.npy`` ``(T, H, W, 3)`` u8 (``frames_format=npy``, lossless)
+``audio_features.npy`` ``(T, 16, F)`` f32 (:mod:`avface.audio.features`)
+``landmarks.npy``      ``(T, 68, 2)`` f32 iBUG-68 pixel coordinates in the stored frames (centre of pixel c is c+0.5)
+``landmarks_valid.npy`` ``(T,)`` bool: False where no face was found (landmarks are then zeros)
+``normals.png``        optional: pseudo-GT normals, vertical PNG strip ``(T*H, W, 3)`` u8 = round((n + 1) * 127.5),
+                       (0, 0, 0) = no face; decoded to ``(T, H, W, 3)`` f32 unit vectors (zeros off the face)
+``occlusion_mask.png`` optional (``_occ`` samples and synthetic clips with a mask): vertical PNG strip ``(T*H, W)``
+                       u8, 255 = occluded; decoded to ``(T, H, W)`` u8
+``meta.json``          dict: key, clip_id, split, identity, ytid, utterance, start, num_frames, fps, height, width,
+                       source_fps, source_indices, audio_kind, audio_dim, landmark_source (gt | mediapipe | none),
+                       normals_source, occluded, occlusion (params), crop boxes, vox meta, frames_format, ...
+=====================  =========================================================================================
+
+:func:`decode_sample` accepts the raw bytes of a tar (``webdataset`` without decoders) or values already decoded
+by ``ray.data.read_webdataset`` (arrays / dicts), and returns the contract of docs/ARCHITECTURE.md.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import re
+from typing import Any
+
+import cv2
+import numpy as np
+
+__all__ = ["sample_key", "sanitize", "encode_sample", "decode_sample", "FIELDS"]
+
+FIELDS = ("frames.jpg", "frames.npy", "audio_features.npy", "landmarks.npy", "landmarks_valid.npy", "normals.png",
+          "occlusion_mask.png", "meta.json")
+
+_BAD = re.compile(r"[^A-Za-z0-9_\-]")
+
+
+def sanitize(part: str) -> str:
+    """Key part without dots, slashes or spaces (anything but ``[A-Za-z0-9_-]`` becomes ``-``)."""
+    return _BAD.sub("-", str(part))
+
+
+def sample_key(split: str, identity: str, ytid: str, utterance: str, start: int, occluded: bool = False) -> str:
+    key = "_".join(sanitize(p) for p in (split, identity, ytid, utterance)) + f"_{int(start):06d}"
+    return key + ("_occ" if occluded else "")
+
+
+def _npy(a: np.ndarray) -> bytes:
+    buf = io.BytesIO()
+    np.save(buf, np.ascontiguousarray(a), allow_pickle=False)
+    return buf.getvalue()
+
+
+def _strip(images: np.ndarray) -> np.ndarray:
+    t, h = images.shape[:2]
+    return images.reshape(t * h, *images.shape[2:])
+
+
+def _imencode(ext: str, img: np.ndarray, params: list[int]) -> bytes:
+    if img.ndim == 3:
+        img = img[..., ::-1]  # RGB -> BGR for OpenCV
+    ok, buf = cv2.imencode(ext, np.ascontiguousarray(img), params)
+    if not ok:
+        raise RuntimeError(f"cv2.imencode({ext}) failed")
+    return buf.tobytes()
+
+
+def _imdecode(data: bytes, color: bool) -> np.ndarray:
+    img = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR if color else cv2.IMREAD_GRAYSCALE)
+    if img is None:
+        raise ValueError("could not decode image field")
+    return img[..., ::-1].copy() if color else img
+
+
+def encode_normals(normals: np.ndarray) -> np.ndarray:
+    """``(..., 3)`` f32 unit normals (zeros off the face) -> u8; zero vectors stay (0, 0, 0)."""
+    enc = np.clip(np.round((normals + 1.0) * 127.5), 1, 255).astype(np.uint8)
+    enc[np.all(normals == 0, axis=-1)] = 0
+    return enc
+
+
+def decode_normals(enc: np.ndarray) -> np.ndarray:
+    n = enc.astype(np.float32) / 127.5 - 1.0
+    norm = np.linalg.norm(n, axis=-1, keepdims=True)
+    n = np.where(norm > 0, n / np.maximum(norm, 1e-8), 0.0)
+    n[np.all(enc == 0, axis=-1)] = 0.0
+    return n.astype(np.float32)
+
+
+def encode_sample(
+    key: str,
+    frames: np.ndarray,
+    audio_features: np.ndarray,
+    landmarks: np.ndarray,
+    landmarks_valid: np.ndarray,
+    meta: dict[str, Any],
+    normals: np.ndarray | None = None,
+    occlusion_mask: np.ndarray | None = None,
+    frames_format: str = "jpg",
+    jpeg_quality: int = 90,
+) -> dict[str, Any]:
+    """Sample dict for a tar writer: ``{"__key__": key, "<field>": bytes}`` (see the module docstring)."""
+    if "." in key or "/" in key:
+        raise ValueError(f"sample key must not contain dots or slashes: {key!r}")
+    t, h, w, _ = frames.shape
+    if frames.dtype != np.uint8:
+        raise ValueError(f"frames must be uint8, got {frames.dtype}")
+    meta = {**meta, "key": key, "num_frames": int(t), "height": int(h), "width": int(w),
+            "frames_format": frames_format}
+    s: dict[str, Any] = {"__key__": key}
+    if frames_format == "jpg":
+        s["frames.jpg"] = _imencode(".jpg", _strip(frames), [cv2.IMWRITE_JPEG_QUALITY, int(jpeg_quality)])
+    elif frames_format == "npy":
+        s["frames.npy"] = _npy(frames)
+    else:
+        raise ValueError(f"frames_format must be jpg or npy, got {frames_format!r}")
+    s["audio_features.npy"] = _npy(np.asarray(audio_features, np.float32))
+    s["landmarks.npy"] = _npy(np.asarray(landmarks, np.float32))
+    s["landmarks_valid.npy"] = _npy(np.asarray(landmarks_valid, bool))
+    if normals is not None:
+        s["normals.png"] = _imencode(".png", _strip(encode_normals(np.asarray(normals, np.float32))),
+                                     [cv2.IMWRITE_PNG_COMPRESSION, 3])
+    if occlusion_mask is not None:
+        m = np.asarray(occlusion_mask)
+        if m.dtype != np.uint8:
+            m = np.clip(np.round(m.astype(np.float32) * 255.0), 0, 255).astype(np.uint8)
+        s["occlusion_mask.png"] = _imencode(".png", _strip(m), [cv2.IMWRITE_PNG_COMPRESSION, 3])
+    s["meta.json"] = json.dumps(meta, sort_keys=True, default=_json_default).encode()
+    return s
+
+
+def _json_default(o: Any) -> Any:
+    if isinstance(o, np.generic):
+        return o.item()
+    if isinstance(o, np.ndarray):
+        return o.tolist()
+    raise TypeError(f"not JSON serialisable: {type(o)}")
+
+
+def _field(sample: dict[str, Any], name: str) -> Any:
+    """Value of ``name`` in a sample from webdataset (``"frames.jpg"``) or Ray (``"frames.jpg"`` / ``"jpg"``)."""
+    if name in sample:
+        return sample[name]
+    return None
+
+
+def _load_npy(v: Any) -> np.ndarray:
+    if isinstance(v, np.ndarray):
+        return v
+    if isinstance(v, bytes | bytearray | memoryview):
+        return np.load(io.BytesIO(bytes(v)), allow_pickle=False)
+    return np.asarray(v)
+
+
+def _load_image(v: Any, color: bool) -> np.ndarray:
+    if isinstance(v, bytes | bytearray | memoryview):
+        return _imdecode(bytes(v), color)
+    a = np.asarray(v)
+    if not color and a.ndim == 3:
+        a = a[..., 0]
+    return a
+
+
+def decode_sample(sample: dict[str, Any]) -> dict[str, Any]:
+    """Arrays of one sample: ``frames (T,H,W,3) u8``, ``audio_features (T,16,F) f32``, ``landmarks (T,68,2) f32``,
+    ``landmarks_valid (T,) bool``, optional ``normals (T,H,W,3) f32`` and ``occlusion_mask (T,H,W) u8``,
+    ``meta`` (dict) and ``key``."""
+    meta_v = _field(sample, "meta.json")
+    if meta_v is None:
+        raise KeyError(f"sample has no meta.json: fields {sorted(sample)}")
+    meta = meta_v if isinstance(meta_v, dict) else json.loads(bytes(meta_v).decode())
+    t, h, w = int(meta["num_frames"]), int(meta["height"]), int(meta["width"])
+    out: dict[str, Any] = {"key": sample.get("__key__", meta.get("key")), "meta": meta}
+    if _field(sample, "frames.jpg") is not None:
+        out["frames"] = _load_image(sample["frames.jpg"], True).reshape(t, h, w, 3)
+    elif _field(sample, "frames.npy") is not None:
+        out["frames"] = _load_npy(sample["frames.npy"]).astype(np.uint8, copy=False)
+    else:
+        raise KeyError(f"sample {out['key']} has no frames field")
+    out["audio_features"] = _load_npy(sample["audio_features.npy"]).astype(np.float32, copy=False)
+    out["landmarks"] = _load_npy(sample["landmarks.npy"]).astype(np.float32, copy=False)
+    out["landmarks_valid"] = _load_npy(sample["landmarks_valid.npy"]).astype(bool, copy=False)
+    if _field(sample, "normals.png") is not None:
+        out["normals"] = decode_normals(_load_image(sample["normals.png"], True).reshape(t, h, w, 3))
+    if _field(sample, "occlusion_mask.png") is not None:
+        out["occlusion_mask"] = _load_image(sample["occlusion_mask.png"], False).reshape(t, h, w).astype(np.uint8)
+    return out
