@@ -56,7 +56,11 @@ class CoarseEncoder(nn.Module):
         last = self.head[-1]
         nn.init.normal_(last.weight, std=1e-3)  # near zero (not zero: every parameter gets gradient at step 0)
         nn.init.zeros_(last.bias)
-        with torch.no_grad():  # camera scale starts at a plausible value (random init only; DECA's weights replace it)
+        with torch.no_grad():
+            # Random init (DECA's weights replace it): the per-frame code starts near zero (mean face, frontal,
+            # centred) with a plausible camera scale, instead of random poses/translations off-screen.
+            nn.init.normal_(self.layers[-1].weight, std=1e-3)
+            nn.init.zeros_(self.layers[-1].bias)
             (self.layers[-1] if cfg.residual else last).bias[d - 3] += init_scale
         self.residual = cfg.residual
         self.split_sizes = [cfg.n_shape, cfg.n_albedo, cfg.n_light, 3, 3]

@@ -1,0 +1,141 @@
+"""The combined AVFace model on the open starter face model and the project renderer (tiny config, CPU)."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+import torch
+
+from avface.face_model import FaceModel, load_face_model
+from avface.models import AVFaceConfig
+from avface.models.avface import AVFace
+
+
+@pytest.fixture(scope="module")
+def face_model() -> FaceModel:
+    return FaceModel(load_face_model(None))
+
+
+def _batch(cfg: AVFaceConfig, fm: FaceModel, b: int, t: int, seed: int = 0) -> dict:
+    """Random frames + landmarks of a known face (the face model's own landmarks, projected, in pixels)."""
+    from avface.render.cameras import orthographic_project
+
+    g = torch.Generator().manual_seed(seed)
+    s = cfg.image_size
+    with torch.no_grad():
+        geo = fm(shape=0.5 * torch.randn(b * t, 100, generator=g),
+                 global_pose=0.1 * torch.randn(b * t, 3, generator=g),
+                 jaw_pose=torch.tensor([[0.15, 0.0, 0.0]]).expand(b * t, 3))
+        cam = torch.tensor([[7.0, 0.01, -0.02]]).expand(b * t, 3)
+        ndc = orthographic_project(geo.landmarks68_dynamic, cam)[..., :2]
+    px = (ndc + 1) * s / 2
+    return {
+        "images": torch.rand(b, t, 3, s, s, generator=g),
+        "audio": torch.randn(b, t, cfg.audio_window, cfg.audio_dim, generator=g),
+        "landmarks": px.reshape(b, t, 68, 2),
+        "landmarks_valid": torch.ones(b, t, dtype=torch.bool),
+        "normals": torch.nn.functional.normalize(torch.randn(b, t, 3, s, s, generator=g), dim=2),
+    }
+
+
+def test_all_stages_shapes_losses_and_gradients(face_model):
+    cfg = AVFaceConfig.tiny()
+    # no modality dropout here: a dropped audio window would (by design) zero the lip offsets of the sample
+    cfg.expression = dataclasses.replace(cfg.expression, modality_dropout=False)
+    model = AVFace(cfg, face_model)
+    batch = _batch(cfg, face_model, b=1, t=3)
+    b, t, s, u = 1, 3, cfg.image_size, cfg.detail.uv_size
+    expected = {
+        "coarse": {"landmark", "eye", "mouth_closure", "lip_corner", "reg_shape", "reg_expression", "reg_albedo",
+                   "shape_consistency", "photometric"},
+        "lip": {"landmark", "eye", "mouth_closure", "lip_corner", "reg_shape", "reg_expression", "reg_albedo",
+                "shape_consistency", "photometric", "normals_lip"},
+        "detail": {"photometric_detail", "normals", "symmetry", "displacement"},  # no VGG19 weights: no mrf
+    }
+    for stage in ("coarse", "lip", "detail"):
+        model.set_stage(stage)
+        model.zero_grad(set_to_none=True)
+        out = model(batch)
+        v = face_model.num_vertices
+        assert out["vertices"].shape == (b, t, v, 3) and out["landmarks2d"].shape == (b, t, 68, 2)
+        assert out["render_coarse"].shape == (b, t, 3, s, s)
+        if stage != "coarse":
+            assert out["lip_offsets"].shape == (b, t, int(model.lip_ids.numel()), 3)
+            moved = (out["vertices"] - out["vertices_coarse"]).norm(dim=-1).amax(dim=(0, 1))
+            others = torch.ones(v, dtype=torch.bool)
+            others[model.lip_ids] = False
+            assert moved[others].max() == 0 and moved[model.lip_ids].max() > 0  # only lips move
+        if stage == "detail":
+            assert out["displacement"].shape == (b, t, 1, u, u)
+            assert out["normals_detail"].shape == (b, t, 3, s, s)
+        losses = model.losses(batch, out)
+        assert set(losses) - {"total"} == expected[stage], stage
+        assert all(torch.isfinite(x) for x in losses.values())
+        losses["total"].backward()
+        trainable = {"coarse": [model.coarse, model.expression], "lip": [model.lip], "detail": [model.detail]}[stage]
+        for m in trainable:
+            for name, p in m.named_parameters():
+                assert p.grad is not None and p.grad.abs().sum() > 0, f"{stage}: {name} got no gradient"
+        if stage != "coarse":  # earlier stages frozen
+            assert all(not p.requires_grad for p in model.coarse.parameters())
+
+
+def test_lip_offsets_follow_head_rotation(face_model):
+    """Offsets are predicted in the canonical frame: rotating the head rotates the offsets with it."""
+    cfg = AVFaceConfig.tiny()
+    model = AVFace(cfg, face_model, renderer=False).eval()
+    model.set_stage("lip")
+    b, t = 1, 2
+    code = {"shape": torch.zeros(b, t, 100), "expression": torch.zeros(b, t, 50), "jaw": torch.zeros(b, t, 3),
+            "cam": torch.tensor([[[7.0, 0, 0]]]).expand(b, t, 3)}
+    audio = torch.randn(b, t, 16, cfg.audio_dim, generator=torch.Generator().manual_seed(0))
+    res = []
+    for yaw in (0.0, 0.5):
+        c = {**code, "global_pose": torch.tensor([[[0.0, yaw, 0.0]]]).expand(b, t, 3)}
+        with torch.no_grad():
+            geo = model.decode(c)
+            res.append(model.refine_lips({**c, **geo}, audio, None))
+    assert torch.allclose(res[0]["lip_offsets"], res[1]["lip_offsets"], atol=1e-6)
+    from avface.face_model.lbs import batch_rodrigues
+
+    r = batch_rodrigues(torch.tensor([[0.0, 0.5, 0.0]]))[0]
+    d0 = res[0]["vertices"] - res[0]["vertices_coarse"]
+    d1 = res[1]["vertices"] - res[1]["vertices_coarse"]
+    assert torch.allclose(d1, d0 @ r.T, atol=1e-6)
+
+
+def test_sixteen_frame_window_with_occluded_frame_full_model_finite(face_model):
+    cfg = AVFaceConfig.tiny()
+    model = AVFace(cfg, face_model).eval()
+    batch = _batch(cfg, face_model, b=1, t=16, seed=2)
+    batch["images"][:, 5] = 0.3  # the whole frame covered
+    batch["video_valid"] = torch.ones(1, 16, dtype=torch.bool)
+    batch["video_valid"][:, 5] = False
+    occ = torch.zeros(1, 16, cfg.image_size, cfg.image_size)
+    occ[:, 5] = 1
+    batch["occlusion_mask"] = occ
+    with torch.no_grad():
+        out = model(batch)
+        losses = model.losses(batch, out)
+    for k, v in out.items():
+        assert torch.isfinite(v).all(), k
+    assert all(torch.isfinite(v) for v in losses.values())
+
+
+def test_tiny_coarse_stage_reduces_landmark_loss(face_model):
+    torch.manual_seed(0)
+    cfg = AVFaceConfig.tiny()
+    cfg = dataclasses.replace(cfg, stages=("coarse",))
+    model = AVFace(cfg, face_model, renderer=False).train()
+    batch = _batch(cfg, face_model, b=2, t=4, seed=1)
+    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+    hist = []
+    for step in range(25):
+        out = model(batch, generator=torch.Generator().manual_seed(step))
+        losses = model.losses(batch, out)
+        hist.append(losses["landmark"].item())
+        opt.zero_grad()
+        losses["total"].backward()
+        opt.step()
+    assert hist[-1] < 0.5 * hist[0], hist
