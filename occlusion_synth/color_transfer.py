@@ -109,13 +109,17 @@ def transfer_hand_colors(
     rng: np.random.Generator | None = None,
     bilateral: bool = True,
     max_source: int = 40000,
+    keep_detail: float = 0.0,
 ) -> np.ndarray:
     """Recolour an RGBA hand so its colours follow `target_colors` (face pixels).
 
     hand_rgba (h, w, 4) float32 in [0, 1] straight alpha; target_colors (M, 3) float in [0, 1].
     The transport is computed on the visible hand pixels (alpha > 0.5; subsampled to `max_source` if larger,
     the remaining pixels then get the displacement of their nearest sampled colour via the bilateral step or
-    the mean displacement). Returns the recoloured (h, w, 4) float32; alpha unchanged.
+    the mean displacement). keep_detail in [0, 1]: fraction of the hand's own fine luminance detail (original
+    minus its blur: creases, nail rims, gaps between fingers) added back after the transfer; a face's skin
+    distribution is narrow, and matching it exactly flattens that detail. Returns the recoloured (h, w, 4)
+    float32; alpha unchanged.
     """
     rng = np.random.default_rng(0) if rng is None else rng
     rgb = hand_rgba[..., :3].astype(np.float32)
@@ -146,6 +150,11 @@ def transfer_hand_colors(
     mean_disp = (disp * known[..., None]).sum((0, 1)) / max(known.sum(), 1.0)
     far = cv2.dilate(known, np.ones((9, 9), np.uint8)) == 0  # beyond the bilateral window (radius 4)
     disp[far] = mean_disp
+    new = rgb + disp
+    if keep_detail > 0:
+        lum = rgb.mean(-1)
+        sigma = max(1.0, 0.02 * max(rgb.shape[:2]))
+        new = new + keep_detail * (lum - cv2.GaussianBlur(lum, (0, 0), sigma))[..., None]
     out = hand_rgba.astype(np.float32).copy()
-    out[..., :3] = np.clip(rgb + disp, 0.0, 1.0)
+    out[..., :3] = np.clip(new, 0.0, 1.0)
     return out

@@ -69,6 +69,7 @@ class ColorConfig:
     # Keep this fraction of face-region pixels closest (Mahalanobis) to the median colour: eyes, brows, hair
     # and teeth would otherwise become the hand's darkest/brightest tones (black creases, white blotches).
     skin_quantile: float = 0.9
+    keep_detail: float = 0.6  # fraction of the hand's fine shading detail kept (see transfer_hand_colors)
 
 
 @dataclass
@@ -213,7 +214,7 @@ def _recolor(hand: HandImage, frame: np.ndarray, box: np.ndarray, landmarks: np.
     if len(target) > cfg.max_target:
         target = target[np.sort(rng.choice(len(target), cfg.max_target, replace=False))]
     return transfer_hand_colors(hand.rgba, target.astype(np.float64) / 255.0, n_iter=cfg.n_iter,
-                                n_dirs=cfg.n_dirs, rng=rng, bilateral=cfg.bilateral)
+                                n_dirs=cfg.n_dirs, rng=rng, bilateral=cfg.bilateral, keep_detail=cfg.keep_detail)
 
 
 def sample_placement_rescaled(placement: Placement, resize: float) -> Placement:

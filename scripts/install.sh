@@ -4,7 +4,7 @@
 # environment with the pinned Python set from requirements.lock.txt and this package in editable mode.
 set -euo pipefail
 VENV="${1:-.venv}"
-APT_PKGS=(ffmpeg espeak-ng libespeak-ng1)
+APT_PKGS=(ffmpeg espeak-ng libespeak-ng1 openclipart-svg librsvg2-bin)
 missing=()
 for p in "${APT_PKGS[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
 if [ "${#missing[@]}" -gt 0 ]; then

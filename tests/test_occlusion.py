@@ -153,12 +153,14 @@ def test_sliced_wasserstein_drops_with_pot(astro):
     hand = procedural_hand("open", 200, seed=3)
     vis = hand.rgba[..., 3] > 0.5
     before_px = hand.rgba[..., :3][vis].astype(np.float64)
-    for bilateral in (False, True):
-        out = transfer_hand_colors(hand.rgba, face, n_iter=30, rng=np.random.default_rng(0), bilateral=bilateral)
+    # Plain per-pixel map, bilateral-regularised map, and the default of occlude_sequence (bilateral + detail).
+    for bilateral, detail in ((False, 0.0), (True, 0.0), (True, OcclusionConfig().color.keep_detail)):
+        out = transfer_hand_colors(hand.rgba, face, n_iter=30, rng=np.random.default_rng(0), bilateral=bilateral,
+                                   keep_detail=detail)
         after_px = out[..., :3][vis].astype(np.float64)
         sw = {k: ot.sliced_wasserstein_distance(x, face, n_projections=200, seed=0)
               for k, x in (("before", before_px), ("after", after_px))}
-        print(f"bilateral={bilateral}: SW before {sw['before']:.4f} after {sw['after']:.4f} "
+        print(f"bilateral={bilateral} keep_detail={detail}: SW before {sw['before']:.4f} after {sw['after']:.4f} "
               f"factor {sw['before'] / sw['after']:.1f}")
         assert sw["after"] * 3.0 <= sw["before"]
         # And the mean colour is much closer to the face's.
@@ -273,8 +275,8 @@ def test_landmarks_instead_of_boxes():
     frames, boxes = synthetic_frames(T=4)
     b = boxes[0]
     t = np.linspace(0, 2 * np.pi, 68, endpoint=False)
-    lm = np.stack([(b[0] + b[2]) / 2 + (b[2] - b[0]) / 2 * np.cos(t), (b[1] + b[3]) / 2 + (b[3] - b[1]) / 2 * np.sin(t)],
-                  1)
+    c, half = (b[:2] + b[2:]) / 2, (b[2:] - b[:2]) / 2
+    lm = np.stack([c[0] + half[0] * np.cos(t), c[1] + half[1] * np.sin(t)], 1)
     lms = np.broadcast_to(lm, (4, 68, 2)).copy()
     derived = boxes_from_landmarks(lms)
     np.testing.assert_allclose(derived[:, [0, 2, 3]], boxes[:, [0, 2, 3]], atol=1e-6)
