@@ -112,9 +112,11 @@ class AVFace(nn.Module):
         out.update(self.decode(out))
         if self._runs("lip") and self.lip is not None:
             out.update(self.refine_lips(out, audio, ej.audio_keep if audio is not None else None))
-        if self.renderer is not None:
+        if self.renderer is not None and self.stage in ("coarse", "lip"):
             out.update(self._render(out, "coarse"))
         if self._runs("detail") and self.detail is not None:
+            if self.renderer is None:
+                raise ValueError("the detail stage needs a renderer (UV maps and detailed rendering)")
             out.update(self.fine(out, images, audio))
         return out
 
