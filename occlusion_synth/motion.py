@@ -34,7 +34,7 @@ class MotionConfig:
     enter: bool = False
     leave: bool = False
     enter_leave_distance: float = 1.5
-    enter_leave_speed: float = 0.2
+    enter_leave_speed: float = 0.3
     follow_face: bool = True
 
 
@@ -75,16 +75,21 @@ def _smoothstep(u: np.ndarray) -> np.ndarray:
 
 def enter_leave_profile(T: int, cfg: MotionConfig) -> np.ndarray:
     """(T,) retreat distance along the arm. The smoothstep's peak slope is 1.5 / n, so n frames are chosen
-    with 1.5 * distance / n <= enter_leave_speed."""
+    with 1.5 * distance / n <= enter_leave_speed. Each phase takes at most a third of the sequence (so the hand
+    does rest on the face); when that is too short for the full distance at the bounded speed, the distance is
+    shortened instead of exceeding the speed bound."""
     t = np.arange(T, dtype=np.float64)
     out = np.zeros(T)
-    if not (cfg.enter or cfg.leave):
+    if not (cfg.enter or cfg.leave) or T < 2:
         return out
-    n = int(np.ceil(1.5 * cfg.enter_leave_distance / max(cfg.enter_leave_speed, 1e-9)))
+    speed = max(cfg.enter_leave_speed, 1e-9)
+    n = int(np.ceil(1.5 * cfg.enter_leave_distance / speed))
+    n = max(1, min(n, (T - 1) // (3 if cfg.enter and cfg.leave else 2)))
+    dist = min(cfg.enter_leave_distance, speed * n / 1.5)
     if cfg.enter:
-        out = np.maximum(out, cfg.enter_leave_distance * (1.0 - _smoothstep(t / n)))
+        out = np.maximum(out, dist * (1.0 - _smoothstep(t / n)))
     if cfg.leave:
-        out = np.maximum(out, cfg.enter_leave_distance * _smoothstep((t - (T - 1 - n)) / n))
+        out = np.maximum(out, dist * _smoothstep((t - (T - 1 - n)) / n))
     return out
 
 

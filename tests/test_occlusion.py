@@ -26,6 +26,7 @@ from occlusion_synth import (
 )
 from occlusion_synth.demo import astronaut_sequence
 from occlusion_synth.hands import _estimate_axis
+from occlusion_synth.motion import enter_leave_profile
 from occlusion_synth.placement import box_center_size, face_region_mask
 from occlusion_synth.sequence import skin_colors
 
@@ -245,6 +246,15 @@ def test_enter_and_leave():
     bound = (cfg.motion.max_speed + cfg.motion.enter_leave_speed
              + cfg.motion.enter_leave_distance * np.radians(cfg.motion.max_angular_speed_deg)) * size
     assert step.max() <= bound
+    # The hand rests fully on the face in the middle of the sequence.
+    assert np.all(np.asarray(res.params["trajectory"]["retreat"])[6:10] == 0)
+    # The enter/leave profile never exceeds its speed bound, whatever the sequence length.
+    for T in (2, 5, 16, 64):
+        for enter, leave in ((True, False), (False, True), (True, True)):
+            mc = MotionConfig(enter=enter, leave=leave)
+            prof = enter_leave_profile(T, mc)
+            assert np.abs(np.diff(prof)).max() <= mc.enter_leave_speed + 1e-12
+            assert prof.max() <= mc.enter_leave_distance + 1e-12
 
 
 def test_follows_moving_face(astro):
