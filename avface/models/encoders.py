@@ -59,7 +59,7 @@ class CoarseEncoder(nn.Module):
         with torch.no_grad():
             # Random init (DECA's weights replace it): the per-frame code starts near zero (mean face, frontal,
             # centred) with a plausible camera scale, instead of random poses/translations off-screen.
-            nn.init.normal_(self.layers[-1].weight, std=1e-3)
+            nn.init.normal_(self.layers[-1].weight, std=1e-5)  # random ResNet features are O(10)
             nn.init.zeros_(self.layers[-1].bias)
             (self.layers[-1] if cfg.residual else last).bias[d - 3] += init_scale
         self.residual = cfg.residual
