@@ -198,7 +198,7 @@ def zbuffer_visibility(
     # Small boxes (all but a few triangles of a dense mesh) are evaluated on a fixed K x K offset grid per size
     # class: pure broadcast FMAs over (4, K^2, T_K), no per-candidate gathers, which dominate the cost of the
     # generic expansion below on CPU. Classes are the box's larger side rounded up to these sizes.
-    kdim = torch.maximum(ncol, nrow)
+    kdim = torch.where(counts > 0, torch.maximum(ncol, nrow), torch.zeros_like(counts))  # 0: nothing to test
     lo = 0
     for k in GRID_CLASSES:
         ids = torch.nonzero((kdim > lo) & (kdim <= k)).squeeze(1)
