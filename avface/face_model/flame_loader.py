@@ -125,6 +125,13 @@ def _load_storage_from_bytes(b: bytes):
     return torch.load(io.BytesIO(b), weights_only=True)
 
 
+def _codecs_encode(text: str, encoding: str = "utf-8") -> bytes:
+    """``_codecs.encode`` limited to the text encodings pickle itself uses for bytes objects."""
+    if encoding.lower().replace("_", "-") not in ("latin1", "latin-1", "iso-8859-1", "utf-8", "utf8", "ascii"):
+        raise UnsafePickleError(f"refusing _codecs.encode with encoding {encoding!r}")
+    return text.encode(encoding)
+
+
 class RestrictedUnpickler(pickle.Unpickler):
     """Unpickler that resolves only an allow-list of globals (see the module docstring)."""
 
@@ -150,6 +157,8 @@ class RestrictedUnpickler(pickle.Unpickler):
             import builtins
 
             return getattr(builtins, name)
+        if mod == "_codecs" and name == "encode":  # how protocol-2 pickles from Python 3 store bytes
+            return _codecs_encode
         if mod == "copyreg" and name == "_reconstructor":
             import copyreg
 
@@ -389,6 +398,14 @@ def derive_regions(v: np.ndarray, f: np.ndarray, lmk_faces: np.ndarray, lmk_bary
     else:
         hull = np.concatenate([L[0:17, :2], L[[26, 25, 24, 23, 22, 21, 20, 19, 18, 17], :2] + [0.0, 0.04]])
         out["face"] = ids[front(_point_in_polygon(xy, hull))]
+    # A region the geometric rule leaves empty (unusual meshes) falls back to the vertices nearest its landmarks.
+    groups = {"lips": range(48, 68), "lip_upper": range(48, 55), "lip_lower": [48, *range(54, 60)],
+              "nose": range(27, 36), "eye_right": range(36, 42), "eye_left": range(42, 48),
+              "brow_right": range(17, 22), "brow_left": range(22, 27), "face": range(68)}
+    for name, lms in groups.items():
+        if len(out[name]) == 0:
+            d = np.linalg.norm(v[None] - L[list(lms)][:, None], axis=-1)  # (K, V)
+            out[name] = np.unique(d.argmin(axis=1))
     for k, val in masks.items():
         out.setdefault(f"flame_{k}", np.asarray(val))
     return {k: np.unique(np.asarray(val, dtype=np.int64)) for k, val in out.items()}

@@ -29,7 +29,8 @@ def random_face_model_data(seed: int = 0, n_vertices: int = 64, n_faces: int = 9
     kw = {}
     if dynamic:
         db = rng.random((79, 17, 3))
-        kw = {"dynamic_lmk_faces": rng.integers(0, n_faces, (79, 17)), "dynamic_lmk_bary": db / db.sum(-1, keepdims=True)}
+        kw = {"dynamic_lmk_faces": rng.integers(0, n_faces, (79, 17)),
+              "dynamic_lmk_bary": db / db.sum(-1, keepdims=True)}
     regions = {r: np.sort(rng.choice(V, size=5, replace=False)) for r in REQUIRED_REGIONS}
     return FaceModelData(
         name=f"random-{seed}",
