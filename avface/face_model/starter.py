@@ -336,13 +336,14 @@ def _close_lips(v: np.ndarray, contours: dict) -> np.ndarray:
 def _mouth_sheet(v: np.ndarray, contours: dict) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """A (9 x 7) grid behind the lips: x across the mouth, y from under the nose to the chin, bowed backwards."""
     up = v[contours["lip_inner_upper"]]
-    xc = np.abs(up[:, 0]).max() + 0.3
+    # Wider than the mouth and bowed back at the sides, so that a turned head never sees past its edges.
+    xc = np.abs(up[:, 0]).max() + 1.2
     ymid = up[:, 1].mean()
     zback = up[:, 2].min() - 0.9
     xs = np.linspace(-xc, xc, 9)
     ys = np.linspace(ymid + 1.4, ymid - 2.2, 7)
     gx, gy = np.meshgrid(xs, ys)
-    gz = zback - 0.25 * (gx / xc) ** 2 * 1.5 - 0.3 * ((gy - ymid) / 2.0) ** 2
+    gz = zback - 1.5 * (gx / xc) ** 2 - 0.3 * ((gy - ymid) / 2.0) ** 2
     mv = np.stack([gx.ravel(), gy.ravel(), gz.ravel()], 1)
     nx = len(xs)
     faces = []
