@@ -128,7 +128,9 @@ def zbuffer_visibility(
     """Visible face per pixel by a vectorised z-buffer (no gradients).
 
     Every triangle's pixel bounding box is expanded into (triangle, pixel) candidate pairs with
-    ``repeat_interleave``; an edge-function test keeps the pixel centres strictly inside (pytorch3d's rule), the
+    ``repeat_interleave``; an edge-function test keeps the pixel centres inside or on an edge (pytorch3d's test is
+    strict, which leaves holes where a shared edge passes exactly through pixel centres, as on regular grids and
+    UV layouts; the inclusive test is watertight and differs from pytorch3d only at such exact ties), the
     depth there is interpolated, ``scatter_reduce(amax)`` keeps the closest depth per pixel and, among the
     candidates at that depth, the smallest face id wins (pytorch3d's tie rule). Work is proportional to the summed
     bounding-box area, not to pixels x faces.
@@ -263,7 +265,7 @@ def _hits_grid(
         # (4, k^2, n): w_i = o_i + a_i dc + b_i dr at every grid offset.
         vals = torch.addcmul(coef[0:4, None, :], coef[4:8, None, :], dc_g.to(coef.dtype)[None, :, None])
         vals.addcmul_(coef[8:12, None, :], dr_g.to(coef.dtype)[None, :, None])
-        inside = (vals[0] > 0) & (vals[1] > 0) & (vals[2] > 0)
+        inside = (vals[0] >= 0) & (vals[1] >= 0) & (vals[2] >= 0)
         if k > 1:  # offsets beyond the triangle's own box are not its pixels
             inside &= dc_g[:, None] < ncol.index_select(0, t)[None, :]
             inside &= dr_g[:, None] < nrow.index_select(0, t)[None, :]
@@ -310,7 +312,7 @@ def _hits_expand(
         dc = off - dr * nc
         coef = table.index_select(1, t_idx)  # (12, n)
         vals = torch.addcmul(torch.addcmul(coef[0:4], coef[4:8], dc.to(coef.dtype)), coef[8:12], dr.to(coef.dtype))
-        inside = (vals[0] > 0) & (vals[1] > 0) & (vals[2] > 0)
+        inside = (vals[0] >= 0) & (vals[1] >= 0) & (vals[2] >= 0)
         sel = torch.nonzero(inside).squeeze(1)
         t_sel = t_idx.index_select(0, sel)
         pix = base.index_select(0, t_sel) + dr.index_select(0, sel) * w + dc.index_select(0, sel)
