@@ -197,6 +197,7 @@ def process_clip(row: dict[str, Any], cfg: PreprocessConfig, out_split: str, occ
     if gt_lm is None:
         resources.detector.reset()
 
+    source = _FrameSource(vr, row["video_path"], indices)
     normals_source = _normals_source(cfg, gt, resources)
     size = v.image_size
     samples: list[dict[str, Any]] = []
@@ -212,7 +213,7 @@ def process_clip(row: dict[str, Any], cfg: PreprocessConfig, out_split: str, occ
     for start in starts:
         src_idx = indices[start:start + s.window]
         try:
-            raw = vr.get_batch(src_idx.tolist()).asnumpy()
+            raw = source.get(src_idx)
         except Exception as e:  # noqa: BLE001
             raise ClipFailure("decode_video", f"frames {src_idx[0]}..{src_idx[-1]}: {type(e).__name__}: {e}") from e
         th, tw = raw.shape[1:3]
@@ -256,7 +257,7 @@ def process_clip(row: dict[str, Any], cfg: PreprocessConfig, out_split: str, occ
             occ_mask = _resize_masks(mm.astype(np.float32), size)
 
         normals = _normals(normals_source, gt, src_idx, frames, size, resources)
-        meta = {**base_meta, "start": int(start), "source_indices": src_idx.tolist(), "source_size": [tw, th],
+        meta = {**base_meta, "decoder": source.decoder, "start": int(start), "source_indices": src_idx.tolist(), "source_size": [tw, th],
                 "occluded": False, "crop_boxes": crop_box}
         key = sample_key(out_split, row["identity"], row["ytid"], row["utterance"], start)
         samples.append(encode_sample(key, frames, feats[start:start + s.window], lm_out, valid, meta, normals=normals,
@@ -265,8 +266,36 @@ def process_clip(row: dict[str, Any], cfg: PreprocessConfig, out_split: str, occ
         if start in occluded_starts:
             occ_samples.append(_occluded(out_split, row, start, frames, feats[start:start + s.window], lm_out, valid,
                                          meta, normals, cfg))
-    del vr
+    del vr, source
     return samples + occ_samples
+
+
+class _FrameSource:
+    """decord batches; if decord fails on a file (seen: some frame sizes below 64 px), PyAV decodes the frames
+    the clip needs once, sequentially (memory bounded by ``video.max_seconds``)."""
+
+    def __init__(self, vr, path: str, indices: np.ndarray):
+        self.vr, self.path, self.needed = vr, path, set(indices.tolist())
+        self.decoder = "decord"
+        self.cache: dict[int, np.ndarray] | None = None
+
+    def get(self, idx: np.ndarray) -> np.ndarray:
+        if self.cache is None:
+            try:
+                return self.vr.get_batch(idx.tolist()).asnumpy()
+            except Exception:  # noqa: BLE001 - fall back to PyAV below
+                from avface.io.media import iter_video
+
+                self.decoder = "pyav"
+                self.cache = {}
+                last = max(self.needed)
+                for i, frame in enumerate(iter_video(self.path)):
+                    if i in self.needed:
+                        self.cache[i] = frame
+                    if i >= last:
+                        break
+        n = max(self.cache) if self.cache else -1
+        return np.stack([self.cache[min(int(i), n)] for i in idx])
 
 
 def _occluded(out_split, row, start, frames, feats, lm, valid, meta, normals, cfg) -> dict[str, Any]:

@@ -250,13 +250,22 @@ def process_shard(plan: ShardPlan, cfg_dict: dict[str, Any]) -> dict[str, Any]:
                        out / FRAGMENTS / f"{plan.stem}.failures.parquet")
         record = {"shard": plan.name, "tars": tars, "sha256": {n: _sha256(out / n) for n in tars},
                   "samples": len(index_rows), "failures": len(failure_rows), "clips": len(plan.clips),
-                  "frames": frames_done, "seconds": round(time.time() - t0, 3), "pid": os.getpid()}
+                  "frames": frames_done, "seconds": round(time.time() - t0, 3), "pid": os.getpid(), "node": _node_id()}
         with atomic_path(out / FRAGMENTS / f"{plan.stem}.done.json") as tmp:
             tmp.write_text(json.dumps(record, sort_keys=True))
             os.chmod(tmp, 0o644)
         return record
     finally:
         resources.close()
+
+
+def _node_id() -> str | None:
+    try:
+        import ray
+
+        return ray.get_runtime_context().get_node_id() if ray.is_initialized() else None
+    except Exception:  # noqa: BLE001
+        return None
 
 
 def _failure(row: dict[str, Any], plan: ShardPlan, stage: str, error: str) -> dict[str, Any]:
