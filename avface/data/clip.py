@@ -257,7 +257,8 @@ def process_clip(row: dict[str, Any], cfg: PreprocessConfig, out_split: str, occ
             occ_mask = _resize_masks(mm.astype(np.float32), size)
 
         normals = _normals(normals_source, gt, src_idx, frames, size, resources)
-        meta = {**base_meta, "decoder": source.decoder, "start": int(start), "source_indices": src_idx.tolist(), "source_size": [tw, th],
+        meta = {**base_meta, "decoder": source.decoder, "start": int(start), "source_indices": src_idx.tolist(),
+                "source_size": [tw, th],
                 "occluded": False, "crop_boxes": crop_box}
         key = sample_key(out_split, row["identity"], row["ytid"], row["utterance"], start)
         samples.append(encode_sample(key, frames, feats[start:start + s.window], lm_out, valid, meta, normals=normals,
