@@ -1,6 +1,8 @@
 # The two set-up commands (README): `make demo` and `make test`. Each installs what it needs first.
 VENV ?= .venv
 PY := $(VENV)/bin/python
+# Scripts and Ray jobs started by the tests find this venv's `python` and `ray` first.
+export PATH := $(abspath $(VENV))/bin:$(PATH)
 STAMP := $(VENV)/.installed
 
 .PHONY: install demo test lint bench

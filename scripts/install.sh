@@ -18,4 +18,5 @@ command -v "$PYTHON" >/dev/null 2>&1 || PYTHON=python3
 "$VENV/bin/pip" install -q --upgrade pip
 # easypytorch3d's sdist does not build: only its wheel is acceptable.
 "$VENV/bin/pip" install -q --only-binary=easypytorch3d -r requirements.lock.txt
-"$VENV/bin/pip" install -q --no-deps -e .
+# compat mode: a .pth puts the repo on sys.path, so packages added later need no reinstall.
+"$VENV/bin/pip" install -q --no-deps -e . --config-settings editable_mode=compat
