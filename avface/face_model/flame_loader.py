@@ -39,7 +39,7 @@ from typing import Any
 import numpy as np
 
 from avface.face_model.data import FaceModelData
-from avface.face_model.starter import read_obj
+from avface.face_model.starter import point_in_polygon, read_obj
 
 __all__ = [
     "RestrictedUnpickler",
@@ -338,15 +338,6 @@ def _landmarks_on(v: np.ndarray, f: np.ndarray, faces: np.ndarray, bary: np.ndar
     return np.einsum("lkc,lk->lc", v[f[faces]], bary)
 
 
-def _point_in_polygon(pts: np.ndarray, poly: np.ndarray) -> np.ndarray:
-    x, y = pts[:, 0][:, None], pts[:, 1][:, None]
-    x0, y0 = poly[:, 0][None], poly[:, 1][None]
-    x1, y1 = np.roll(poly[:, 0], -1)[None], np.roll(poly[:, 1], -1)[None]
-    cond = (y0 > y) != (y1 > y)
-    xi = x0 + (y - y0) * (x1 - x0) / np.where(y1 == y0, 1e-12, y1 - y0)
-    return (cond & (x < xi)).sum(1) % 2 == 1
-
-
 def _dist_to_polyline(p: np.ndarray, poly: np.ndarray) -> np.ndarray:
     a, b = poly[:-1][None], poly[1:][None]
     ab = b - a
@@ -372,7 +363,7 @@ def derive_regions(v: np.ndarray, f: np.ndarray, lmk_faces: np.ndarray, lmk_bary
 
     def dilate_poly(poly_ids: list[int], r: float) -> np.ndarray:
         poly = L[poly_ids, :2]
-        inside = _point_in_polygon(xy, poly)
+        inside = point_in_polygon(xy, poly)
         closed = np.concatenate([poly, poly[:1]])
         return inside | (_dist_to_polyline(xy, closed) < r)
 
@@ -397,7 +388,7 @@ def derive_regions(v: np.ndarray, f: np.ndarray, lmk_faces: np.ndarray, lmk_bary
         out["face"] = masks["face"]
     else:
         hull = np.concatenate([L[0:17, :2], L[[26, 25, 24, 23, 22, 21, 20, 19, 18, 17], :2] + [0.0, 0.04]])
-        out["face"] = ids[front(_point_in_polygon(xy, hull))]
+        out["face"] = ids[front(point_in_polygon(xy, hull))]
     # A region the geometric rule leaves empty (unusual meshes) falls back to the vertices nearest its landmarks.
     groups = {"lips": range(48, 68), "lip_upper": range(48, 55), "lip_lower": [48, *range(54, 60)],
               "nose": range(27, 36), "eye_right": range(36, 42), "eye_left": range(42, 48),

@@ -742,7 +742,7 @@ def _albedo(g: _Geometry, rng: np.random.Generator) -> tuple[np.ndarray, np.ndar
 
 
 # ------------------------------------------------------------------------------------------------- regions
-def _point_in_polygon(pts: np.ndarray, poly: np.ndarray) -> np.ndarray:
+def point_in_polygon(pts: np.ndarray, poly: np.ndarray) -> np.ndarray:
     """Even-odd test of 2-D points (N, 2) against a closed polygon (M, 2)."""
     x, y = pts[:, 0][:, None], pts[:, 1][:, None]
     x0, y0 = poly[:, 0][None], poly[:, 1][None]
@@ -757,7 +757,7 @@ def _inside_lips(g: _Geometry) -> np.ndarray:
     c = g.contours
     poly = g.v_open[c["lip_outer_upper"] + c["lip_outer_lower"][::-1][1:-1]][:, :2]
     p = g.v_open[: g.n_skin, :2]
-    inside = _point_in_polygon(p, poly)
+    inside = point_in_polygon(p, poly)
     inside[np.asarray(c["lip_outer_upper"] + c["lip_outer_lower"])] = True
     # Only the front surface (the mask wraps far back at the sides, never inside the lip outline anyway).
     return np.nonzero(inside)[0]
@@ -767,7 +767,7 @@ def _brow_ids(g: _Geometry, side: str) -> np.ndarray:
     ids = BROW_LEFT if side == "left" else BROW_RIGHT
     poly = g.v[list(ids)][:, :2]
     p = g.v[: g.n_skin, :2]
-    inside = _point_in_polygon(p, poly)
+    inside = point_in_polygon(p, poly)
     inside[list(ids)] = True
     return np.nonzero(inside)[0]
 
