@@ -196,7 +196,10 @@ def zbuffer_visibility(
     tri_ids = torch.arange(bsz * n_faces, device=device)
     base = torch.div(tri_ids, n_faces, rounding_mode="floor") * (h * w) + rmin.long() * w + cmin.long()
 
-    hits: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []
+    # One int64 key per pixel: (order-preserving bits of z) << 32 | (2^32 - 1 - face). A single scatter amax then
+    # keeps the closest depth and, among exactly equal depths, the smallest face id (pytorch3d's tie rule),
+    # without a second pass over the candidates.
+    best = torch.full((bsz * h * w,), _NO_HIT, dtype=torch.long, device=device)
     # Small boxes (all but a few triangles of a dense mesh) are evaluated on a fixed K x K offset grid per size
     # class: pure broadcast FMAs over (4, K^2, T_K), no per-candidate gathers, which dominate the cost of the
     # generic expansion below on CPU. Classes are the box's larger side rounded up to these sizes.
@@ -206,29 +209,27 @@ def zbuffer_visibility(
         ids = torch.nonzero((kdim > lo) & (kdim <= k)).squeeze(1)
         lo = k
         if ids.numel():
-            hits.extend(_hits_grid(table, ncol, nrow, base, ids, k, w, max_candidates))
+            _hits_grid(best, table, ncol, nrow, base, ids, k, w, max_candidates)
     ids = torch.nonzero(kdim > lo).squeeze(1)
     if ids.numel():
-        hits.extend(_hits_expand(table, ncol, counts, base, ids, w, max_candidates))
-    hits_pix = [t[0] for t in hits]
-    hits_z = [t[1] for t in hits]
-    hits_face = [t[2] for t in hits]
-
-    if not hits_pix:
-        return pix_to_face.view(bsz, h, w)
-    pix = torch.cat(hits_pix) if len(hits_pix) > 1 else hits_pix[0]
-    z = torch.cat(hits_z) if len(hits_z) > 1 else hits_z[0]
-    fid = torch.cat(hits_face) if len(hits_face) > 1 else hits_face[0]
-    if pix.numel() == 0:
-        return pix_to_face.view(bsz, h, w)
-    # Closest depth per pixel, then the smallest face id among the candidates at that depth.
-    zbest = torch.full((bsz * h * w,), float("-inf"), device=device).scatter_reduce(0, pix, z, reduce="amax")
-    win = torch.nonzero(z >= zbest.index_select(0, pix)).squeeze(1)
-    big = torch.iinfo(torch.long).max
-    best = torch.full((bsz * h * w,), big, dtype=torch.long, device=device)
-    best.scatter_reduce_(0, pix.index_select(0, win), fid.index_select(0, win), reduce="amin")
-    pix_to_face = torch.where(best == big, pix_to_face, best)
+        _hits_expand(best, table, ncol, counts, base, ids, w, max_candidates)
+    face = _FACE_MASK - (best & _FACE_MASK)
+    pix_to_face = torch.where(best == _NO_HIT, pix_to_face, face)
     return pix_to_face.view(bsz, h, w)
+
+
+_NO_HIT = torch.iinfo(torch.long).min
+_FACE_MASK = (1 << 32) - 1
+
+
+def _scatter_hits(best: torch.Tensor, pix: torch.Tensor, z: torch.Tensor, tri: torch.Tensor) -> None:
+    """Fold (pixel, depth, triangle) hits into the per-pixel key buffer ``best`` (in place)."""
+    zi = z.float().contiguous().view(torch.int32).long()
+    # IEEE floats order like sign-magnitude integers: flip the magnitude bits of negatives to get two's complement
+    # order, so integer comparison of the keys is exactly float comparison of z.
+    ordered = torch.where(zi >= 0, zi, zi ^ 0x7FFFFFFF)
+    key = (ordered << 32) | (_FACE_MASK - tri)
+    best.scatter_reduce_(0, pix, key, reduce="amax")
 
 
 # Box-size classes (larger side, pixels) evaluated on a K x K grid; bigger boxes use the generic expansion.
@@ -236,6 +237,7 @@ GRID_CLASSES: tuple[int, ...] = (1, 2, 3, 4, 6, 8, 12, 16)
 
 
 def _hits_grid(
+    best: torch.Tensor,
     table: torch.Tensor,
     ncol: torch.Tensor,
     nrow: torch.Tensor,
@@ -244,20 +246,18 @@ def _hits_grid(
     k: int,
     w: int,
     max_candidates: int,
-) -> list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
-    """Inside-test the triangles ``ids`` (boxes at most k x k) at every offset of a k x k grid.
+) -> None:
+    """Inside-test the triangles ``ids`` (boxes at most k x k) at every offset of a k x k grid and fold the hits
+    into ``best`` (see :func:`_scatter_hits`).
 
     Args:
         table: (12, T) affine coefficients (o0..oz, a0..az, b0..bz) of w0, w1, w2, z in the box offset (dc, dr).
         ncol, nrow: (T,) box size. base: (T,) flat index of each box's first pixel. ids: (T_k,) triangle ids.
-    Returns:
-        list of (pixel flat index, z, triangle id) 1-D tensors of the (pixel, triangle) pairs that pass.
     """
     device = table.device
     g = torch.arange(k * k, device=device)
     dr_g = torch.div(g, k, rounding_mode="floor")
     dc_g = g - dr_g * k
-    out = []
     step = max(1, max_candidates // (k * k))
     for s in range(0, ids.numel(), step):
         t = ids[s : s + step]
@@ -274,11 +274,11 @@ def _hits_grid(
         loc = flat - off * t.numel()
         tri = t.index_select(0, loc)
         pix = base.index_select(0, tri) + dr_g.index_select(0, off) * w + dc_g.index_select(0, off)
-        out.append((pix, vals[3].reshape(-1).index_select(0, flat), tri))
-    return out
+        _scatter_hits(best, pix, vals[3].reshape(-1).index_select(0, flat), tri)
 
 
 def _hits_expand(
+    best: torch.Tensor,
     table: torch.Tensor,
     ncol: torch.Tensor,
     counts: torch.Tensor,
@@ -286,7 +286,7 @@ def _hits_expand(
     ids: torch.Tensor,
     w: int,
     max_candidates: int,
-) -> list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
+) -> None:
     """Inside-test the triangles ``ids`` at every pixel of their boxes, expanding (triangle, pixel) pairs with
     ``repeat_interleave`` in chunks of at most ``max_candidates`` pairs (one huge triangle forms its own chunk).
     Same arguments and output as :func:`_hits_grid` (``counts`` (T,) = box areas)."""
@@ -297,7 +297,6 @@ def _hits_expand(
     n_chunks = max(1, -(-total // max_candidates))
     bounds = torch.searchsorted(csum, torch.arange(1, n_chunks, device=device) * max_candidates, right=True)
     edges = [0, *[int(e) for e in bounds.tolist()], ids.numel()]
-    out = []
     for s, e in zip(edges[:-1], edges[1:], strict=True):
         if e <= s:
             continue
@@ -316,8 +315,7 @@ def _hits_expand(
         sel = torch.nonzero(inside).squeeze(1)
         t_sel = t_idx.index_select(0, sel)
         pix = base.index_select(0, t_sel) + dr.index_select(0, sel) * w + dc.index_select(0, sel)
-        out.append((pix, vals[3].index_select(0, sel), t_sel))
-    return out
+        _scatter_hits(best, pix, vals[3].index_select(0, sel), t_sel)
 
 
 def barycentrics_from_pix_to_face(
