@@ -145,3 +145,25 @@ def test_cuda_backends_agree() -> None:
     a = rasterize(verts, f.cuda(), 128, backend="pytorch3d")
     b = rasterize(verts, f.cuda(), 128, backend="zbuffer")
     assert (a.pix_to_face == b.pix_to_face).float().mean() > 0.995
+
+
+def test_interpolate_matches_pytorch3d() -> None:
+    from pytorch3d.ops.interp_face_attrs import interpolate_face_attributes_python
+
+    from avface.render.rasterizer import interpolate_face_attributes
+
+    v, f, _ = face_like_mesh(8)
+    verts = orthographic_project(v[None].repeat(2, 1, 1), torch.tensor([[7.0, 0.01, 0.0], [6.0, 0.0, 0.02]]))
+    fr = rasterize(verts, f, 24)
+    attrs = torch.randn(2 * f.shape[0], 3, 5, generator=torch.Generator().manual_seed(0))
+    bary = fr.bary_coords.detach().requires_grad_(True)
+    a1 = attrs.clone().requires_grad_(True)
+    a2 = attrs.clone().requires_grad_(True)
+    ours = interpolate_face_attributes(fr.pix_to_face, bary, a1)
+    ref = interpolate_face_attributes_python(fr.pix_to_face, bary, a2)
+    torch.testing.assert_close(ours, ref)
+    w = torch.randn_like(ours)
+    g_ours = torch.autograd.grad((ours * w).sum(), [bary, a1])
+    g_ref = torch.autograd.grad((ref * w).sum(), [bary, a2])
+    for x, y in zip(g_ours, g_ref, strict=True):
+        torch.testing.assert_close(x, y)

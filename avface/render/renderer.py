@@ -7,10 +7,9 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 import torch.nn.functional as F
-from pytorch3d.ops import interpolate_face_attributes
 
 from avface.render.cameras import ImageSize, PerspectiveCamera, image_hw, orthographic_project
-from avface.render.rasterizer import Backend, Fragments, rasterize
+from avface.render.rasterizer import Backend, Fragments, interpolate_face_attributes, rasterize
 from avface.render.shading import sh_shading, vertex_normals
 
 Camera = torch.Tensor | PerspectiveCamera
@@ -123,7 +122,7 @@ class FaceRenderer(torch.nn.Module):
     def _face_attrs(self, per_vertex: torch.Tensor) -> torch.Tensor:
         """(B, V, D) per-vertex attribute -> (B * F, 3, D) per face corner, pytorch3d's packed layout."""
         b, _, d = per_vertex.shape
-        return per_vertex[:, self.faces].reshape(b * self.faces.shape[0], 3, d)
+        return per_vertex.index_select(1, self.faces.reshape(-1)).reshape(b * self.faces.shape[0], 3, d)
 
     def _uv_face_attrs(self, b: int) -> torch.Tensor:
         """(B * F, 3, 2) UVs per face corner (shared by the batch)."""

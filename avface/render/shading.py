@@ -57,8 +57,8 @@ def vertex_normals(vertices: torch.Tensor, faces: torch.Tensor) -> torch.Tensor:
     Returns:
         (B, V, 3) unit normals (zero vectors stay ~zero for unreferenced vertices).
     """
-    tri = vertices[:, faces]  # (B, F, 3, 3)
-    fn = torch.cross(tri[:, :, 1] - tri[:, :, 0], tri[:, :, 2] - tri[:, :, 0], dim=-1)  # (B, F, 3)
+    v0, v1, v2 = (vertices.index_select(1, faces[:, k]) for k in range(3))  # (B, F, 3) each
+    fn = torch.cross(v1 - v0, v2 - v0, dim=-1)  # (B, F, 3)
     vn = torch.zeros_like(vertices)
     for k in range(3):
         vn = vn.index_add(1, faces[:, k], fn)
