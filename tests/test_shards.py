@@ -97,7 +97,8 @@ def _manifest(n):
     for i in range(n):
         rows.append({"clip_id": f"dev/id{i % 3:05d}/yt/{i:05d}", "split": "dev" if i % 4 else "test",
                      "identity": f"id{i % 3:05d}", "ytid": "yt", "utterance": f"{i:05d}", "video_path": f"/x/{i}.mp4",
-                     "file_bytes": 1, "num_frames": 40 + 16 * (i % 5), "fps": 25.0, "has_audio": True})
+                     "file_bytes": 1, "num_frames": 40 + 16 * (i % 5), "fps": 25.0, "has_audio": True,
+                     "width": 224, "height": 224})
     return pa.Table.from_pylist(rows, schema=MANIFEST_SCHEMA)
 
 

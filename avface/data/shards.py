@@ -29,7 +29,14 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from avface.data.clip import ClipFailure, ClipResources, estimate_windows, process_clip, window_starts
+from avface.data.clip import (
+    ClipFailure,
+    ClipResources,
+    estimate_windows,
+    process_clip,
+    validate,
+    window_starts,
+)
 from avface.data.config import PreprocessConfig
 from avface.utils.files import atomic_path
 
@@ -116,7 +123,9 @@ def _draw_occlusions(plans: list[ShardPlan], split: str, cfg: PreprocessConfig) 
     candidates: list[tuple[int, str, int]] = []
     for pi, p in enumerate(plans):
         for r in p.clips:
-            if r.get("probe_error"):
+            try:
+                validate(r, cfg)  # clips known to fail get no occlusion windows
+            except ClipFailure:
                 continue
             n = estimate_windows(r.get("num_frames"), r.get("fps"), cfg.video.fps, s.window, s.stride)
             nf = int(np.floor((r.get("num_frames") or 0) * cfg.video.fps / (r.get("fps") or 1) + 1e-6))
