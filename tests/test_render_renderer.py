@@ -282,3 +282,40 @@ def test_golden_image() -> None:
         # pixels (visibility ties) may flip.
         assert (diff.max(axis=2) <= 2).mean() > 0.995, name
         assert diff.mean() < 0.5, name
+
+
+def test_backends_agree_in_renderer() -> None:
+    v, f, uv = face_like_mesh(12)
+    cam = torch.tensor([[7.0, 0.0123, -0.0071]])
+    sh = _flat_sh(1, 0.8)
+    sh[:, 3] = 0.3
+    alb = torch.rand(1, v.shape[0], 3, generator=torch.Generator().manual_seed(0))
+    outs = [FaceRenderer(f, uv, f, image_size=40, backend=k)(v[None], cam, alb, sh) for k in ("zbuffer", "pytorch3d")]
+    same = outs[0].pix_to_face == outs[1].pix_to_face
+    assert same.float().mean() > 0.99
+    m = same[:, None].expand_as(outs[0].image)
+    torch.testing.assert_close(outs[0].image[m], outs[1].image[m], atol=1e-4, rtol=0)
+
+
+def test_renders_the_face_model() -> None:
+    """Integration with avface.face_model (the starter model): the face covers the frame's centre and its 68
+    landmarks project inside the rendered silhouette."""
+    face_model = pytest.importorskip("avface.face_model.starter")
+    flame = pytest.importorskip("avface.face_model.flame")
+    data = face_model.load_face_model(None)
+    fm = flame.FaceModel(data)
+    out = fm(torch.zeros(2, 100), torch.zeros(2, 50), torch.tensor([[0.0, 0.2, 0.0], [0.1, -0.2, 0.0]]))
+    r = FaceRenderer(data.faces, data.uv_coords, data.uv_faces, image_size=112, uv_size=64)
+    v = out.vertices
+    ctr = (v[0].amax(0) + v[0].amin(0)) / 2
+    s = 1.6 / (v[0].amax(0) - v[0].amin(0))[:2].max().item()
+    cam = torch.tensor([[s, -ctr[0].item(), -ctr[1].item()]]).repeat(2, 1)
+    o = r(v, cam, torch.full((2, v.shape[1], 3), 0.6), _flat_sh(2), landmarks3d=out.landmarks68)
+    assert o.alpha[:, 0, 56, 56].all() and 0.2 < o.alpha.mean() < 0.9
+    assert o.landmarks2d is not None
+    px = ndc_to_pixels(o.landmarks2d, 112).floor().long().clamp(0, 111)
+    covered = torch.stack([o.alpha[b, 0, px[b, :, 1], px[b, :, 0]] for b in range(2)])
+    # The jaw contour (0-16) lies on the silhouette of a turned head; the inner landmarks must be on the face.
+    assert covered[:, 17:].mean() > 0.95
+    maps = r.uv_maps(v)
+    assert maps.mask.mean() > 0.3 and torch.isfinite(maps.position).all()
