@@ -332,7 +332,7 @@ def _jsonable(o: Any) -> Any:
 
 def _normals_source(cfg: PreprocessConfig, gt: dict, resources: ClipResources) -> str | None:
     src = cfg.normals.source
-    synthetic = bool(gt) and ("normals" in gt or "vertices" in gt)
+    synthetic = "normals" in gt or ("vertices" in gt and "cam" in gt)
     if src == "none":
         return None
     if src == "renderer" or (src == "auto" and synthetic):
