@@ -85,6 +85,7 @@ def test_failures_recorded_job_succeeds(run1):
     assert "unreadable" in err["00001"] and "unreadable" in err["00002"]
     assert "no audio" in err["00003"] and "too short" in err["00004"]
     assert "zero-length" in err["00005"] and "huge resolution 4000x4000" in err["00006"]
+    assert "frame rate 240" in err["00007"]
     assert set(f.stage) == {"validate"}
 
 

@@ -6,7 +6,7 @@ import time
 import pyarrow.parquet as pq
 import pytest
 
-from avface.data.testing import make_tiny_voxceleb2
+from avface.data.testing import BAD_CLIPS, make_tiny_voxceleb2
 
 pytestmark = [pytest.mark.slow, pytest.mark.ray]
 
@@ -66,7 +66,7 @@ def test_kill_worker_node_mid_job(tmp_path):
         assert keys_killed == keys_clean  # no losses, same content
         assert tars_killed == tars_clean  # byte-identical shards
         fail = pq.read_table(out / "failures.parquet").to_pandas()
-        assert len(fail) == 6 and set(fail.stage) == {"validate"}
+        assert len(fail) == len(BAD_CLIPS) and set(fail.stage) == {"validate"}
     finally:
         ray.shutdown()
         cluster.shutdown()

@@ -16,6 +16,7 @@ BAD_CLIPS = {
     "id00003/badbadbad01/00004": "validate",  # 1 frame
     "id00003/badbadbad01/00005": "validate",  # 0 bytes
     "id00003/badbadbad01/00006": "validate",  # 4000x4000 (huge)
+    "id00003/badbadbad01/00007": "validate",  # 240 fps (frame rate outside the accepted range)
 }
 
 
@@ -127,3 +128,4 @@ def _write_bad(mp4: Path, size: int) -> None:
     (d / "00005.mp4").write_bytes(b"")  # 0 bytes
     huge = np.zeros((1, 4000, 4000, 3), np.uint8)
     write_mp4(d / "00006.mp4", huge, 25.0, synthetic_audio(0.04, 6), preset="ultrafast")
+    write_mp4(d / "00007.mp4", synthetic_frames(48, size, 5), 240.0, synthetic_audio(0.2, 5))  # wrong fps
