@@ -8,7 +8,7 @@ Fields (file name in the tar = ``<key>.<field>``; never pickle):
 
 =====================  =========================================================================================
 ``frames.jpg``         the T frames as ONE vertical JPEG strip ``(T*H, W, 3)`` RGB (``video.frames_format=jpg``,
-                       the default: ~10x smaller than raw; H, W multiples of 16 so no JPEG block straddles two
+                       the default: ~8x smaller than raw; H, W multiples of 16 so no JPEG block straddles two
                        frames), or ``frames.npy`` ``(T, H, W, 3)`` u8 (``frames_format=npy``, lossless)
 ``audio_features.npy`` ``(T, 16, F)`` f32 (:mod:`avface.audio.features`)
 ``landmarks.npy``      ``(T, 68, 2)`` f32 iBUG-68 pixel coordinates in the stored frames (centre of pixel c is c+0.5)
