@@ -9,6 +9,8 @@ import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 import torch  # noqa: E402
 
+import avface  # noqa: E402,F401  (loads OpenCV before any test imports decord, see avface/__init__.py)
+
 torch.set_num_threads(1)
 
 

@@ -92,3 +92,16 @@ def test_wav_roundtrip(tmp_path):
     back8, sr8 = read_wav(path, 8000)
     assert sr8 == 8000 and abs(len(back8) - len(audio) // 2) <= 1
     assert np.allclose(read_audio(path, SR), back, atol=1e-4)  # PyAV reads the same wav
+
+
+def test_png_io_survives_decord_import():
+    """decord bundles an old zlib; importing it after avface must leave OpenCV's PNG codec working."""
+    import subprocess
+    import sys
+
+    code = (
+        "import avface, decord, cv2, numpy as np\n"
+        "ok, buf = cv2.imencode('.png', np.full((8, 8, 3), 7, np.uint8))\n"
+        "assert ok and cv2.imdecode(buf, cv2.IMREAD_COLOR) is not None\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)
