@@ -32,6 +32,7 @@ __all__ = [
     "write_wav",
     "read_wav",
     "probe",
+    "rgb_to_yuv420p",
 ]
 
 _AAC_FRAME = 1024
@@ -87,11 +88,16 @@ def write_mp4(
     preset: str = "veryfast",
     threads: int | None = None,
     audio_bitrate: int = 64000,
+    deterministic: bool = True,
 ) -> Path:
     """Write ``frames`` (T, H, W, 3) uint8 RGB and optional mono ``audio`` (N,) float32 to one mp4, atomically.
 
     Video: H.264 (libx264), yuv420p, constant frame rate ``fps`` (frame i at time i / fps). Audio: AAC-LC mono at
     ``sample_rate`` Hz, starting at time 0. ``threads`` limits libx264's threads (None = FFmpeg's choice).
+    ``deterministic``: the same input gives the same bytes. libx264's assembly kernels read a few bytes past the
+    frame planes PyAV hands them (uninitialised padding), which made ~1 run in 3 encode differently; with
+    ``deterministic`` x264 runs its C kernels (``asm=0``: encoding ~2x slower, 0.5 s for 2 s of 224x224) on one
+    thread.
     Returns ``Path(path)``.
     """
     path = Path(path)
@@ -108,8 +114,10 @@ def write_mp4(
                 vstream = container.add_stream("libx264", rate=rate)
                 vstream.width, vstream.height, vstream.pix_fmt = w, h, "yuv420p"
                 options = {"crf": str(crf), "preset": preset}
-                if threads is not None:
-                    options["threads"] = str(int(threads))
+                if threads is not None or deterministic:
+                    options["threads"] = str(int(threads or 1) if not deterministic else 1)
+                if deterministic:
+                    options["x264-params"] = "asm=0"
                 vstream.options = options
                 vstream.codec_context.time_base = 1 / rate
                 astream = None
@@ -122,7 +130,7 @@ def write_mp4(
                 a_pos = 0
                 n_audio = 0 if audio is None else len(audio)
                 for i in range(t):
-                    frame = av.VideoFrame.from_ndarray(frames[i], format="rgb24")
+                    frame = av.VideoFrame.from_ndarray(rgb_to_yuv420p(frames[i]), format="yuv420p")
                     frame.pts = i
                     frame.time_base = 1 / rate
                     container.mux(vstream.encode(frame))
@@ -136,6 +144,29 @@ def write_mp4(
     except (av.FFmpegError, OSError) as e:
         raise MediaError(f"cannot write {path}: {e}") from e
     return path
+
+
+def rgb_to_yuv420p(rgb: np.ndarray) -> np.ndarray:
+    """(H, W, 3) uint8 RGB -> (3H/2, W) uint8 planar yuv420p (BT.601, limited range, 2x2 chroma averaging).
+
+    Done here rather than by swscale because swscale's SIMD paths depend on the memory alignment of the input,
+    which made identical frames encode to different files from run to run; this conversion is exact and
+    deterministic, so the same frames always give the same mp4.
+    """
+    x = rgb.astype(np.float32)
+    r, g, b = x[..., 0], x[..., 1], x[..., 2]
+    y = 16.0 + 0.256788 * r + 0.504129 * g + 0.097906 * b
+    u = 128.0 - 0.148223 * r - 0.290993 * g + 0.439216 * b
+    v = 128.0 + 0.439216 * r - 0.367788 * g - 0.071427 * b
+    h, w = y.shape
+
+    def sub(c: np.ndarray) -> np.ndarray:
+        return c.reshape(h // 2, 2, w // 2, 2).mean(axis=(1, 3))
+
+    def u8(c: np.ndarray) -> np.ndarray:
+        return np.clip(np.floor(c + 0.5), 0, 255).astype(np.uint8)
+
+    return np.concatenate([u8(y), u8(sub(u)).reshape(h // 4, w), u8(sub(v)).reshape(h // 4, w)], axis=0)
 
 
 def _encode_audio(container, stream, audio: np.ndarray, start: int, stop: int, sample_rate: int) -> int:

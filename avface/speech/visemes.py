@@ -124,8 +124,12 @@ def articulation_curves(
         return np.tile(rest, (len(times), 1))
     step = 0.001
     t_end = max(float(times.max(initial=0.0)), phonemes[-1].end) + 4 * smooth_sigma + step
-    t_start = min(float(times.min(initial=0.0)), 0.0) - 4 * smooth_sigma
+    t_start = min(float(times.min(initial=0.0)), phonemes[0].start) - 4 * smooth_sigma
     grid = np.arange(t_start, t_end, step)
+    # Outside the utterance the mouth is at rest: silence segments cover the whole time range (dominance is
+    # relative, so without them the first/last phoneme would rule arbitrarily far away).
+    phonemes = ([Phoneme("_", t_start - 1.0, phonemes[0].start)] + list(phonemes)
+                + [Phoneme("_", phonemes[-1].end, t_end + 1.0)])
     starts = np.array([p.start for p in phonemes])
     ends = np.array([max(p.end, p.start + 1e-3) for p in phonemes])
     targets = np.array([viseme_target(p.symbol).target for p in phonemes])  # (S, 4)
@@ -134,7 +138,9 @@ def articulation_curves(
     after = np.clip(grid[:, None] - ends[None, :], 0, None)
     decay = np.exp(-((before / tau_anticipation) ** exponent) - (after / tau_carryover) ** exponent)  # (G, S)
     dom = decay[:, :, None] * alphas[None]  # (G, S, 4)
-    curve = (dom * targets[None]).sum(1) / np.maximum(dom.sum(1), 1e-12)  # (G, 4)
+    rest_dom = 1e-9  # a faint rest target everywhere keeps the ratio defined where every dominance underflows
+    rest_t = np.array(_CLASS_TABLE["silence"].target)
+    curve = ((dom * targets[None]).sum(1) + rest_dom * rest_t) / (dom.sum(1) + rest_dom)  # (G, 4)
     if smooth_sigma > 0:
         from scipy.ndimage import gaussian_filter1d
 
