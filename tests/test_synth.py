@@ -1,0 +1,288 @@
+"""The synthetic corpus end to end: a tiny corpus generated through Ray, checked with independent readers."""
+
+from __future__ import annotations
+
+import csv
+import json
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from avface.speech import phoneme_classes_at, phonemes_from_json
+from avface.synth.config import SynthesizeConfig, from_dict, resolve_config
+
+FPS, SR = 25.0, 16000
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory):
+    from avface.synth.corpus import synthesize_corpus
+
+    out = tmp_path_factory.mktemp("synth")
+    cfg = {"out": str(out), "size": "tiny", "seed": 3, "occlusion_share": 0.25, "progress": False, "num_cpus": 2}
+    summary = synthesize_corpus(cfg)
+    yield out, cfg, summary
+    import ray
+
+    if ray.is_initialized():
+        ray.shutdown()
+
+
+def _clips(out: Path) -> list[Path]:
+    return sorted((out / "voxceleb2").glob("*/mp4/*/*/*.mp4"))
+
+
+def _gt(out: Path, mp4: Path) -> Path:
+    rel = mp4.relative_to(out / "voxceleb2")
+    split, _, ident, ytid, name = rel.parts
+    return out / "voxceleb2" / "gt" / split / ident / ytid / name.replace(".mp4", ".npz")
+
+
+def _load(path: Path) -> dict:
+    with np.load(path, allow_pickle=False) as z:
+        return {k: z[k] for k in z.files}
+
+
+def test_vox_layout_txt_meta(corpus):
+    out, _, summary = corpus
+    root = out / "voxceleb2"
+    clips = _clips(out)
+    assert len(clips) == summary["vox_clips"] == 4 and summary["generated"] == 5
+    splits = set()
+    for mp4 in clips:
+        rel = mp4.relative_to(root).as_posix()
+        assert re.fullmatch(r"(dev|test)/mp4/id\d{5}/[A-Za-z0-9_-]{11}/\d{5}\.mp4", rel), rel
+        splits.add(rel.split("/")[0])
+        txt = root / rel.replace("/mp4/", "/txt/", 1).replace(".mp4", ".txt")
+        lines = txt.read_text().split("\n")
+        ident, ytid = rel.split("/")[2:4]
+        assert lines[0] == f"Identity  : \t{ident}" and lines[1] == f"Reference : \t{ytid}"
+        assert lines[2] == "Offset    : \t0" and lines[3].startswith("FV Conf   : \t") and lines[4] == ""
+        assert lines[5] == "FRAME \tX \tY \tW \tH "
+        rows = [r for r in lines[6:] if r]
+        gt = _load(_gt(out, mp4))
+        assert len(rows) == int(gt["num_frames"])
+        vals = np.array([[float(x) for x in r.split("\t")] for r in rows])
+        assert np.all(np.diff(vals[:, 0]) == 1) and np.all((vals[:, 1:] >= 0) & (vals[:, 1:] <= 1))
+    assert splits == {"dev", "test"}
+    with open(root / "vox2_meta.csv", newline="") as f:
+        rows = list(csv.reader(f))
+    assert rows[0] == ["VoxCeleb2 ID ", "VGGFace2 ID ", "Gender ", "Set "]
+    ids = {mp4.relative_to(root).parts[2] for mp4 in clips}
+    assert {r[0].strip() for r in rows[1:]} == ids
+    assert all(r[2].strip() in ("m", "f") and r[3].strip() in ("dev", "test") for r in rows[1:])
+
+
+def test_sidecar_contents(corpus):
+    out, _, _ = corpus
+    from avface.synth.vox import SIDECAR_KEYS
+
+    for mp4 in _clips(out):
+        gt = _load(_gt(out, mp4))  # allow_pickle=False: no object arrays
+        assert set(SIDECAR_KEYS) <= set(gt)
+        t = int(gt["num_frames"])
+        v = gt["vertices"]
+        assert v.dtype == np.float32 and v.shape[0] == t and v.shape[2] == 3
+        for k, shape in {"landmarks2d": (t, 68, 2), "landmarks3d": (t, 68, 3), "camera": (t, 3),
+                         "jaw_pose": (t, 3), "global_pose": (t, 3), "eye_pose": (t, 6),
+                         "occlusion_mask": (t, 224, 224), "face_mask": (t, 224, 224)}.items():
+            assert gt[k].shape == shape, k
+        assert gt["occlusion_mask"].dtype == np.uint8 and np.array_equal(gt["camera"], gt["cam"])
+        assert str(gt["face_model"]).startswith("avface-starter")
+        ph = phonemes_from_json(str(gt["phonemes"]))
+        assert len(ph) > 5 and ph[-1].end * FPS <= t + 1
+        # head pose within the configured range (15 deg yaw, plus pitch/roll)
+        assert np.abs(gt["global_pose"]).max() < np.deg2rad(20)
+
+
+def test_mp4_decodes_with_pyav_decord_torchaudio(corpus):
+    decord = pytest.importorskip("decord")
+    torchaudio = pytest.importorskip("torchaudio")
+    from avface.io import read_audio, read_video
+
+    out, _, _ = corpus
+    for mp4 in _clips(out):
+        t = int(_load(_gt(out, mp4))["num_frames"])
+        frames, fps = read_video(mp4)
+        assert frames.shape == (t, 224, 224, 3) and fps == pytest.approx(FPS)
+        vr = decord.VideoReader(str(mp4))
+        assert len(vr) == t and vr.get_avg_fps() == pytest.approx(FPS)
+        wav, sr = torchaudio.load(str(mp4))
+        assert sr == SR and wav.shape[0] == 1
+        # A/V lengths agree up to AAC's last-frame padding (1024 samples)
+        assert 0 <= wav.shape[1] - t * SR / FPS < 1024
+        audio = read_audio(mp4, SR)
+        assert abs(len(audio) - wav.shape[1]) <= 1 and 0.05 < np.abs(audio).max() <= 1.0
+
+
+def test_landmarks_project_onto_rendered_face(corpus):
+    out, _, _ = corpus
+    for mp4 in _clips(out):
+        gt = _load(_gt(out, mp4))
+        lm, mask = gt["landmarks2d_static"], gt["face_mask"].astype(bool)
+        # independent re-projection of the 3D landmarks with the DECA orthographic camera
+        s, tx, ty = gt["camera"][:, 0, None], gt["camera"][:, 1, None], gt["camera"][:, 2, None]
+        x = (s * (gt["landmarks3d"][..., 0] + tx) + 1) * 112
+        y = (-s * (gt["landmarks3d"][..., 1] + ty) + 1) * 112
+        assert np.abs(np.stack([x, y], -1) - lm).max() < 1e-2
+        # inner landmarks (brows, eyes, nose, mouth) fall on pixels the face mesh covers
+        inner = lm[:, 17:]
+        c = np.clip(np.floor(inner).astype(int), 0, 223)
+        t_idx = np.arange(len(lm))[:, None]
+        on_face = mask[t_idx, c[..., 1], c[..., 0]]
+        assert on_face.mean() > 0.97, on_face.mean()
+        assert 0.1 < mask.mean() < 0.8
+
+
+def test_mouth_opening_follows_phoneme_classes(corpus):
+    """Audio predicts the mouth: the inner-lip gap is large on vowels and closed on bilabials."""
+    out, _, _ = corpus
+    gaps, classes = [], []
+    for mp4 in _clips(out):
+        gt = _load(_gt(out, mp4))
+        lm3 = gt["landmarks3d"]
+        gaps.append(np.linalg.norm(lm3[:, 62] - lm3[:, 66], axis=1))  # inner upper / lower lip midpoints
+        t = np.arange(int(gt["num_frames"])) / FPS
+        classes += phoneme_classes_at(phonemes_from_json(str(gt["phonemes"])), t)
+    gap = np.concatenate(gaps) * 1000  # mm
+    cls = np.array(classes)
+    vowel = np.char.endswith(cls, "vowel")
+    bilabial = cls == "bilabial"
+    assert vowel.sum() > 20 and bilabial.sum() > 3
+    assert gap[vowel].mean() > 3 * gap[bilabial].mean(), (gap[vowel].mean(), gap[bilabial].mean())
+    sel = vowel | bilabial
+    r = np.corrcoef(gap[sel], vowel[sel].astype(float))[0, 1]
+    assert r > 0.5, r
+
+
+def test_occlusion_masks(corpus):
+    out, cfg, summary = corpus
+    masks = [_load(_gt(out, mp4))["occlusion_mask"] for mp4 in _clips(out)]
+    occluded = [m for m in masks if m.any()]
+    assert len(occluded) == summary["occluded_clips"] == round(cfg["occlusion_share"] * 4)
+    for m in occluded:
+        assert m.max() == 255 and 0.01 < (m > 127).mean() < 0.6
+
+
+def test_multiface_layout_with_minimal_reader(corpus):
+    out, _, _ = corpus
+    dirs = list((out / "multiface").glob("m--*--GHS"))
+    assert len(dirs) == 1
+    d = dirs[0]
+    assert re.fullmatch(r"m--\d{8}--0000--\d+--GHS", d.name)
+    # KRT, read independently: name, 3 K rows, distortion, 3 [R|t] rows, blank
+    lines = (d / "KRT").read_text().split("\n")
+    cams = {}
+    i = 0
+    while i + 7 < len(lines) and lines[i]:
+        name = lines[i]
+        K = np.array([[float(x) for x in lines[i + 1 + r].split()] for r in range(3)])
+        dist = [float(x) for x in lines[i + 4].split()]
+        Rt = np.array([[float(x) for x in lines[i + 5 + r].split()] for r in range(3)])
+        assert lines[i + 8] == "" and len(dist) == 5
+        cams[name] = (K, Rt)
+        i += 9
+    assert len(cams) == 2 and "400030" in cams
+    for _, Rt in cams.values():
+        assert np.allclose(Rt[:, :3] @ Rt[:, :3].T, np.eye(3), atol=1e-6)
+    frame_list = [ln.split() for ln in (d / "frame_list.txt").read_text().splitlines()]
+    segs = {s for s, _ in frame_list}
+    assert len(segs) == 1
+    seg = segs.pop()
+    assert seg.startswith("SEN_")
+    frames = [f for _, f in frame_list]
+    assert all(re.fullmatch(r"\d{6}", f) for f in frames) and len(frames) > 30
+    v0 = np.fromfile(d / "tracked_mesh" / seg / f"{frames[0]}.bin", dtype=np.float32).reshape(-1, 3)
+    n_v = len(v0)
+    obj_v = [ln for ln in (d / "tracked_mesh" / seg / f"{frames[0]}.obj").read_text().splitlines()
+             if ln.startswith("v ")]
+    assert len(obj_v) == n_v
+    assert np.allclose(np.array([[float(x) for x in ln.split()[1:]] for ln in obj_v]), v0, atol=1e-3)
+    assert 120 < np.ptp(v0[:, 0]) < 250  # a face is ~15 cm wide: millimetres
+    # audio: 16 kHz mono, first frame at t = 0, same length as the frames at 30 fps
+    import wave
+
+    with wave.open(str(d / "audio" / f"{seg}.wav")) as w:
+        assert w.getframerate() == SR and w.getnchannels() == 1
+        assert abs(w.getnframes() / SR - len(frames) / 30.0) < 1 / 30
+    # projection: pixel = K [R_C R_f | R_C t_f + t_C] v lands on the face in every camera's image
+    import cv2
+
+    for f in (frames[0], frames[len(frames) // 2]):
+        v = np.fromfile(d / "tracked_mesh" / seg / f"{f}.bin", dtype=np.float32).reshape(-1, 3).astype(np.float64)
+        tf = np.loadtxt(d / "tracked_mesh" / seg / f"{f}_transform.txt")
+        assert tf.shape == (3, 4)
+        for cam, (K, Rt) in cams.items():
+            img = cv2.imread(str(d / "images" / seg / cam / f"{f}.png"))
+            assert img.shape == (512, 334, 3)
+            R = Rt[:, :3] @ tf[:, :3]
+            t = Rt[:, :3] @ tf[:, 3] + Rt[:, 3]
+            p = (K @ (R @ v.T + t[:, None])).T
+            uv = p[:, :2] / p[:, 2:]
+            bg = np.median(np.concatenate([img[:5, :5].reshape(-1, 3), img[-5:, -5:].reshape(-1, 3)]), 0)
+            face = np.abs(img.astype(float) - bg).sum(-1) > 40
+            ui = np.clip(np.round(uv).astype(int), 0, [img.shape[1] - 1, img.shape[0] - 1])
+            assert face[ui[:, 1], ui[:, 0]].mean() > 0.9, cam
+            # the projected mesh spans the face region (not a tiny or misplaced blob): bounding boxes agree
+            ys, xs = np.nonzero(face)
+            a = (uv[:, 0].min(), uv[:, 1].min(), uv[:, 0].max(), uv[:, 1].max())
+            b = (xs.min(), ys.min(), xs.max() + 1, ys.max() + 1)
+            inter = max(0, min(a[2], b[2]) - max(a[0], b[0])) * max(0, min(a[3], b[3]) - max(a[1], b[1]))
+            union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
+            assert inter / union > 0.8, (cam, inter / union)
+
+
+def test_resume_and_reproducible(corpus, tmp_path):
+    out, cfg, _ = corpus
+    from avface.synth.corpus import plan_vox, run_local, synthesize_corpus
+
+    again = synthesize_corpus(cfg)  # same config: everything is on disk
+    assert again["generated"] == 0 and again["skipped"] == 5
+    # the same clip generated elsewhere, in this process, is byte-identical
+    rcfg = resolve_config(cfg)
+    job = plan_vox(rcfg)[1]
+    res = run_local("vox", job, rcfg, tmp_path)
+    rel = Path(res["clip"])
+    assert (tmp_path / rel).read_bytes() == (out / "voxceleb2" / rel).read_bytes()
+    a, b = _load(_gt_rel(tmp_path, rel)), _load(_gt_rel(out / "voxceleb2", rel))
+    assert a.keys() == b.keys() and all(np.array_equal(a[k], b[k]) for k in a)
+
+
+def _gt_rel(root: Path, rel: Path) -> Path:
+    split, _, ident, ytid, name = rel.parts
+    return root / "gt" / split / ident / ytid / name.replace(".mp4", ".npz")
+
+
+def test_config_presets_and_hydra_yaml():
+    tiny = resolve_config(SynthesizeConfig(out="/x", size="tiny"))
+    large = resolve_config(SynthesizeConfig(out="/x", size="large"))
+    n = lambda c: (c.vox.dev_identities + c.vox.test_identities) * c.vox.videos_per_identity * c.vox.clips_per_video  # noqa: E731
+    assert n(tiny) == 4 and n(large) >= 2000
+    explicit = resolve_config(from_dict({"out": "/x", "size": "large", "vox": {"dev_identities": 3}}))
+    assert explicit.vox.dev_identities == 3 and explicit.vox.test_identities == 40
+    with pytest.raises(ValueError, match="unknown"):
+        from_dict({"out": "/x", "sise": "tiny"})
+    with pytest.raises(ValueError, match="size"):
+        resolve_config(SynthesizeConfig(out="/x", size="huge"))
+    from hydra import compose, initialize_config_dir
+    from omegaconf import OmegaConf
+
+    from avface.synth.config import register_configs
+
+    register_configs()
+    conf_dir = str(Path(__file__).resolve().parents[1] / "conf")
+    with initialize_config_dir(config_dir=conf_dir, version_base=None):
+        cfg = compose("synthesize", overrides=["out=/tmp/x", "size=small", "multiface.cameras=3"])
+    plain = OmegaConf.to_container(cfg, resolve=True)
+    plain.pop("hydra", None)
+    r = resolve_config(plain)
+    assert r.size == "small" and r.multiface.cameras == 3 and r.vox.dev_identities == 8
+
+
+def test_json_meta_roundtrip(corpus):
+    out, _, _ = corpus
+    gt = _load(_gt(out, _clips(out)[0]))
+    meta = json.loads(str(gt["meta"]))
+    assert meta["text"] and meta["voice"] and meta["identity"]["gender"] in ("m", "f")
