@@ -5,6 +5,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from avface.data.sample import decode_sample
@@ -34,7 +35,17 @@ def test_synthetic_corpus_to_shards(tmp_path):
     summary = json.loads((out / "summary.json").read_text())
     assert summary["samples"] > 0 and summary["failures"] == 0, summary
     tars = sorted(str(p) for p in out.glob("*.tar"))
+    masks_checked = 0
     for s in wds.WebDataset(tars, shardshuffle=False):
         d = decode_sample(s)
         assert d["meta"]["landmark_source"] == "gt" and d["landmarks_valid"].all()
         assert d["frames"].shape[1:3] == (224, 224)
+        if "occlusion_mask" in d and not d["meta"]["occluded"]:
+            # The synthetic clip's own hand mask (sidecar, uint8 soft edges) reaches the shard unchanged.
+            m = d["meta"]
+            sidecar = np.load(next(corpus.rglob(f"gt/*/{m['identity']}/{m['ytid']}/{m['utterance']}.npz")))
+            expected = sidecar["occlusion_mask"][m["source_indices"]]
+            assert np.abs(d["occlusion_mask"].astype(int) - expected.astype(int)).max() <= 1
+            masks_checked += int(expected.any())
+    assert masks_checked > 0, "the tiny corpus has an occluded clip: its mask must be in the shards"
+

@@ -251,10 +251,12 @@ def process_clip(row: dict[str, Any], cfg: PreprocessConfig, out_split: str, occ
         occ_mask = None
         if "occlusion_mask" in gt:
             m = gt["occlusion_mask"]
+            # Sidecars store uint8 0..255 (255 = hand), masks in flight are float in [0, 1].
+            scale = 1.0 / 255.0 if m.dtype == np.uint8 else 1.0
             ok = src_idx < len(m)
             mm = np.zeros((len(src_idx), *m.shape[1:]), np.float32)
-            mm[ok] = m[src_idx[ok]]
-            occ_mask = _resize_masks(mm.astype(np.float32), size)
+            mm[ok] = m[src_idx[ok]].astype(np.float32) * scale
+            occ_mask = _resize_masks(mm, size)
 
         normals = _normals(normals_source, gt, src_idx, frames, size, resources)
         meta = {**base_meta, "decoder": source.decoder, "start": int(start), "source_indices": src_idx.tolist(),
