@@ -9,7 +9,7 @@ import numpy as np
 
 from avface.face_model import load_face_model
 from avface.viz.turntable import TurntableConfig, render_turntable
-from pipelines.main import MainConfig, run
+from pipelines.main import CorpusStage, MainConfig, run
 
 
 def test_turntable_shows_a_turning_talking_face():
@@ -28,7 +28,8 @@ def test_turntable_shows_a_turning_talking_face():
 
 def test_main_job_writes_model_video_and_contact_sheet(tmp_path: Path):
     out = tmp_path / "demo"
-    paths = run(MainConfig(out=str(out), turntable=TurntableConfig(num_frames=6, image_size=64)))
+    paths = run(MainConfig(out=str(out), turntable=TurntableConfig(num_frames=6, image_size=64),
+                           corpus=CorpusStage(enabled=False)))
     reloaded = type(load_face_model(None)).load_npz(paths["face_model"])
     assert reloaded.v_template.shape == load_face_model(None).v_template.shape
     video = decord.VideoReader(str(paths["turntable"]))

@@ -60,10 +60,25 @@ def _submit(address: str, *args: str, timeout: int = 600) -> subprocess.Complete
 
 
 def test_main_job_runs_under_ray_job_submit(job_server, tmp_path: Path):
+    """The whole main job (face model, turntable, tiny corpus, shards) as a Ray job."""
+    import json
+
+    import webdataset as wds
+
+    from avface.data.sample import decode_sample
+
     out = tmp_path / "demo"
     result = _submit(job_server, "pipelines/main.py", f"out={out}", "turntable.num_frames=4",
-                     "turntable.image_size=64")
+                     "turntable.image_size=64", "corpus.multiface=false")
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     assert "succeeded" in (result.stdout + result.stderr).lower()
-    assert (out / "turntable.mp4").stat().st_size > 0
-    assert (out / "turntable_contact_sheet.png").stat().st_size > 0
+    outputs = {k: Path(v) for k, v in json.loads((out / "outputs.json").read_text()).items()}
+    assert outputs["turntable"].stat().st_size > 0 and outputs["contact_sheet"].stat().st_size > 0
+    assert len(list(outputs["voxceleb2"].glob("*/mp4/*/*/*.mp4"))) == 4  # tiny: 2 identities x 2 clips
+    summary = json.loads((outputs["shards"] / "summary.json").read_text())
+    assert summary["failures"] == 0 and summary["samples"] > 0
+    keys = [decode_sample(s)["meta"]["key"]
+            for s in wds.WebDataset(sorted(str(p) for p in outputs["shards"].glob("*.tar")), shardshuffle=False)]
+    assert len(keys) == summary["samples"] == len(set(keys))
+    assert any(k.endswith("_occ") for k in keys)  # synthetic occlusion windows are in the shards
+    assert outputs["shards_preview"].stat().st_size > 10_000

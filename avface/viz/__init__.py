@@ -1,5 +1,6 @@
 """Pictures people look at: image grids / contact sheets, overlays."""
 
 from avface.viz.grid import make_grid, save_png
+from avface.viz.overlay import draw_landmarks, tint_mask
 
-__all__ = ["make_grid", "save_png"]
+__all__ = ["draw_landmarks", "make_grid", "save_png", "tint_mask"]
