@@ -154,7 +154,7 @@ def test_mouth_opening_follows_phoneme_classes(corpus):
     assert gap[vowel].mean() > 3 * gap[bilabial].mean(), (gap[vowel].mean(), gap[bilabial].mean())
     sel = vowel | bilabial
     r = np.corrcoef(gap[sel], vowel[sel].astype(float))[0, 1]
-    assert r > 0.4, r  # measured 0.54-0.58 on generated corpora; a mouth unrelated to the audio gives ~0
+    assert r > 0.5, r  # measured 0.54-0.58 on generated corpora; a mouth unrelated to the audio gives ~0
 
 
 def test_occlusion_masks(corpus):
