@@ -21,6 +21,8 @@ from typing import Any
 
 import numpy as np
 
+from avface.utils.config import dataclass_from_dict
+
 from .color_transfer import transfer_hand_colors
 from .hands import (
     POSES,
@@ -92,23 +94,7 @@ class OcclusionConfig:
     def from_dict(d: dict[str, Any] | None) -> OcclusionConfig:
         """Build from a (possibly partial) nested dict, e.g. `params["config"]` or an OmegaConf container.
         Unknown keys raise a ValueError (a typo should not silently fall back to a default)."""
-        d = dict(d or {})
-        parts = {"hand": HandConfig, "color": ColorConfig, "placement": PlacementConfig, "motion": MotionConfig,
-                 "blend": BlendConfig}
-        unknown = set(d) - set(parts)
-        if unknown:
-            raise ValueError(f"unknown occlusion config sections {sorted(unknown)}; expected {sorted(parts)}")
-        kwargs = {}
-        for name, cls in parts.items():
-            sub = dict(d.get(name) or {})
-            names = {f.name for f in dataclasses.fields(cls)}
-            bad = set(sub) - names
-            if bad:
-                raise ValueError(f"unknown keys {sorted(bad)} in occlusion config section {name!r}")
-            if "poses" in sub:
-                sub["poses"] = list(sub["poses"])
-            kwargs[name] = cls(**sub)
-        return OcclusionConfig(**kwargs)
+        return dataclass_from_dict(OcclusionConfig, d)
 
 
 @dataclass

@@ -266,7 +266,7 @@ def test_yaml_mirrors_dataclass(name):
     from omegaconf import OmegaConf
 
     assert AVFaceConfig.from_dict(OmegaConf.create(y)) == cfg
-    with pytest.raises(KeyError):
+    with pytest.raises(ValueError, match="bogus"):
         AVFaceConfig.from_dict({**y, "bogus": 1})
 
 

@@ -9,9 +9,10 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-import typing
 from dataclasses import dataclass, field
 from typing import Any
+
+from avface.utils.config import dataclass_from_dict
 
 
 @dataclass
@@ -116,7 +117,7 @@ class PreprocessConfig:
 
     @classmethod
     def from_dict(cls, d: Any) -> PreprocessConfig:
-        return _build(cls, d)
+        return dataclass_from_dict(cls, d)
 
     def fingerprint(self) -> str:
         """Hash of everything that changes the shards' content (not Ray settings, paths of the output or progress)."""
@@ -124,28 +125,6 @@ class PreprocessConfig:
         for k in ("ray", "out", "rediscover", "overwrite", "progress"):
             d.pop(k)
         return hashlib.sha256(json.dumps(d, sort_keys=True, default=str).encode()).hexdigest()[:16]
-
-
-def _build(tp: Any, d: Any) -> Any:
-    if dataclasses.is_dataclass(tp) and isinstance(tp, type):
-        if d is None:
-            return tp()
-        if dataclasses.is_dataclass(d):
-            d = dataclasses.asdict(d)
-        hints = typing.get_type_hints(tp)
-        kwargs = {}
-        for f in dataclasses.fields(tp):
-            if f.name in d:
-                kwargs[f.name] = _build(hints[f.name], d[f.name])
-        unknown = set(d) - {f.name for f in dataclasses.fields(tp)}
-        if unknown:
-            raise ValueError(f"unknown keys for {tp.__name__}: {sorted(unknown)}")
-        return tp(**kwargs)
-    if isinstance(d, dict):
-        return dict(d)
-    if isinstance(d, list | tuple):
-        return list(d)
-    return d
 
 
 def register_configs() -> None:

@@ -12,6 +12,8 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from avface.utils.config import dataclass_from_dict
+
 # FLAME/DECA code sizes (sec. 3.1, 3.5): c = shape 100 + albedo 50 + SH light 27 + global pose 3 + camera 3 = 183.
 COARSE_SPLITS: dict[str, int] = {"shape": 100, "albedo": 50, "light": 27, "global_pose": 3, "cam": 3}
 # e = expression 50 + jaw 3 = 53.
@@ -234,15 +236,8 @@ class AVFaceConfig:
 
     @classmethod
     def from_dict(cls, d: Any) -> AVFaceConfig:
-        """Build from a nested mapping (plain dict or OmegaConf DictConfig); unknown keys raise."""
-        try:
-            from omegaconf import DictConfig, OmegaConf
-
-            if isinstance(d, DictConfig):
-                d = OmegaConf.to_container(d, resolve=True)
-        except ImportError:  # pragma: no cover
-            pass
-        return _build(cls, d)
+        """Build from a nested mapping (plain dict or OmegaConf DictConfig); unknown keys raise ValueError."""
+        return dataclass_from_dict(cls, d)
 
 
 def _to_plain(x: Any) -> Any:
@@ -252,22 +247,3 @@ def _to_plain(x: Any) -> Any:
         return [_to_plain(v) for v in x]
     return x
 
-
-def _build(tp: type, d: Any) -> Any:
-    import typing
-
-    hints = typing.get_type_hints(tp)
-    names = {f.name for f in dataclasses.fields(tp)}
-    unknown = set(d) - names
-    if unknown:
-        raise KeyError(f"unknown {tp.__name__} fields: {sorted(unknown)}")
-    kwargs = {}
-    for k, v in d.items():
-        hint = hints[k]
-        if dataclasses.is_dataclass(hint):
-            kwargs[k] = _build(hint, v)
-        elif isinstance(v, list):
-            kwargs[k] = tuple(v)
-        else:
-            kwargs[k] = v
-    return tp(**kwargs)

@@ -8,8 +8,10 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field, fields, replace
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
+
+from avface.utils.config import dataclass_from_dict
 
 __all__ = ["SIZE_PRESETS", "VoxConfig", "MultifaceConfig", "FaceConfig", "SpeechConfig", "SynthesizeConfig",
            "resolve_config", "register_configs"]
@@ -131,24 +133,8 @@ def resolve_config(cfg: SynthesizeConfig | dict) -> SynthesizeConfig:
 
 
 def from_dict(d: dict) -> SynthesizeConfig:
-    """Build from a plain (resolved OmegaConf) dict; unknown keys raise."""
-    d = dict(d)
-    parts = {"vox": VoxConfig, "multiface": MultifaceConfig, "face": FaceConfig, "speech": SpeechConfig}
-    kwargs: dict[str, Any] = {}
-    top = {f.name for f in fields(SynthesizeConfig)}
-    unknown = set(d) - top
-    if unknown:
-        raise ValueError(f"unknown synthesize config keys {sorted(unknown)}")
-    for k, v in d.items():
-        if k in parts:
-            names = {f.name for f in fields(parts[k])}
-            bad = set(v or {}) - names
-            if bad:
-                raise ValueError(f"unknown keys {sorted(bad)} in synthesize config section {k!r}")
-            kwargs[k] = parts[k](**(v or {}))
-        else:
-            kwargs[k] = v
-    return SynthesizeConfig(**kwargs)
+    """Build from a plain (resolved OmegaConf) dict; unknown keys raise ValueError."""
+    return dataclass_from_dict(SynthesizeConfig, d)
 
 
 def to_dict(cfg: SynthesizeConfig) -> dict:
