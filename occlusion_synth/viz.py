@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from avface.viz import make_grid
+
 
 def make_strip(frames: np.ndarray, masks: np.ndarray, n: int = 8, color: tuple[int, int, int] = (255, 40, 40),
                overlay: float = 0.5) -> np.ndarray:
@@ -11,7 +13,8 @@ def make_strip(frames: np.ndarray, masks: np.ndarray, n: int = 8, color: tuple[i
     frames: top row the occluded frames, bottom row the same frames with the mask tinted in `color`."""
     T = len(frames)
     idx = np.unique(np.linspace(0, T - 1, min(n, T)).round().astype(int))
-    top = np.concatenate(list(frames[idx]), axis=1)
-    m = np.concatenate(list(masks[idx]), axis=1)[..., None] * overlay
-    bottom = top.astype(np.float32) * (1 - m) + np.array(color, np.float32) * m
-    return np.concatenate([top, np.clip(np.rint(bottom), 0, 255).astype(np.uint8)], axis=0)
+    top = frames[idx]
+    m = masks[idx][..., None] * overlay
+    bottom = np.clip(np.rint(top.astype(np.float32) * (1 - m) + np.array(color, np.float32) * m), 0, 255)
+    # No padding: the strip is the frames edge to edge, one row each.
+    return make_grid(np.concatenate([top, bottom.astype(np.uint8)]), ncols=len(idx), pad=0)

@@ -23,6 +23,7 @@ import numpy as np
 from hydra.core.config_store import ConfigStore
 from omegaconf import OmegaConf
 
+from avface.viz import save_png
 from occlusion_synth import OcclusionConfig, make_strip, occlude_sequence
 from occlusion_synth.demo import astronaut_sequence
 
@@ -124,7 +125,7 @@ def run(config: OccludeConfig) -> dict[str, Path]:
         fdir = out / "frames"
         fdir.mkdir(exist_ok=True)
         for t, f in enumerate(result.frames):
-            cv2.imwrite(str(fdir / f"{t:06d}.png"), cv2.cvtColor(f, cv2.COLOR_RGB2BGR))
+            save_png(fdir / f"{t:06d}.png", f)
         paths["frames"] = fdir
     else:
         raise ValueError(f"write must be 'mp4' or 'png', got {config.write!r}")
@@ -132,7 +133,7 @@ def run(config: OccludeConfig) -> dict[str, Path]:
     np.save(out / "boxes.npy", np.asarray(result.params["face_boxes"]))
     (out / "params.json").write_text(json.dumps(result.params))
     strip = make_strip(result.frames, result.masks, n=config.strip_frames)
-    cv2.imwrite(str(out / "strip.png"), cv2.cvtColor(strip, cv2.COLOR_RGB2BGR))
+    save_png(out / "strip.png", strip)
     paths.update(masks=out / "masks.npy", params=out / "params.json", strip=out / "strip.png",
                  boxes=out / "boxes.npy")
     cover = result.masks.reshape(T, -1).sum(1)

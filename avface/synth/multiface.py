@@ -35,6 +35,7 @@ from avface.synth.render import FaceContext, render_perspective
 from avface.synth.scene import studio_sh
 from avface.synth.vox import rng_for, speech_audio
 from avface.utils.files import atomic_path
+from avface.viz import save_png
 
 __all__ = ["MultifaceJob", "FRONTAL_CAMERA", "identity_dirname", "camera_rig", "write_krt", "read_krt_minimal",
            "make_multiface_segment", "finish_multiface_identity"]
@@ -178,16 +179,10 @@ def make_multiface_segment(job: MultifaceJob, cfg: SynthesizeConfig, root: Path)
     sh = studio_sh()
     rig = camera_rig(cfg, job.identity_index)
     bg = _studio_background(rng, mf.image_height, mf.image_width)
-    import cv2
-
     for cam, (K, R, tc) in rig.items():
         imgs, _ = render_perspective(ctx, world, K, R, tc, albedo, sh, bg)
         for i, img in enumerate(imgs):
-            p = paths["images"] / cam / f"{base + i:06d}.png"
-            p.parent.mkdir(parents=True, exist_ok=True)
-            with atomic_path(p, suffix=".png") as tmp:
-                if not cv2.imwrite(str(tmp), cv2.cvtColor(img, cv2.COLOR_RGB2BGR)):
-                    raise OSError(f"cannot write {p}")
+            save_png(paths["images"] / cam / f"{base + i:06d}.png", img)
     d = ctx.data
     paths["mesh"].mkdir(parents=True, exist_ok=True)
     for i in range(t):
