@@ -32,7 +32,7 @@ from pathlib import Path
 
 import numpy as np
 
-from avface.audio.errors import AudioFeatureError, MissingModelError
+from avface.audio.errors import AudioFeatureError, resolve_model_file
 from avface.audio.windows import frame_windows
 
 NUM_CEP = 26
@@ -127,10 +127,7 @@ def to_int16(waveform: np.ndarray) -> np.ndarray:
 
 # ---------------------------------------------------------------- the frozen graph
 def resolve_graph_path(path: str | os.PathLike | None) -> Path:
-    p = Path(os.path.expanduser(str(path or DEFAULT_GRAPH)))
-    if not p.is_file():
-        raise MissingModelError(f"DeepSpeech v0.1.0 graph not found: {p}. " + DOWNLOAD_HINT.format(path=p))
-    return p
+    return resolve_model_file(path, DEFAULT_GRAPH, "DeepSpeech v0.1.0 graph", DOWNLOAD_HINT)
 
 
 @functools.lru_cache(maxsize=2)

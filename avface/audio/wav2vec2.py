@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from avface.audio.errors import AudioFeatureError, MissingModelError
+from avface.audio.errors import AudioFeatureError, resolve_model_file
 from avface.audio.windows import frame_windows
 
 DEFAULT_WEIGHTS = "~/.cache/avface/wav2vec2/wav2vec2_base.pt"
@@ -32,10 +32,7 @@ HINT = (
 
 
 def resolve_weights(path: str | os.PathLike | None) -> Path:
-    p = Path(os.path.expanduser(str(path or DEFAULT_WEIGHTS)))
-    if not p.is_file():
-        raise MissingModelError(f"wav2vec2 weights not found: {p}. " + HINT.format(path=p))
-    return p
+    return resolve_model_file(path, DEFAULT_WEIGHTS, "wav2vec2 weights", HINT)
 
 
 @functools.lru_cache(maxsize=2)
