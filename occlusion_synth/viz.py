@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from avface.viz import make_grid
+from avface.viz import make_grid, tint_mask
 
 
 def make_strip(frames: np.ndarray, masks: np.ndarray, n: int = 8, color: tuple[int, int, int] = (255, 40, 40),
@@ -14,7 +14,6 @@ def make_strip(frames: np.ndarray, masks: np.ndarray, n: int = 8, color: tuple[i
     T = len(frames)
     idx = np.unique(np.linspace(0, T - 1, min(n, T)).round().astype(int))
     top = frames[idx]
-    m = masks[idx][..., None] * overlay
-    bottom = np.clip(np.rint(top.astype(np.float32) * (1 - m) + np.array(color, np.float32) * m), 0, 255)
+    bottom = np.stack([tint_mask(f, m, color, overlay) for f, m in zip(top, masks[idx], strict=True)])
     # No padding: the strip is the frames edge to edge, one row each.
-    return make_grid(np.concatenate([top, bottom.astype(np.uint8)]), ncols=len(idx), pad=0)
+    return make_grid(np.concatenate([top, bottom]), ncols=len(idx), pad=0)
