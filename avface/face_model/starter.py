@@ -704,6 +704,10 @@ def _albedo(g: _Geometry, rng: np.random.Generator) -> tuple[np.ndarray, np.ndar
     brow_w = np.zeros(V)
     for side in ("left", "right"):
         brow_w[_brow_ids(g, side)] = 0.8
+    # A hard per-vertex brow boundary follows the triangulation (zig-zag "stitches"): feather it over the mesh.
+    # Rescaled to the original peak: thin brows would otherwise fade.
+    brow_w = _smooth_vertex_field(brow_w, g.f, iterations=1)
+    brow_w = np.clip(1.5 * brow_w / max(brow_w.max(), 1e-9), 0.0, 1.0)
     mean = mean * (1 - 0.55 * brow_w[:, None]) + np.array([0.25, 0.17, 0.12]) * 0.55 * brow_w[:, None]
     lids = (_gauss(v, g.eye_center["left"], 1.2) + _gauss(v, g.eye_center["right"], 1.2)) * skin
     mean = mean * (1 - 0.12 * lids[:, None])
@@ -761,6 +765,24 @@ def _inside_lips(g: _Geometry) -> np.ndarray:
     inside[np.asarray(c["lip_outer_upper"] + c["lip_outer_lower"])] = True
     # Only the front surface (the mask wraps far back at the sides, never inside the lip outline anyway).
     return np.nonzero(inside)[0]
+
+
+def _smooth_vertex_field(w: np.ndarray, faces: np.ndarray, iterations: int) -> np.ndarray:
+    """Average a per-vertex field with its mesh neighbours.
+
+    Args:
+        w: (V,) field. faces: (F, 3).
+    Returns:
+        (V,) smoothed field (each iteration: mean over the vertex and its one-ring, weighted by shared faces).
+    """
+    n = len(w)
+    rows = np.repeat(faces, 3, axis=1).reshape(-1)  # (a, a, a, b, b, b, c, c, c) per face ...
+    # ... paired with (a, b, c, a, b, c, a, b, c): every corner receives its face's three vertices.
+    cols = np.tile(faces, (1, 3)).reshape(-1)
+    counts = np.bincount(rows, minlength=n).astype(np.float64)
+    for _ in range(iterations):
+        w = np.bincount(rows, weights=w[cols], minlength=n) / np.maximum(counts, 1)
+    return w
 
 
 def _brow_ids(g: _Geometry, side: str) -> np.ndarray:

@@ -16,14 +16,18 @@ os.environ.setdefault("RAY_AUTH_MODE", "disabled")
 
 
 def init_ray(address: str | None = None, num_cpus: int | None = None, **kwargs) -> None:
-    """Join ``address`` / ``$RAY_ADDRESS`` when given, else start a local Ray (no dashboard, loopback only)."""
+    """Join ``address`` / ``$RAY_ADDRESS`` when given (``auto`` = the cluster started on this machine), else start
+    a new local Ray (no dashboard, loopback only)."""
     if ray.is_initialized():
         return
     address = address or os.environ.get("RAY_ADDRESS")
     if address:
         ray.init(address=address, log_to_driver=True, **kwargs)
         return
+    # address="local": always a fresh local instance. Without it ray.init() silently joins whatever cluster was
+    # last started on this machine (another job's, a test's), which makes runs depend on what else is running.
     ray.init(
+        address="local",
         num_cpus=num_cpus,
         include_dashboard=False,
         log_to_driver=True,
