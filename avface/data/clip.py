@@ -77,7 +77,8 @@ class ClipResources:
     def create(cls, cfg: PreprocessConfig) -> ClipResources:
         from avface.landmarks import get_detector
 
-        detector = get_detector(cfg.landmarks.detector, cfg.landmarks.min_detection_confidence)
+        lmc = cfg.landmarks
+        detector = get_detector(lmc.detector, lmc.min_detection_confidence, lmc.mediapipe_python)
         teacher = None
         if cfg.normals.source in ("teacher", "auto") and cfg.normals.checkpoint:
             from avface.data.normals_teacher import UNetResNetTeacher

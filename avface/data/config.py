@@ -56,8 +56,12 @@ class AudioConfig:
 @dataclass
 class LandmarksConfig:
     use_ground_truth: bool = True  # synthetic sidecar landmarks2d when <root>/gt/... exists
-    detector: str = "auto"  # auto: mediapipe if importable, else none | mediapipe | none (all frames invalid)
+    # auto: mediapipe in-process if importable, else in the side venv's worker, else none (with a warning)
+    # | mediapipe (error if neither) | none (all frames invalid)
+    detector: str = "auto"
     min_detection_confidence: float = 0.5
+    # python of the MediaPipe side venv; None: $AVFACE_MEDIAPIPE_PYTHON, else <repo>/.venv-mediapipe/bin/python
+    mediapipe_python: str | None = None
 
 
 @dataclass
@@ -124,6 +128,7 @@ class PreprocessConfig:
         d = self.to_dict()
         for k in ("ray", "out", "rediscover", "overwrite", "progress"):
             d.pop(k)
+        d["landmarks"].pop("mediapipe_python")  # where the side venv lives, not what it computes
         return hashlib.sha256(json.dumps(d, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 

@@ -99,10 +99,14 @@ def check_config(cfg: PreprocessConfig) -> None:
 
     a = cfg.audio
     check_available(a.kind, deepspeech_graph=a.deepspeech_graph, wav2vec2_weights=a.wav2vec2_weights)
-    if cfg.landmarks.detector == "mediapipe":
+    if cfg.landmarks.detector in ("auto", "mediapipe"):
         from avface.landmarks import get_detector
 
-        get_detector("mediapipe").close()
+        # start (and stop) the MediaPipe worker once here (~0.6 s): a broken side venv fails the job now, with the
+        # worker's stderr, instead of failing every clip in the tasks
+        with get_detector(cfg.landmarks.detector, cfg.landmarks.min_detection_confidence,
+                          cfg.landmarks.mediapipe_python) as det:
+            det.reset()
     if cfg.normals.source == "teacher" and not cfg.normals.checkpoint:
         raise ValueError("normals.source=teacher needs normals.checkpoint=/path/to/checkpoint")
     if cfg.normals.checkpoint and not Path(cfg.normals.checkpoint).expanduser().is_file():

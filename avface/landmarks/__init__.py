@@ -1,11 +1,14 @@
 """Face landmarks for clips without ground truth: detector interface, MediaPipe face mesh -> iBUG-68, crop boxes.
 
-MediaPipe 0.10.21 is optional (it pins numpy<2): :func:`get_detector` returns the MediaPipe detector where it is
-importable and, with ``name="auto"``, a :class:`NullDetector` otherwise (every frame marked "no face").
+MediaPipe 0.10.21 pins numpy<2, so it lives in a side venv (``.venv-mediapipe``, made by ``scripts/install.sh``)
+and runs in a worker process (:class:`MediaPipeProcessDetector`). :func:`get_detector` returns MediaPipe in this
+process where importable, else the worker when the side venv is found, else (``name="auto"``) a
+:class:`NullDetector` with a warning (every frame marked "no face").
 """
 
 from avface.landmarks.detector import LandmarkDetector, NullDetector, get_detector, mediapipe_available
 from avface.landmarks.mapping import MEDIAPIPE_TO_IBUG68, mediapipe_to_ibug68
+from avface.landmarks.mediapipe_process import MediaPipeProcessDetector, MediaPipeWorkerError, resolve_mediapipe_python
 
 __all__ = ["LandmarkDetector", "NullDetector", "get_detector", "mediapipe_available", "MEDIAPIPE_TO_IBUG68",
-           "mediapipe_to_ibug68"]
+           "mediapipe_to_ibug68", "MediaPipeProcessDetector", "MediaPipeWorkerError", "resolve_mediapipe_python"]

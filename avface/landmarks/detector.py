@@ -8,10 +8,14 @@ are marked, never dropped.
 from __future__ import annotations
 
 import importlib.util
+import logging
 
 import numpy as np
 
 from avface.landmarks.mapping import mediapipe_to_ibug68
+
+log = logging.getLogger(__name__)
+_warned_no_mediapipe = False  # warn once per process (one detector per Ray task)
 
 
 class LandmarkDetector:
@@ -26,6 +30,12 @@ class LandmarkDetector:
     def close(self) -> None:
         pass
 
+    def __enter__(self) -> LandmarkDetector:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
 
 class NullDetector(LandmarkDetector):
     """No detector available: every frame is marked invalid."""
@@ -37,8 +47,17 @@ class NullDetector(LandmarkDetector):
         return np.zeros((t, 68, 2), np.float32), np.zeros((t,), bool)
 
 
-def mediapipe_available() -> bool:
+def mediapipe_importable() -> bool:
+    """mediapipe can be imported in this process (never next to numpy 2; kept for environments that pin numpy<2)."""
     return importlib.util.find_spec("mediapipe") is not None
+
+
+def mediapipe_available(mediapipe_python: str | None = None) -> bool:
+    """A MediaPipe detector can be made: importable here, or a side venv python is found
+    (:func:`avface.landmarks.mediapipe_process.resolve_mediapipe_python`)."""
+    from avface.landmarks.mediapipe_process import resolve_mediapipe_python
+
+    return mediapipe_importable() or resolve_mediapipe_python(mediapipe_python) is not None
 
 
 class MediaPipeDetector(LandmarkDetector):  # pragma: no cover - mediapipe is optional, not installed in CI
@@ -49,7 +68,7 @@ class MediaPipeDetector(LandmarkDetector):  # pragma: no cover - mediapipe is op
     def __init__(self, min_detection_confidence: float = 0.5, min_tracking_confidence: float = 0.5):
         import mediapipe as mp  # noqa: F401
 
-        self._kw = dict(static_image_mode=False, max_num_faces=1, refine_landmarks=False,
+        self._kw = dict(static_image_mode=False, max_num_faces=1, refine_landmarks=True,
                         min_detection_confidence=min_detection_confidence,
                         min_tracking_confidence=min_tracking_confidence)
         self._mesh = None
@@ -81,17 +100,36 @@ class MediaPipeDetector(LandmarkDetector):  # pragma: no cover - mediapipe is op
         return lm, valid
 
 
-def get_detector(name: str = "auto", min_detection_confidence: float = 0.5) -> LandmarkDetector:
-    """``auto`` (MediaPipe if importable else :class:`NullDetector`), ``mediapipe`` (required) or ``none``."""
+def get_detector(name: str = "auto", min_detection_confidence: float = 0.5,
+                 mediapipe_python: str | None = None) -> LandmarkDetector:
+    """``auto``: MediaPipe in this process if importable, else in a worker running the side venv's python
+    (``mediapipe_python`` / ``$AVFACE_MEDIAPIPE_PYTHON`` / ``<repo>/.venv-mediapipe``), else :class:`NullDetector`
+    with a warning; ``mediapipe``: the same without the fallback (error naming what is missing); ``none``."""
     if name == "none":
         return NullDetector()
-    if name in ("auto", "mediapipe"):
-        if mediapipe_available():
-            return MediaPipeDetector(min_detection_confidence)
-        if name == "mediapipe":
-            raise ImportError(
-                "landmarks.detector=mediapipe needs mediapipe==0.10.21 (optional; it pins numpy<2, so install it in "
-                "a separate environment: pip install 'avface[mediapipe]'), or use landmarks.detector=auto|none"
-            )
-        return NullDetector()
-    raise ValueError(f"unknown landmark detector {name!r} (auto | mediapipe | none)")
+    if name not in ("auto", "mediapipe"):
+        raise ValueError(f"unknown landmark detector {name!r} (auto | mediapipe | none)")
+    if mediapipe_importable():
+        return MediaPipeDetector(min_detection_confidence)
+    from avface.landmarks.mediapipe_process import (
+        DEFAULT_SIDE_VENV,
+        ENABLE_HINT,
+        ENV_PYTHON,
+        MediaPipeProcessDetector,
+        resolve_mediapipe_python,
+    )
+
+    python = resolve_mediapipe_python(mediapipe_python)
+    if python is not None:
+        return MediaPipeProcessDetector(python, min_detection_confidence)
+    missing = (f"mediapipe is not importable here (it pins numpy<2) and there is no side environment "
+               f"({DEFAULT_SIDE_VENV}/bin/python missing, landmarks.mediapipe_python and ${ENV_PYTHON} unset)")
+    if name == "mediapipe":
+        raise ImportError(f"landmarks.detector=mediapipe: {missing}; to enable it, {ENABLE_HINT}; "
+                          "or use landmarks.detector=none")
+    global _warned_no_mediapipe
+    if not _warned_no_mediapipe:
+        _warned_no_mediapipe = True
+        log.warning("landmarks.detector=auto: %s, so every frame of clips without ground-truth landmarks is marked "
+                    "invalid. To enable it, %s.", missing, ENABLE_HINT)
+    return NullDetector()
