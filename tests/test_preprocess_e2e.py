@@ -49,3 +49,27 @@ def test_synthetic_corpus_to_shards(tmp_path):
             masks_checked += int(expected.any())
     assert masks_checked > 0, "the tiny corpus has an occluded clip: its mask must be in the shards"
 
+    # The shards feed the model as they are: a batch of real shard samples through every AVFace stage.
+    import dataclasses
+
+    import torch
+
+    from avface.data.batch import samples_to_batch
+    from avface.face_model import FaceModel, load_face_model
+    from avface.models import AVFaceConfig
+    from avface.models.avface import AVFace
+
+    samples = [decode_sample(s) for s in wds.WebDataset(tars, shardshuffle=False)][:2]
+    cfg = AVFaceConfig.tiny()
+    cfg = dataclasses.replace(cfg, audio_dim=samples[0]["audio_features"].shape[-1])
+    batch = samples_to_batch(samples, image_size=cfg.image_size)
+    assert "normals" in batch  # normals.source=auto: the renderer's exact normals for synthetic clips
+    model = AVFace(cfg, FaceModel(load_face_model(None)))
+    for stage in ("coarse", "lip", "detail"):
+        model.set_stage(stage)
+        model.zero_grad(set_to_none=True)
+        losses = model.losses(batch, model(batch))
+        assert torch.isfinite(losses["total"]) and losses["total"] > 0, (stage, losses)
+        losses["total"].backward()
+        assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in model.parameters()), stage
+
