@@ -4,6 +4,10 @@ PY := $(VENV)/bin/python
 # Scripts and Ray jobs started by the tests find this venv's `python` and `ray` first.
 export PATH := $(abspath $(VENV))/bin:$(PATH)
 STAMP := $(VENV)/.installed
+# The MediaPipe side environment (scripts/install.sh); AVFACE_NO_MEDIAPIPE=1 goes without it.
+ifneq ($(AVFACE_NO_MEDIAPIPE),1)
+MEDIAPIPE := .venv-mediapipe/bin/python
+endif
 
 .PHONY: install demo test lint bench
 
@@ -11,14 +15,18 @@ $(STAMP): requirements.lock.txt pyproject.toml scripts/install.sh
 	bash scripts/install.sh $(VENV)
 	touch $(STAMP)
 
-install: $(STAMP)
+# A deleted side environment is rebuilt even when the main venv is up to date.
+.venv-mediapipe/bin/python:
+	bash scripts/install.sh $(VENV)
 
-demo: $(STAMP)
+install: $(STAMP) $(MEDIAPIPE)
+
+demo: install
 	$(PY) pipelines/main.py
 
-test: $(STAMP)
+test: install
 	$(VENV)/bin/ruff check .
 	$(PY) -m pytest -q --timeout=900 tests
 
-bench: $(STAMP)
+bench: install
 	for b in benchmarks/bench_*.py; do $(PY) $$b || exit 1; done
