@@ -189,3 +189,45 @@ def test_main_job_with_the_flame_file(flame_files, tmp_path: Path):
     assert ((frame.max(-1) - frame.min(-1)) < 20).all()  # no albedo model: a neutral grey clay face
     assert (frame.max(-1) > 90).mean() > 0.15
     assert paths["contact_sheet"].stat().st_size > 1000
+
+
+def _ellipsoid_head(n_lat=24, n_lon=48):
+    """A head-sized ellipsoid (a star-shaped surface about its centre, like FLAME's head) open at the poles (where
+    the cylindrical angle is undefined): (V, 3) vertices, (F, 3) faces wound outwards."""
+    lat = np.linspace(0, np.pi, n_lat + 1)[1:-1]
+    lon = np.linspace(-np.pi, np.pi, n_lon, endpoint=False)
+    la, lo = np.meshgrid(lat, lon, indexing="ij")
+    v = np.stack([0.08 * np.sin(la) * np.sin(lo), 0.12 * np.cos(la), 0.1 * np.sin(la) * np.cos(lo)], -1)
+    v = v.reshape(-1, 3)
+    ring = lambda i, j: i * n_lon + j % n_lon  # noqa: E731
+    f = []
+    for i in range(n_lat - 2):
+        for j in range(n_lon):
+            f += [[ring(i, j), ring(i + 1, j), ring(i + 1, j + 1)], [ring(i, j), ring(i + 1, j + 1), ring(i, j + 1)]]
+    return v, np.array(f)
+
+
+def test_cylindrical_uv_seam_does_not_cover_the_uv_map(flame):
+    """Triangles crossing the seam at the back of the head must not be stretched across the whole UV map: the UV
+    rasterization has no depth order, so they would hide the face's triangles in ``uv_maps``."""
+    from avface.face_model.flame_loader import cylindrical_uv
+
+    v, faces = _ellipsoid_head()
+    for f in (faces, faces[::-1].copy()):  # which of two overlapping UV triangles wins depends on their order
+        uv, uv_faces = cylindrical_uv(v, f)
+        assert uv_faces.shape == f.shape and uv.min() >= 0 and uv.max() <= 1
+        np.testing.assert_allclose(uv[uv_faces][..., 1], uv[f][..., 1])  # seam copies keep v
+        span = np.ptp(uv[uv_faces][..., 0], axis=1)
+        assert span.max() < 0.1, span.max()
+        # Every UV-map texel holds the surface point whose cylindrical angle is the texel's u.
+        r = FaceRenderer(f, uv, uv_faces, image_size=32, uv_size=64)
+        maps = r.uv_maps(torch.as_tensor(v, dtype=torch.float32)[None])
+        m = maps.mask[0, 0] > 0
+        assert m.float().mean() > 0.8
+        p = maps.position[0].permute(1, 2, 0)[m].numpy()
+        u_texel = ((torch.arange(64) + 0.5) / 64).expand(64, 64)[m].numpy()
+        u_pos = 0.5 + np.arctan2(p[:, 0] - v[:, 0].mean(), p[:, 2] - v[:, 2].mean()) / (2 * np.pi)
+        err = np.abs((u_pos - u_texel + 0.5) % 1.0 - 0.5)
+        assert np.mean(err > 0.05) < 0.01, np.mean(err > 0.05)
+    # The FLAME-format file: no triangle spans the map either.
+    assert np.ptp(flame.uv_coords[flame.uv_faces][..., 0], axis=1).max() < 0.5

@@ -17,8 +17,9 @@ What is not in the FLAME download, and how we fill it:
   ``full_lmk_faces_idx``, ``full_lmk_b_coords``. If omitted, ``landmark_embedding.npy`` next to the model is used.
 - **UVs**: ``uv_template=`` FLAME's ``head_template.obj`` / ``head_template_mesh.obj`` (or found next to the
   model). Without it we generate a cylindrical projection: ``u = 0.5 + atan2(x, z) / (2 pi)`` (face in the middle,
-  seam at the back of the head, where the few triangles crossing it are stretched), ``v`` = height normalised to
-  [0, 1]. Good enough for UV-space displacement of the face; use the real template for textures.
+  seam at the back of the head, where the triangles crossing it get duplicated UV vertices and become slivers at
+  the u = 1 edge), ``v`` = height normalised to [0, 1]. Good enough for UV-space displacement of the face; use the
+  real template for textures.
 - **Regions**: ``masks=`` ``FLAME_masks.pkl`` (or found next to the model; restricted unpickle) gives face, lips,
   nose, eye regions + eyeballs. Whatever is missing (always the brows and the upper/lower lip split) is derived
   from the landmark embedding on the template: lips = vertices inside the outer-lip landmark polygon (frontal
@@ -304,14 +305,30 @@ def load_landmark_embedding(path: str | os.PathLike) -> dict[str, np.ndarray]:
 
 
 # ====================================================================================== UVs and regions
-def cylindrical_uv(v: np.ndarray) -> np.ndarray:
-    """Per-vertex cylindrical UVs (V, 2): u = 0.5 + atan2(x, z) / (2 pi) (face at u = 0.5, seam at the back),
-    v = height normalised to [0, 1] (v up)."""
+def cylindrical_uv(v: np.ndarray, faces: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Cylindrical UVs: u = 0.5 + atan2(x, z) / (2 pi) about the centroid (face at u = 0.5, seam at the back),
+    v = height normalised to [0, 1] (v up).
+
+    v: (V, 3); faces: (F, 3). Returns (uv_coords (VT, 2) in [0, 1], uv_faces (F, 3)): the V per-vertex UVs, then
+    one copy at u = 1 of each vertex that a triangle crossing the seam has on the u ~ 0 side. Those triangles
+    become thin slivers at the u = 1 edge instead of spanning the whole map (which, as the UV rasterization has
+    no depth order, would hide other triangles' texels in ``FaceRenderer.uv_maps``).
+    """
     c = v.mean(axis=0)
     u = 0.5 + np.arctan2(v[:, 0] - c[0], v[:, 2] - c[2]) / (2 * np.pi)
     y = v[:, 1]
     vv = (y - y.min()) / max(float(np.ptp(y)), 1e-12)
-    return np.clip(np.stack([u, vv], 1), 0.0, 1.0)
+    uv = np.clip(np.stack([u, vv], 1), 0.0, 1.0)
+    uv_faces = np.array(faces, dtype=np.int64, copy=True)
+    tri_u = uv[uv_faces, 0]
+    seam = np.ptp(tri_u, axis=1) > 0.5
+    low = seam[:, None] & (tri_u < 0.5)  # corners of seam triangles on the u ~ 0 side
+    if low.any():
+        ids = np.unique(uv_faces[low])
+        copies = np.stack([np.ones(len(ids)), uv[ids, 1]], 1)
+        uv_faces[low] = len(uv) + np.searchsorted(ids, uv_faces[low])
+        uv = np.concatenate([uv, copies])
+    return uv, uv_faces
 
 
 def _uv_from_template(obj_path: Path, faces: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -479,7 +496,7 @@ def load_flame(
             raise FileNotFoundError(f"UV template not found: {uv_path}")
         uv_coords, uv_faces = _uv_from_template(uv_path, faces)
     else:
-        uv_coords, uv_faces = cylindrical_uv(v), faces.copy()
+        uv_coords, uv_faces = cylindrical_uv(v, faces)
 
     mask_path = Path(masks) if masks is not None else _find_next_to(path, ("FLAME_masks.pkl",))
     mask_dict: dict[str, np.ndarray] = {}
