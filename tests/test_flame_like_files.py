@@ -231,3 +231,16 @@ def test_cylindrical_uv_seam_does_not_cover_the_uv_map(flame):
         assert np.mean(err > 0.05) < 0.01, np.mean(err > 0.05)
     # The FLAME-format file: no triangle spans the map either.
     assert np.ptp(flame.uv_coords[flame.uv_faces][..., 0], axis=1).max() < 0.5
+
+
+def test_turntable_without_albedo_model_shows_shading_not_a_white_blob(flame):
+    """FLAME has no albedo model: the turntable's uniform clay albedo must stay below white under its light, or
+    the clipped face shows no shape."""
+    from avface.viz.turntable import render_turntable
+
+    frames = render_turntable(flame, TurntableConfig(num_frames=4, image_size=96)).astype(int)
+    face = frames.max(-1) > 90
+    assert face.mean() > 0.15
+    clipped = (frames >= 254).any(-1) & face
+    assert clipped.sum() / face.sum() < 0.02, clipped.sum() / face.sum()
+    assert frames[face].std() > 15  # shading varies over the face

@@ -13,6 +13,7 @@ import torch
 
 from avface.face_model import FaceModel, FaceModelData
 from avface.render import FaceRenderer
+from avface.render.shading import sh_basis
 
 
 @dataclass
@@ -59,6 +60,16 @@ def fit_orthographic_camera(vertices: torch.Tensor, fill: float = 0.8) -> torch.
     return torch.cat([scale[:, None], -centre], dim=-1)
 
 
+def _peak_irradiance(sh: torch.Tensor) -> float:
+    """Largest irradiance of SH lighting ``sh`` (9, 3) over all normal directions and channels."""
+    k = torch.arange(2000, dtype=torch.float32) + 0.5
+    z = 1 - 2 * k / 2000
+    phi = math.pi * (1 + 5**0.5) * k
+    r = torch.sqrt(1 - z**2)
+    normals = torch.stack([r * torch.cos(phi), r * torch.sin(phi), z])[None]  # (1, 3, N) Fibonacci sphere
+    return float(torch.einsum("bkn,kc->bnc", sh_basis(normals), sh).max())
+
+
 @torch.no_grad()
 def render_turntable(data: FaceModelData, config: TurntableConfig = TurntableConfig()) -> np.ndarray:
     """Render the turntable.
@@ -82,16 +93,18 @@ def render_turntable(data: FaceModelData, config: TurntableConfig = TurntableCon
         uv_faces=torch.as_tensor(data.uv_faces),
         image_size=config.image_size,
     )
-    if data.albedo_mean is not None:
-        albedo = torch.as_tensor(data.albedo_mean, dtype=torch.float32)[None].expand(config.num_frames, -1, -1)
-    else:
-        albedo = torch.full((config.num_frames, out.vertices.shape[1], 3), 0.7)
     # Soft frontal light: ambient band plus a key light from the upper right (9 SH coefficients x RGB).
     sh = torch.zeros(config.num_frames, 9, 3)
     sh[:, 0] = 3.0
     sh[:, 1] = 0.4
     sh[:, 2] = -0.6
     sh[:, 3] = 0.6
+    if data.albedo_mean is not None:
+        albedo = torch.as_tensor(data.albedo_mean, dtype=torch.float32)[None].expand(config.num_frames, -1, -1)
+    else:
+        # No albedo model (FLAME): grey clay whose brightest point under this light is 90% white, so that the
+        # shading (the shape) shows instead of a clipped white face.
+        albedo = torch.full((config.num_frames, out.vertices.shape[1], 3), 0.9 / _peak_irradiance(sh[0]))
     background = torch.linspace(0.25, 0.1, config.image_size)[None, None, :, None]
     rendered = renderer(out.vertices, cam, albedo, sh)
     image = rendered.image * rendered.alpha + background * (1 - rendered.alpha)
