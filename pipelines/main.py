@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -51,7 +52,8 @@ class ShardStage:
 @dataclass
 class MainConfig:
     out: str = "runs/demo"
-    face_model: str | None = None
+    face_model: str | None = None  # None: the open starter model; a FLAME .pkl; a saved .npz
+    landmark_embedding: str | None = None  # FLAME only; None: landmark_embedding.npy beside the .pkl
     seed: int = 0
     turntable: TurntableConfig = field(default_factory=TurntableConfig)
     corpus: CorpusStage = field(default_factory=CorpusStage)
@@ -63,8 +65,10 @@ ConfigStore.instance().store(name="main_schema", node=MainConfig)
 
 def run_turntable(config: MainConfig, out: Path) -> dict[str, Path]:
     """Stages 1-2: face model (saved as .npz) and its turntable."""
-    data = load_face_model(config.face_model)
-    model_path = out / f"{data.name}.npz"
+    kwargs = {"landmark_embedding": config.landmark_embedding} if config.landmark_embedding else {}
+    data = load_face_model(config.face_model, **kwargs)
+    # Model names may hold ':' (e.g. "flame:generic_model.pkl"): keep file names portable.
+    model_path = out / f"{re.sub(r'[^A-Za-z0-9._-]+', '_', data.name)}.npz"
     data.save_npz(model_path)
     log.info("face model %s: %d vertices, %d faces -> %s", data.name, len(data.v_template), len(data.faces),
              model_path)
@@ -87,7 +91,7 @@ def run_corpus(config: MainConfig, out: Path) -> dict[str, Path]:
         "out": str(corpus), "size": config.corpus.size, "seed": config.seed,
         "occlusion_share": config.corpus.occlusion_share,
         "multiface": {"enabled": config.corpus.multiface},
-        "face": {"face_model": config.face_model},
+        "face": {"face_model": config.face_model, "landmark_embedding": config.landmark_embedding},
     })
     log.info("corpus: %d VoxCeleb2 clips, %d Multiface segments (%.1f clips/min) -> %s", summary["vox_clips"],
              summary["multiface_segments"], summary["clips_per_minute"], corpus)

@@ -179,7 +179,9 @@ def test_main_job_with_the_flame_file(flame_files, tmp_path: Path):
     from pipelines.main import CorpusStage, MainConfig, run
 
     paths = run(MainConfig(out=str(tmp_path / "demo"), face_model=str(flame_files.model),
+                           landmark_embedding=str(flame_files.landmark_embedding),
                            corpus=CorpusStage(enabled=False), turntable=TurntableConfig(num_frames=4, image_size=64)))
+    assert paths["face_model"].name == "flame_generic_model.pkl.npz"  # portable: no ':' from the model name
     saved = type(flame_files.source).load_npz(paths["face_model"])
     assert saved.name == "flame:generic_model.pkl" and not saved.has_albedo
     np.testing.assert_array_equal(saved.v_template, flame_files.source.v_template)

@@ -22,6 +22,8 @@ def test_turntable_shows_a_turning_talking_face():
     # ... stays centred while it turns ...
     ys, xs = np.nonzero(skin[0])
     assert abs(xs.mean() - 48) < 10 and abs(ys.mean() - 48) < 12
+    # ... is exposed, not clipped (the shading shows the shape) ...
+    assert (frames[..., 0][skin] >= 254).mean() < 0.05
     # ... and the frames differ (the head turns and the jaw moves).
     assert np.abs(frames[0].astype(int) - frames[2].astype(int)).mean() > 5
 

@@ -101,10 +101,12 @@ def render_turntable(data: FaceModelData, config: TurntableConfig = TurntableCon
     sh[:, 3] = 0.6
     if data.albedo_mean is not None:
         albedo = torch.as_tensor(data.albedo_mean, dtype=torch.float32)[None].expand(config.num_frames, -1, -1)
-    else:
-        # No albedo model (FLAME): grey clay whose brightest point under this light is 90% white, so that the
-        # shading (the shape) shows instead of a clipped white face.
-        albedo = torch.full((config.num_frames, out.vertices.shape[1], 3), 0.9 / _peak_irradiance(sh[0]))
+    else:  # no albedo model (FLAME): grey clay
+        albedo = torch.full((config.num_frames, out.vertices.shape[1], 3), 0.7)
+    # Exposure: the brightest common albedo (95th percentile) under the brightest light direction is 90% white, so
+    # the shading (the shape) shows instead of clipped skin.
+    reference = float(torch.quantile(albedo[0].amax(dim=-1), 0.95))
+    sh = sh * (0.9 / (_peak_irradiance(sh[0]) * reference))
     background = torch.linspace(0.25, 0.1, config.image_size)[None, None, :, None]
     rendered = renderer(out.vertices, cam, albedo, sh)
     image = rendered.image * rendered.alpha + background * (1 - rendered.alpha)
