@@ -24,18 +24,8 @@ def fake_chumpy(monkeypatch):
     chumpy = types.ModuleType("chumpy")
     ch_mod = types.ModuleType("chumpy.ch")
 
-    class Ch:
-        def __init__(self, x):
-            # The attributes chumpy keeps in a leaf's __dict__ (its __getstate__ drops only the caches).
-            self.x = np.asarray(x, dtype=np.float64)
-            self._dirty_vars = {"x"}
-            self._itr = None
-            self._depends_on_deps = {}
-            self._make_dense = False
-            self._make_sparse = False
+    from avface.face_model.testing import ChumpyCh as Ch  # named chumpy.ch.Ch, with chumpy's leaf __dict__
 
-    Ch.__module__ = "chumpy.ch"
-    Ch.__qualname__ = "Ch"
     ch_mod.Ch = Ch
     chumpy.ch = ch_mod
     monkeypatch.setitem(sys.modules, "chumpy", chumpy)

@@ -98,7 +98,7 @@ def reference_flame_numpy(data: FaceModelData, shape: np.ndarray, expression: np
 
 
 # ====================================================================================== FLAME-format files
-class _ChumpyCh:
+class ChumpyCh:
     """Pickles as ``chumpy.ch.Ch`` with the ``__dict__`` chumpy keeps for a leaf array (its ``__getstate__`` drops
     only caches); the value is under ``x``. No ``chumpy`` module is needed: :class:`_Py2Pickler` names the class
     without importing it."""
@@ -112,8 +112,8 @@ class _ChumpyCh:
         self._make_sparse = False
 
 
-_ChumpyCh.__module__ = "chumpy.ch"
-_ChumpyCh.__name__ = _ChumpyCh.__qualname__ = "Ch"
+ChumpyCh.__module__ = "chumpy.ch"
+ChumpyCh.__name__ = ChumpyCh.__qualname__ = "Ch"
 
 #: Where Python 2 / old numpy / old scipy kept the globals FLAME's pickles reference.
 _PY2_MODULES = {"numpy._core.multiarray": "numpy.core.multiarray", "scipy.sparse._csc": "scipy.sparse.csc",
@@ -213,12 +213,12 @@ def write_flame_like_files(directory: str | os.PathLike, seed: int = 0, n_shape:
     expr = np.concatenate([data.exprdirs, _smooth_fields(rng, v, n_expression - data.n_expression, 5e-4)], axis=2)
     jreg = data.J_regressor.astype(np.float64)
     flame = {
-        "v_template": _ChumpyCh(v),
-        "shapedirs": _ChumpyCh(np.concatenate([shape, expr], axis=2)),
+        "v_template": ChumpyCh(v),
+        "shapedirs": ChumpyCh(np.concatenate([shape, expr], axis=2)),
         "posedirs": np.ascontiguousarray(data.posedirs.astype(np.float64).T.reshape(V, 3, -1)),
         "J_regressor": sp.csc_matrix(jreg),
-        "J": _ChumpyCh(jreg @ v),
-        "weights": _ChumpyCh(data.lbs_weights),
+        "J": ChumpyCh(jreg @ v),
+        "weights": ChumpyCh(data.lbs_weights),
         "kintree_table": np.array([[4294967295, 0, 1, 1, 1], [0, 1, 2, 3, 4]], dtype=np.int64),
         "f": data.faces.astype(np.uint32),
         "bs_style": "lbs",
