@@ -118,3 +118,25 @@ def test_plan_is_deterministic_and_bounded():
     occ = {s: sum(len(v) for p in a if p.split == s for v in p.occluded.values()) for s in ("train", "test")}
     total_test = sum(len(window_starts(int(r["num_frames"]), 16, 16)) for p in a if p.split == "test" for r in p.clips)
     assert occ == {"train": 10, "test": min(100, total_test)}
+
+
+def test_read_fragments_skips_unfinished_shards(tmp_path):
+    """A shard killed after its fragments but before done.json (or failing on the re-run) is not finished: its
+    stale index rows must not reach index.parquet next to the shard-level failure rows the driver adds."""
+    import pyarrow.parquet as pq
+
+    from avface.data.shards import FAILURES_SCHEMA, FRAGMENTS, INDEX_SCHEMA, ShardPlan, read_fragments
+
+    frag = tmp_path / FRAGMENTS
+    frag.mkdir()
+    plans = [ShardPlan("train", i, [{"clip_id": f"c{i}", "video_path": f"/v{i}.mp4"}]) for i in range(2)]
+    for p in plans:
+        (tmp_path / p.name).write_bytes(b"x" * 10)
+        row = {"key": f"k{p.index}", "shard": p.name, "split": "train", "clip_id": f"c{p.index}", "start": 0,
+               "num_frames": 16, "occluded": False, "bytes": 1, "landmarks_valid": 0, "sha256": ""}
+        pq.write_table(pa.Table.from_pylist([row], schema=INDEX_SCHEMA), frag / f"{p.stem}.index.parquet")
+        pq.write_table(FAILURES_SCHEMA.empty_table(), frag / f"{p.stem}.failures.parquet")
+    (frag / f"{plans[0].stem}.done.json").write_text(json.dumps({"tars": {plans[0].name: 10}}))
+    index, failures = read_fragments(tmp_path, plans)
+    assert index.column("key").to_pylist() == ["k0"]
+    assert failures.num_rows == 0

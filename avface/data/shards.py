@@ -292,9 +292,15 @@ def _index_row(smp: dict[str, Any], shard: str, split: str, row: dict[str, Any],
 
 
 def read_fragments(out: Path, plans: list[ShardPlan]) -> tuple[pa.Table, pa.Table]:
-    """Union of the finished shards' index and failures fragments, in plan order."""
+    """Union of the finished shards' (:func:`shard_done`) index and failures fragments, in plan order.
+
+    Fragments of an unfinished shard (killed before its ``done.json``, or failed on this run) are left out: the
+    driver reports such a shard's clips as shard-level failures instead.
+    """
     idx, fail = [], []
     for p in plans:
+        if not shard_done(out, p):
+            continue
         fi = out / FRAGMENTS / f"{p.stem}.index.parquet"
         ff = out / FRAGMENTS / f"{p.stem}.failures.parquet"
         if fi.is_file():
