@@ -117,23 +117,49 @@ def test_albedo():
         model.albedo(torch.zeros(1, 5))
 
 
-@pytest.mark.parametrize(("yaw_deg", "row"), [(0.0, 0), (20.2, 20), (39.0, 39), (60.0, 39), (-1.0, 40),
-                                              (-10.4, 49), (-39.0, 78), (-70.0, 78)])
+def _deca_contour_row(global_pose: torch.Tensor, neck_pose: torch.Tensor) -> torch.Tensor:
+    """DECA's ``_find_dynamic_lmk_idx_and_bcoords`` row, transcribed literally (note the minus on the euler angle:
+    DECA indexes the table with -atan2(-R[2, 0], sy))."""
+    rots = [batch_rodrigues(p) for p in (neck_pose, global_pose)]  # neck_kin_chain = [neck, root]
+    rel = torch.eye(3, dtype=global_pose.dtype)[None].expand(global_pose.shape[0], -1, -1)
+    for r in rots:
+        rel = torch.bmm(r, rel)
+    sy = torch.sqrt(rel[:, 0, 0] * rel[:, 0, 0] + rel[:, 1, 0] * rel[:, 1, 0])
+    euler = torch.atan2(-rel[:, 2, 0], sy)
+    y = torch.round(torch.clamp(-euler * 180.0 / np.pi, max=39)).to(torch.long)
+    neg_mask = y.lt(0).to(torch.long)
+    mask = y.lt(-39).to(torch.long)
+    neg_vals = mask * 78 + (1 - mask) * (39 - y)
+    return neg_mask * neg_vals + (1 - neg_mask) * y
+
+
+# A positive rotation about +y (the face turning towards +x) is a *negative* DECA yaw: rows 40..78.
+@pytest.mark.parametrize(("yaw_deg", "row"), [(0.0, 0), (-20.2, 20), (-39.0, 39), (-60.0, 39), (1.0, 40),
+                                              (10.4, 49), (39.0, 78), (70.0, 78)])
 def test_dynamic_contour_row_follows_deca(yaw_deg, row):
     gp = torch.tensor([[0.0, math.radians(yaw_deg), 0.0]], dtype=torch.float64)
-    assert int(dynamic_contour_index(gp, torch.zeros(1, 3, dtype=torch.float64))[0]) == row
+    zeros = torch.zeros(1, 3, dtype=torch.float64)
+    assert int(_deca_contour_row(gp, zeros)[0]) == row
+    assert int(dynamic_contour_index(gp, zeros)[0]) == row
     # the neck's yaw adds to the global one
     half = torch.tensor([[0.0, math.radians(yaw_deg) / 2, 0.0]], dtype=torch.float64)
     assert int(dynamic_contour_index(half, half)[0]) == row
 
 
+def test_dynamic_contour_row_matches_deca_for_random_poses():
+    g = torch.Generator().manual_seed(11)
+    gp = 0.6 * torch.randn(256, 3, generator=g, dtype=torch.float64)
+    neck = 0.4 * torch.randn(256, 3, generator=g, dtype=torch.float64)
+    torch.testing.assert_close(dynamic_contour_index(gp, neck), _deca_contour_row(gp, neck), rtol=0, atol=0)
+
+
 def test_dynamic_landmarks_use_the_yaw_row():
     data = random_face_model_data(seed=6)
     model = FaceModel(data, n_shape=12, n_expression=8).double()
-    gp = torch.tensor([[0.0, math.radians(-12.0), 0.0]], dtype=torch.float64)
+    gp = torch.tensor([[0.0, math.radians(12.0), 0.0]], dtype=torch.float64)
     out = model(global_pose=gp)
     v = out.vertices[0].numpy()
-    row = 39 + 12
+    row = 39 + 12  # DECA yaw -12 deg
     contour = np.einsum("lkc,lk->lc", v[data.faces[data.dynamic_lmk_faces[row]]], data.dynamic_lmk_bary[row])
     np.testing.assert_allclose(out.landmarks68_dynamic[0, :17].numpy(), contour, atol=1e-9)
     np.testing.assert_allclose(out.landmarks68_dynamic[0, 17:].numpy(), out.landmarks68[0, 17:].numpy())

@@ -22,8 +22,8 @@ from avface.face_model.lbs import batch_rodrigues, lbs
 
 __all__ = ["FaceModel", "FaceModelOutput", "vertices2landmarks", "dynamic_contour_index"]
 
-#: DECA's dynamic contour table has one row per integer degree of yaw: rows 0..39 for yaw 0..39 deg,
-#: rows 40..78 for yaw -1..-39 deg (see :func:`dynamic_contour_index`).
+#: DECA's dynamic contour table has one row per integer degree of (DECA's) yaw: rows 0..39 for yaw 0..39 deg,
+#: rows 40..78 for yaw -1..-39 deg (see :func:`dynamic_contour_index` for the sign).
 _MAX_YAW_DEG = 39
 
 
@@ -65,14 +65,16 @@ def dynamic_contour_index(global_pose: torch.Tensor, neck_pose: torch.Tensor) ->
     """Row of DECA's dynamic contour table for the head's yaw, as DECA computes it.
 
     global_pose, neck_pose: (B, 3) axis-angle. Returns (B,) int64 in [0, 78].
-    The head rotation is R_global @ R_neck; its yaw is ``atan2(-R[2, 0], sqrt(R[0, 0]^2 + R[1, 0]^2))`` in degrees,
-    rounded and clamped to [-39, 39]; yaw y >= 0 -> row y, yaw y < 0 -> row 39 - y (so -1 -> 40, -39 -> 78).
+    The head rotation is R_global @ R_neck; DECA's yaw is *minus* its euler angle about y,
+    ``-atan2(-R[2, 0], sqrt(R[0, 0]^2 + R[1, 0]^2))`` in degrees (so a positive rotation about +y, the face turning
+    towards +x, is a negative yaw), rounded and clamped to [-39, 39]; yaw y >= 0 -> row y, yaw y < 0 -> row 39 - y
+    (so -1 -> 40, -39 -> 78). FLAME's dynamic embedding files are laid out for this indexing.
     """
     b = global_pose.shape[0]
     rots = batch_rodrigues(torch.cat([global_pose, neck_pose], dim=0).reshape(-1, 3)).reshape(2, b, 3, 3)
     rel = torch.bmm(rots[0], rots[1])
     sy = torch.sqrt(rel[:, 0, 0] ** 2 + rel[:, 1, 0] ** 2)
-    yaw = torch.atan2(-rel[:, 2, 0], sy) * (180.0 / math.pi)
+    yaw = -torch.atan2(-rel[:, 2, 0], sy) * (180.0 / math.pi)
     yaw = torch.round(torch.clamp(yaw, -_MAX_YAW_DEG, _MAX_YAW_DEG)).to(torch.long)
     return torch.where(yaw < 0, _MAX_YAW_DEG - yaw, yaw)
 
