@@ -23,6 +23,7 @@ import numpy as np
 from hydra.core.config_store import ConfigStore
 from omegaconf import OmegaConf
 
+from avface.utils.files import atomic_path
 from avface.viz import save_png
 from occlusion_synth import OcclusionConfig, make_strip, occlude_sequence
 from occlusion_synth.demo import astronaut_sequence
@@ -68,6 +69,12 @@ def _load_array(path: str, key: str) -> np.ndarray:
             data = data[key]
         return np.asarray(data, dtype=np.float64)
     raise ValueError(f"{key} file must be .json or .npy, got {path!r}")
+
+
+def _save_npy(path: Path, array: np.ndarray) -> None:
+    """``np.save`` atomically (to a file object: ``np.save`` would append ``.npy`` to the temporary name)."""
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:
+        np.save(f, array, allow_pickle=False)
 
 
 def load_frames(config: OccludeConfig) -> tuple[np.ndarray, float, np.ndarray | None]:
@@ -129,9 +136,10 @@ def run(config: OccludeConfig) -> dict[str, Path]:
         paths["frames"] = fdir
     else:
         raise ValueError(f"write must be 'mp4' or 'png', got {config.write!r}")
-    np.save(out / "masks.npy", result.masks)
-    np.save(out / "boxes.npy", np.asarray(result.params["face_boxes"]))
-    (out / "params.json").write_text(json.dumps(result.params))
+    _save_npy(out / "masks.npy", result.masks)
+    _save_npy(out / "boxes.npy", np.asarray(result.params["face_boxes"]))
+    with atomic_path(out / "params.json") as tmp:
+        tmp.write_text(json.dumps(result.params))
     strip = make_strip(result.frames, result.masks, n=config.strip_frames)
     save_png(out / "strip.png", strip)
     paths.update(masks=out / "masks.npy", params=out / "params.json", strip=out / "strip.png",

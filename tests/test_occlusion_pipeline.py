@@ -70,3 +70,26 @@ def test_command_frame_folder_and_errors(tmp_path: Path):
     cv2.imwrite(str(d / "zzz.png"), frames[0][..., 0])
     with pytest.raises(ValueError, match="grayscale"):
         run(OccludeConfig(input=str(d), boxes=str(tmp_path / "boxes.npy"), out=str(tmp_path / "o3"), num_frames=0))
+
+
+def test_command_outputs_are_written_atomically(tmp_path: Path, monkeypatch):
+    """A run killed while writing masks.npy / params.json leaves no half-written file under its final name."""
+    import pipelines.occlude as occlude
+
+    real_save = np.save
+
+    def dying_save(file, arr, *args, **kwargs):
+        real_save(file, arr[:1], *args, **kwargs)  # some bytes reach the target, then the job dies
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(occlude.np, "save", dying_save)
+    out = tmp_path / "o"
+    with pytest.raises(KeyboardInterrupt):
+        run(OccludeConfig(out=str(out), num_frames=4, size=64, write="png"))
+    assert not (out / "masks.npy").exists()
+    assert not list(out.glob(".*"))  # no temporary file left behind either
+    monkeypatch.setattr(occlude.np, "save", real_save)
+    paths = run(OccludeConfig(out=str(out), num_frames=4, size=64, write="png"))
+    assert np.load(paths["masks"]).shape == (4, 64, 64)
+    assert np.load(paths["boxes"]).shape == (4, 4)
+    assert "seed" in json.loads(paths["params"].read_text())
