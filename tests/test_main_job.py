@@ -8,6 +8,7 @@ import decord
 import numpy as np
 
 from avface.face_model import load_face_model
+from avface.face_model.testing import random_face_model_data
 from avface.viz.turntable import TurntableConfig, render_turntable
 from pipelines.main import CorpusStage, MainConfig, run
 
@@ -26,6 +27,14 @@ def test_turntable_shows_a_turning_talking_face():
     assert (frames[..., 0][skin] >= 254).mean() < 0.05
     # ... and the frames differ (the head turns and the jaw moves).
     assert np.abs(frames[0].astype(int) - frames[2].astype(int)).mean() > 5
+
+
+def test_turntable_of_a_model_with_fewer_components_than_avface_uses():
+    """Any valid FaceModelData renders (a saved .npz may have fewer than 100 shape / 50 expression components)."""
+    data = random_face_model_data(seed=0)
+    assert data.n_shape < 100 and data.n_expression < 50
+    frames = render_turntable(data, TurntableConfig(num_frames=3, image_size=32))
+    assert frames.shape == (3, 32, 32, 3) and frames.dtype == np.uint8
 
 
 def test_main_job_writes_model_video_and_contact_sheet(tmp_path: Path):

@@ -77,7 +77,8 @@ def render_turntable(data: FaceModelData, config: TurntableConfig = TurntableCon
     Returns:
         frames: (T, H, W, 3) uint8 RGB.
     """
-    face_model = FaceModel(data)
+    # AVFace's 100 shape / 50 expression components, or all of them for a model with fewer.
+    face_model = FaceModel(data, n_shape=min(100, data.n_shape), n_expression=min(50, data.n_expression))
     params = turntable_params(face_model, config)
     out = face_model(**params)
     # One scale for the whole turn (framing every frame's vertices); each frame centred on its own face, so the
