@@ -188,3 +188,19 @@ def test_identity_loss_with_user_weights_file(tmp_path):
     a, b = torch.rand(2, 3, 64, 64, generator=g), torch.rand(2, 3, 64, 64, generator=g)
     assert idl(a, a).item() == pytest.approx(0.0, abs=1e-5)
     assert idl(a, b).item() > 0
+
+
+def test_mouth_closure_is_emoca_inner_lip_distance():
+    """EMOCA's lip distance: inner-lip pairs (61, 67), (62, 66), (63, 65) only. Thicker lips (outer contour moved,
+    inner contour fixed) leave the mouth opening, hence the loss, unchanged; opening the inner lips does not."""
+    g = torch.Generator().manual_seed(3)
+    gt = torch.rand(2, 68, 2, generator=g) * 2 - 1
+    thick = gt.clone()
+    thick[:, 49:54, 1] -= 0.1  # outer upper lip up (NDC y down)
+    thick[:, 55:60, 1] += 0.1  # outer lower lip down
+    assert mouth_closure_loss(thick, gt).item() == pytest.approx(0.0, abs=1e-6)
+    opened = gt.clone()
+    opened[:, 65:68, 1] += 0.1
+    inner = (opened[:, [61, 62, 63]] - opened[:, [67, 66, 65]]).norm(dim=-1)
+    inner_gt = (gt[:, [61, 62, 63]] - gt[:, [67, 66, 65]]).norm(dim=-1)
+    assert mouth_closure_loss(opened, gt).item() == pytest.approx((inner - inner_gt).abs().mean().item(), rel=1e-5)

@@ -23,8 +23,8 @@ _LMK_WEIGHTS[48] = 3
 _LMK_WEIGHTS[54] = 3
 
 EYE_PAIRS = ((37, 41), (38, 40), (43, 47), (44, 46))  # upper / lower eyelid
-MOUTH_PAIRS = ((61, 67), (62, 66), (63, 65), (49, 59), (50, 58), (51, 57), (52, 56), (53, 55))  # upper / lower
-LIP_CORNER_PAIRS = ((48, 54), (60, 64))  # left / right corner (outer, inner)
+MOUTH_PAIRS = ((61, 67), (62, 66), (63, 65))  # inner upper / inner lower lip (EMOCA's lip_dis)
+LIP_CORNER_PAIRS = ((48, 54), (60, 64))  # left / right corner (outer, inner) (EMOCA's mouth_corner_dis)
 
 
 def landmark_weights() -> torch.Tensor:
