@@ -140,3 +140,35 @@ def test_read_fragments_skips_unfinished_shards(tmp_path):
     index, failures = read_fragments(tmp_path, plans)
     assert index.column("key").to_pylist() == ["k0"]
     assert failures.num_rows == 0
+
+
+def test_overwrite_with_a_new_plan_removes_the_old_shards(tmp_path):
+    """overwrite=true with a plan of fewer shards: tars of the old plan that the new one does not rebuild must not
+    stay next to the new ones (a ``train-*.tar`` glob would read old and new samples); an unchanged plan with
+    overwrite=true keeps finished shards (resume)."""
+    from avface.data.preprocess import _write_plan
+    from avface.data.shards import FRAGMENTS
+
+    cfg = PreprocessConfig()
+    cfg.shards.max_samples = 2
+    m = _manifest(6)
+    old = plan_shards(m, cfg)
+    assert len([p for p in old if p.split == "train"]) > 1
+    _write_plan(tmp_path, cfg, old)
+    frag = tmp_path / FRAGMENTS
+    frag.mkdir()
+    for p in old:
+        for name in (p.name, p.occ_name):
+            (tmp_path / name).write_bytes(b"x")
+        for k in ("index.parquet", "failures.parquet", "done.json"):
+            (frag / f"{p.stem}.{k}").write_text("{}")
+    cfg.overwrite = True
+    _write_plan(tmp_path, cfg, old)  # same plan: nothing is forgotten
+    assert all((frag / f"{p.stem}.done.json").is_file() for p in old)
+    cfg.shards.max_samples = 1000
+    new = plan_shards(m, cfg)
+    _write_plan(tmp_path, cfg, new)
+    left = sorted(p.name for p in tmp_path.glob("*.tar"))
+    assert set(left) <= {n for p in new for n in (p.name, p.occ_name)}
+    assert not list(frag.glob("*.done.json"))
+    assert {f.name.split(".")[0] for f in frag.iterdir()} <= {p.stem for p in new}

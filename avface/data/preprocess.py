@@ -67,20 +67,31 @@ def load_or_build_manifest(cfg: PreprocessConfig) -> pa.Table:
 
 
 def _write_plan(out: Path, cfg: PreprocessConfig, plans: list[ShardPlan]) -> None:
+    """Record the plan; a different recorded plan is refused, or with ``overwrite`` its outputs are removed."""
     path = out / "plan.json"
     record = {"fingerprint": cfg.fingerprint(), "shards": plan_to_json(plans)}
-    if path.is_file() and not cfg.overwrite:
+    if path.is_file():
         old = json.loads(path.read_text())
         if old.get("fingerprint") != record["fingerprint"] or old.get("shards") != record["shards"]:
-            raise RuntimeError(
-                f"{out} holds shards of a different config or manifest (plan.json differs). Use a new out=..., or "
-                f"overwrite=true to rebuild changed shards (delete {out}/_fragments to rebuild all)."
-            )
-    if cfg.overwrite and path.is_file():
-        for p in (out / FRAGMENTS).glob("*.done.json"):
-            p.unlink()
+            if not cfg.overwrite:
+                raise RuntimeError(
+                    f"{out} holds shards of a different config or manifest (plan.json differs). Use a new "
+                    f"out=..., or overwrite=true to replace them (every shard is rebuilt)."
+                )
+            _remove_planned_outputs(out, old.get("shards", []))
     with atomic_path(path) as tmp:
         tmp.write_text(json.dumps(record, sort_keys=True))
+
+
+def _remove_planned_outputs(out: Path, shards: list[dict[str, Any]]) -> None:
+    """Delete the tars and fragments of a recorded plan (``plan_to_json`` entries), so that no shard of the old
+    plan survives next to the new one (e.g. ``train-000007.tar`` when the new plan has fewer shards)."""
+    for s in shards:
+        p = ShardPlan(s["split"], int(s["index"]), [])
+        for name in (p.name, p.occ_name):
+            (out / name).unlink(missing_ok=True)
+        for k in ("done.json", "index.parquet", "failures.parquet"):
+            (out / FRAGMENTS / f"{p.stem}.{k}").unlink(missing_ok=True)
 
 
 def _absolutise(cfg: PreprocessConfig) -> PreprocessConfig:
