@@ -138,6 +138,21 @@ def test_landmark_embedding_static51_plus_contour(tmp_path):
         load_landmark_embedding(bad)
 
 
+def test_embedding_with_faces_outside_the_model_names_the_embedding(tmp_path, fake_chumpy, monkeypatch):
+    data, path, _ = _write_model(tmp_path, fake_chumpy, monkeypatch)
+    n = len(data.faces)
+    cases = {
+        "dyn_beyond.npz": (data.lmk68_faces, data.dynamic_lmk_faces + n),
+        "static_negative.npz": (np.where(np.arange(68) == 30, -1, data.lmk68_faces), data.dynamic_lmk_faces),
+    }
+    for name, (static, dynamic) in cases.items():
+        emb = tmp_path / name
+        np.savez(emb, full_lmk_faces_idx=static[None], full_lmk_b_coords=data.lmk68_bary[None],
+                 dynamic_lmk_faces_idx=dynamic, dynamic_lmk_b_coords=data.dynamic_lmk_bary)
+        with pytest.raises(ValueError, match=f"{name}.*outside"):
+            load_flame(path, landmark_embedding=emb)
+
+
 def test_uv_template_obj(tmp_path, fake_chumpy, monkeypatch):
     data, path, emb = _write_model(tmp_path, fake_chumpy, monkeypatch)
     rng = np.random.default_rng(0)

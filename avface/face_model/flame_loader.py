@@ -486,8 +486,11 @@ def load_flame(
         raise ValueError(f"{what}: FLAME files carry no landmark embedding; pass landmark_embedding= (DECA's "
                          f"data/landmark_embedding.npy, or an .npz with full_lmk_faces_idx/full_lmk_b_coords)")
     emb = load_landmark_embedding(emb_path)
-    if emb["lmk68_faces"].max() >= len(faces):
-        raise ValueError(f"landmark embedding {emb_path} indexes faces beyond the model's {len(faces)}")
+    for key in ("lmk68_faces", "dynamic_lmk_faces"):
+        ids = emb.get(key)
+        if ids is not None and ids.size and (ids.min() < 0 or ids.max() >= len(faces)):
+            raise ValueError(f"landmark embedding {emb_path}: {key} indexes faces outside the model's "
+                             f"[0, {len(faces)})")
 
     uv_path = Path(uv_template) if uv_template is not None else _find_next_to(
         path, ("head_template.obj", "head_template_mesh.obj"))
