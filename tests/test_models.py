@@ -280,3 +280,17 @@ def test_paper_config_numbers():
     assert (cfg.expression.p_drop_audio, cfg.expression.p_drop_video) == (0.4, 0.5)
     w = cfg.losses
     assert (w.lip, w.reg_shape, w.normals, w.mrf, w.symmetry, w.displacement) == (0.5, 1e-4, 10, 5e-2, 5e-3, 5e-3)
+
+
+def test_detail_normals_at_uv_chart_border_ignore_texels_outside_the_mask():
+    """Texels outside the UV mask hold position 0 (no surface): finite differences at a chart's border must not
+    use them. A flat patch off the origin (z = 0.5) with D = 0 keeps its normal (0, 0, 1) up to the border."""
+    u = 16
+    ys, xs = torch.meshgrid(torch.linspace(-1, 1, u), torch.linspace(-1, 1, u), indexing="ij")
+    mask = torch.zeros(1, 1, u, u)
+    mask[..., 3:13, 4:12] = 1
+    pos = torch.stack([xs, -ys, torch.full_like(xs, 0.5)])[None] * mask  # zeros outside, like uv_maps
+    n_c = torch.zeros(1, 3, u, u)
+    n_c[:, 2] = 1.0
+    _, n_d = displacement_to_detail(pos, n_c, torch.zeros(1, 1, u, u), mask)
+    assert torch.allclose(n_d, n_c, atol=1e-6)

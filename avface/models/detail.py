@@ -93,27 +93,44 @@ class DetailUNet(nn.Module):
         return torch.tanh(self.conv_last(y)) * self.cfg.displacement_scale
 
 
-def _uv_derivatives(p: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Central differences of a (N,3,H,W) map along W (u) and H (v), replicate-padded."""
+def _uv_derivatives(p: torch.Tensor, mask: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Derivatives of a (N,3,H,W) map along W (u) and H (v), replicate-padded.
+
+    Central differences; with ``mask`` (N,1,H,W) a neighbour outside the mask (no surface there, position 0) is
+    not used: one-sided differences at a chart's border, 0 where neither neighbour is inside.
+    """
     pp = F.pad(p, (1, 1, 1, 1), mode="replicate")
-    du = (pp[..., 1:-1, 2:] - pp[..., 1:-1, :-2]) * 0.5
-    dv = (pp[..., 2:, 1:-1] - pp[..., :-2, 1:-1]) * 0.5
+    if mask is None:
+        du = (pp[..., 1:-1, 2:] - pp[..., 1:-1, :-2]) * 0.5
+        dv = (pp[..., 2:, 1:-1] - pp[..., :-2, 1:-1]) * 0.5
+        return du, dv
+    mp = F.pad((mask > 0.5).to(p), (1, 1, 1, 1), mode="replicate")
+
+    def one_axis(nxt: torch.Tensor, prv: torch.Tensor, m_nxt: torch.Tensor, m_prv: torch.Tensor) -> torch.Tensor:
+        return ((nxt - p) * m_nxt + (p - prv) * m_prv) / (m_nxt + m_prv).clamp_min(1.0)
+
+    du = one_axis(pp[..., 1:-1, 2:], pp[..., 1:-1, :-2], mp[..., 1:-1, 2:], mp[..., 1:-1, :-2])
+    dv = one_axis(pp[..., 2:, 1:-1], pp[..., :-2, 1:-1], mp[..., 2:, 1:-1], mp[..., :-2, 1:-1])
     return du, dv
 
 
 def position_map_normals(position: torch.Tensor, reference: torch.Tensor | None = None,
-                         eps: float = 1e-12) -> torch.Tensor:
+                         eps: float = 1e-12, mask: torch.Tensor | None = None) -> torch.Tensor:
     """Unit normals (N,3,H,W) of a UV position map by finite differences, cross(d/du, d/dv).
 
     The UV layout's handedness is not known here, so each normal is flipped to agree with ``reference`` (the
-    coarse normal map) when given.
+    coarse normal map) when given. ``mask`` (N,1,H,W): texels with a surface; differences never reach outside
+    it, and where they vanish (isolated texels) the normal is ``reference`` (0 without one).
     """
-    du, dv = _uv_derivatives(position)
+    du, dv = _uv_derivatives(position, mask)
     n = torch.cross(du, dv, dim=1)
-    n = n / n.norm(dim=1, keepdim=True).clamp_min(eps)
+    norm = n.norm(dim=1, keepdim=True)
+    n = n / norm.clamp_min(eps)
     if reference is not None:
         sign = torch.where((n * reference).sum(1, keepdim=True) < 0, -1.0, 1.0)
         n = n * sign
+        if mask is not None:
+            n = torch.where(norm > eps, n, reference)
     return n
 
 
@@ -121,10 +138,11 @@ def displacement_to_detail(uv_position: torch.Tensor, uv_normal: torch.Tensor, d
                            mask: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Eq. (2): V_d = V_c + D * N_c in UV space; returns (V_d (N,3,U,U), detailed normals (N,3,U,U)).
 
-    Detailed normals come from finite differences of V_d; outside ``mask`` (N,1,U,U) they fall back to N_c.
+    Detailed normals come from finite differences of V_d within ``mask`` (N,1,U,U) (one-sided at the UV charts'
+    borders); outside it they fall back to N_c.
     """
     v_d = uv_position + displacement * uv_normal
-    n_d = position_map_normals(v_d, reference=uv_normal)
+    n_d = position_map_normals(v_d, reference=uv_normal, mask=mask)
     if mask is not None:
         n_d = torch.where(mask > 0.5, n_d, uv_normal)
     return v_d, n_d
