@@ -140,3 +140,31 @@ def test_tiny_coarse_stage_reduces_landmark_loss(face_model):
         losses["total"].backward()
         opt.step()
     assert hist[-1] < 0.5 * hist[0], hist
+
+
+def test_frozen_stages_keep_their_batchnorm_statistics(face_model):
+    """set_stage freezes the earlier networks: training the later stage must not move their BatchNorm running
+    statistics either (DECA keeps its frozen coarse encoder in eval mode), whichever of train()/set_stage() is
+    called last; the trainable stage's BatchNorms still update."""
+    cfg = AVFaceConfig.tiny()
+    cfg = dataclasses.replace(cfg, stages=("coarse", "lip"))
+    model = AVFace(cfg, face_model, renderer=False)
+    batch = _batch(cfg, face_model, b=1, t=2, seed=3)
+    for order in ("stage_then_train", "train_then_stage"):
+        if order == "stage_then_train":
+            model.set_stage("lip")
+            model.train()
+        else:
+            model.train()
+            model.set_stage("lip")
+        before = {k: v.clone() for k, v in model.coarse.state_dict().items() if "running" in k}
+        before.update({"e." + k: v.clone() for k, v in model.expression.state_dict().items() if "running" in k})
+        model(batch)
+        after = {k: v for k, v in model.coarse.state_dict().items() if "running" in k}
+        after.update({"e." + k: v for k, v in model.expression.state_dict().items() if "running" in k})
+        assert before and all(torch.equal(before[k], after[k]) for k in before), order
+    model.set_stage("coarse")
+    model.train()
+    bn = model.coarse.backbone.bn1.running_mean.clone()
+    model(batch)
+    assert not torch.equal(bn, model.coarse.backbone.bn1.running_mean)

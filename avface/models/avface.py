@@ -86,11 +86,25 @@ class AVFace(nn.Module):
         self.stage = stage
         idx = STAGES.index(stage)
         groups = {"coarse": [self.coarse, self.expression], "lip": [self.lip], "detail": [self.detail]}
+        self._frozen = []
         for s, mods in groups.items():
             train = not freeze_previous or STAGES.index(s) >= idx
             for m in mods:
                 if m is not None:
                     m.requires_grad_(train)
+                    if not train:
+                        self._frozen.append(m)
+        self.train(self.training)
+
+    def train(self, mode: bool = True) -> AVFace:
+        """Like ``nn.Module.train``, but the BatchNorm layers of networks frozen by ``set_stage`` stay in eval mode
+        so training a later stage does not move their running statistics (DECA: frozen E_flame in eval mode)."""
+        super().train(mode)
+        for m in getattr(self, "_frozen", ()):
+            for bn in m.modules():
+                if isinstance(bn, nn.modules.batchnorm._BatchNorm):
+                    bn.eval()
+        return self
 
     def _runs(self, stage: str) -> bool:
         return STAGES.index(self.stage) >= STAGES.index(stage)
