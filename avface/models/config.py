@@ -151,7 +151,8 @@ class DetailConfig:
     ``backbone`` is the ResNet of the encoder (ResNet-18 in Abrevaya et al.). ``in_channels`` 3 = the input
     image unwrapped to UV space with the coarse geometry; 6 adds the coarse UV normal map.
     The audio window is mapped by a linear layer to one extra channel appended to the output of encoder stage
-    ``audio_layer`` (3 = "the encoder's third layer"). ``displacement_scale`` multiplies tanh-free raw output.
+    ``audio_layer`` (3 = "the encoder's third layer"). D = tanh(raw) * ``displacement_scale`` (metres; DECA's
+    detail decoder: at most 0.01).
     """
 
     backbone: BackboneConfig = field(
