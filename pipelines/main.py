@@ -28,6 +28,7 @@ from omegaconf import OmegaConf
 
 from avface.face_model import load_face_model
 from avface.io.media import write_mp4
+from avface.utils.files import atomic_path
 from avface.viz import draw_landmarks, make_grid, save_png, tint_mask
 from avface.viz.turntable import TurntableConfig, render_turntable
 
@@ -163,7 +164,8 @@ def run(config: MainConfig) -> dict[str, Path]:
         paths |= run_corpus(config, out)
         if config.shards.enabled:
             paths |= run_shards(config, paths["voxceleb2"], out)
-    (out / "outputs.json").write_text(json.dumps({k: str(v) for k, v in paths.items()}, indent=1))
+    with atomic_path(out / "outputs.json") as tmp:
+        tmp.write_text(json.dumps({k: str(v) for k, v in paths.items()}, indent=1))
     return paths
 
 
