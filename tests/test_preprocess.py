@@ -162,6 +162,39 @@ def test_rerun_skips_and_resume_is_exact(run1, tree, ray_local):
     assert resumed["samples"] == first["samples"] and resumed["failures"] == first["failures"]
 
 
+def test_failed_shard_not_listed_as_finished(run1, tree, tmp_path, ray_local):
+    """A shard whose task fails on this run (here: its index fragment path is a directory, so the task's write
+    raises IsADirectoryError) must appear only in shards_failed, not in summary["shards"], although an earlier run
+    left its tar (and done.json) on disk; its clips are shard-level failure rows, none of its samples is indexed;
+    the next run redoes it."""
+    from avface.data.preprocess import run_preprocess
+
+    src, first = run1
+    out = tmp_path / "copy"
+    shutil.copytree(src, out)
+    victim = sorted(out.glob("train-*.tar"))[-1]
+    stem = victim.name[: -len(".tar")]
+    assert victim.name in first["shards"]["train"]
+    victim.write_bytes(b"stale tar of an earlier run")
+    idx = out / "_fragments" / f"{stem}.index.parquet"
+    idx.unlink()
+    idx.mkdir()  # the shard is no longer finished, and its task cannot write this fragment
+    summary = run_preprocess(tiny_cfg(tree, out, **{"ray.max_retries": 0}), init_ray=False)
+    assert summary["shards_failed"] == [victim.name]
+    assert victim.name not in summary["shards"]["train"]
+    assert sorted(summary["shards"]["train"]) == sorted(n for n in first["shards"]["train"] if n != victim.name)
+    index = pq.read_table(out / "index.parquet").to_pandas()
+    assert victim.name not in set(index.shard)
+    f = pq.read_table(out / "failures.parquet").to_pandas()
+    rows = f[f.stage == "shard"]
+    assert set(rows.shard) == {victim.name} and len(rows) > 0 and rows.error.str.contains("IsADirectory").all()
+    assert json.loads((out / "summary.json").read_text())["shards"] == summary["shards"]
+    idx.rmdir()
+    again = run_preprocess(tiny_cfg(tree, out), init_ray=False)
+    assert again["shards_failed"] == [] and again["shards_run"] == 1
+    assert again["shards"] == first["shards"] and again["samples"] == first["samples"]
+
+
 def test_changed_config_refused(run1, tree, ray_local):
     from avface.data.preprocess import run_preprocess
 

@@ -94,6 +94,12 @@ def _remove_planned_outputs(out: Path, shards: list[dict[str, Any]]) -> None:
             (out / FRAGMENTS / f"{p.stem}.{k}").unlink(missing_ok=True)
 
 
+def _done_tars(out: Path, plan: ShardPlan) -> list[str]:
+    """The tars a finished shard's ``done.json`` records (its clean tar, and its occluded one if it has one)."""
+    info = json.loads((out / FRAGMENTS / f"{plan.stem}.done.json").read_text())
+    return sorted(info["tars"])
+
+
 def _absolutise(cfg: PreprocessConfig) -> PreprocessConfig:
     if cfg.out in ("???", "", None):
         raise ValueError("set out=/path/to/output")
@@ -180,7 +186,11 @@ def run_preprocess(cfg: PreprocessConfig, init_ray: bool = True) -> dict[str, An
     bar.close()
     _clean_temps(out)
 
-    index, failures = read_fragments(out, plans)
+    failed_names = {p.name for p, _ in failed}
+    # a shard whose task failed on this run is reported as failed even if an earlier attempt of it left a
+    # done.json behind: its clips are shard-level failure rows, so its fragments must not add index rows too
+    finished = [p for p in plans if p.name not in failed_names and shard_done(out, p)]
+    index, failures = read_fragments(out, finished)
     if failed:
         rows = [{"clip_id": r["clip_id"], "video_path": r["video_path"], "split": p.split, "shard": p.name,
                  "stage": "shard", "error": msg[-2000:]} for p, msg in failed for r in p.clips]
@@ -189,12 +199,12 @@ def run_preprocess(cfg: PreprocessConfig, init_ray: bool = True) -> dict[str, An
         with atomic_path(out / name) as tmp:
             pq.write_table(table, tmp)
             os.chmod(tmp, 0o644)
+    # only finished shards (their tars as recorded in done.json; an empty shard whose clips all failed is still a
+    # valid tar): a planned shard that failed on this run may have a stale tar of an earlier run or plan on disk
     shards: dict[str, list[str]] = {}
-    for name in sorted(set(index.column("shard").to_pylist())):
-        shards.setdefault(name.rsplit("-", 1)[0], []).append(name)
-    for p in plans:  # empty shards (all clips failed) are still valid tars
-        if (out / p.name).is_file() and p.name not in shards.get(p.split, []):
-            shards.setdefault(p.split, []).append(p.name)
+    for p in finished:
+        for name in _done_tars(out, p):
+            shards.setdefault(name.rsplit("-", 1)[0], []).append(name)
     summary = {
         "clips": manifest.num_rows, "shards_planned": len(plans), "shards_run": len(todo) - len(failed),
         "shards_failed": [p.name for p, _ in failed], "samples": index.num_rows,
