@@ -286,3 +286,51 @@ def test_json_meta_roundtrip(corpus):
     gt = _load(_gt(out, _clips(out)[0]))
     meta = json.loads(str(gt["meta"]))
     assert meta["text"] and meta["voice"] and meta["identity"]["gender"] in ("m", "f")
+
+
+def test_failed_clips_recorded_job_succeeds_rerun_retries_them(tmp_path):
+    """A voice espeak-ng rejects (speech.voices_female) fails exactly the clips / segments of the identities that
+    drew it (seed 1: VoxCeleb2 identity 0 and the Multiface identity are female, VoxCeleb2 identity 1 is male): the
+    CLI exits 0, prints them, writes them to synth_failures.parquet; a re-run with good voices makes only them."""
+    import subprocess
+    import sys
+
+    import pyarrow.parquet as pq
+
+    root = Path(__file__).resolve().parents[1]
+    out = tmp_path / "c"
+    base = {"out": str(out), "size": "tiny", "seed": 1, "occlusion_share": 0.0, "vox": {"clips_per_video": 1},
+            "progress": False, "num_cpus": 1, "task_memory_mb": 500}
+    cmd = [sys.executable, "pipelines/synthesize.py", f"out={out}", "size=tiny", "seed=1", "occlusion_share=0",
+           "vox.clips_per_video=1", "progress=false", "num_cpus=1", "task_memory_mb=500",
+           "speech.voices_female=[no-such-voice]"]
+    r = subprocess.run(cmd, cwd=root, capture_output=True, text=True, timeout=400)
+    assert r.returncode == 0, r.stderr[-3000:]
+    from avface.synth.corpus import FAILURES_FILE, job_id, plan_multiface, plan_vox, synthesize_corpus
+    from avface.synth.render import FaceContext
+    from avface.synth.vox import identity_for
+
+    cfg = resolve_config(base)
+    ctx = FaceContext.get(None, None)
+    vox_root, mf_root = out / "voxceleb2", out / "multiface"
+    jobs = plan_vox(cfg)
+    female = {job_id("vox", j, vox_root) for j in jobs if identity_for(cfg, ctx, j.identity_index).gender == "f"}
+    assert 0 < len(female) < len(jobs)
+    mf = plan_multiface(cfg)
+    expected = female | {job_id("multiface", j, mf_root) for j in mf}
+    summary = json.loads((out / "synth_summary.json").read_text())
+    rows = pq.read_table(out / FAILURES_FILE).to_pylist()
+    assert summary["failed"] == len(rows) == len(expected) and summary["failures"] == rows
+    assert {r["clip"] for r in rows} == expected
+    assert all(r["stage"] == "speech" and "no-such-voice" in r["error"] for r in rows)
+    assert summary["generated"] == len(jobs) - len(female)
+    assert "no-such-voice" in r.stdout  # printed
+    for j in jobs:  # the failed clip has no sidecar (not complete); the other one is complete
+        gt = vox_root / "gt" / j.split / j.identity / j.ytid / f"{j.utterance}.npz"
+        assert gt.is_file() == (job_id("vox", j, vox_root) not in female)
+    assert not (mf_root / mf[0].dirname / "frame_list.txt").exists()  # identity with a failed segment: unfinished
+
+    again = synthesize_corpus(base)  # default voices: only the failed ones are made
+    assert again["failed"] == 0 and pq.read_table(out / FAILURES_FILE).num_rows == 0
+    assert again["generated"] == len(expected) and again["skipped"] == len(jobs) + len(mf) - len(expected)
+    assert (mf_root / mf[0].dirname / "frame_list.txt").is_file()

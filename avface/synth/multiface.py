@@ -33,6 +33,7 @@ from avface.synth.config import SynthesizeConfig
 from avface.synth.face import MouthRig, face_sequence, sample_identity
 from avface.synth.render import FaceContext, render_perspective
 from avface.synth.scene import studio_sh
+from avface.synth.stages import stage
 from avface.synth.vox import rng_for, speech_audio
 from avface.utils.files import atomic_path
 from avface.viz import save_png
@@ -159,10 +160,11 @@ def make_multiface_segment(job: MultifaceJob, cfg: SynthesizeConfig, root: Path)
     torch.set_num_threads(1)
     ctx = FaceContext.get(cfg.face.face_model, cfg.face.landmark_embedding)
     identity = sample_identity(rng_for(cfg.seed, _MF_ID_STREAM, job.identity_index), ctx.data, cfg.face, cfg.speech)
-    utt = synthesize(text, voice=identity.voice, rate=identity.rate, pitch=identity.pitch,
-                     sample_rate=cfg.speech.sample_rate)
-    lead = float(rng.uniform(*cfg.speech.lead_in))
-    audio, t = speech_audio(rng, utt, lead, mf.fps, (-70.0, -60.0))  # quiet capture dome
+    with stage("speech"):
+        utt = synthesize(text, voice=identity.voice, rate=identity.rate, pitch=identity.pitch,
+                         sample_rate=cfg.speech.sample_rate)
+        lead = float(rng.uniform(*cfg.speech.lead_in))
+        audio, t = speech_audio(rng, utt, lead, mf.fps, (-70.0, -60.0))  # quiet capture dome
 
     # subjects in the dome sit still: smaller head motion than in the wild
     face_cfg = type(cfg.face)(**{**cfg.face.__dict__, "max_yaw_deg": 8.0, "max_pitch_deg": 6.0, "max_roll_deg": 3.0})

@@ -25,6 +25,7 @@ from avface.synth.config import SynthesizeConfig
 from avface.synth.face import Identity, MouthRig, face_sequence, sample_identity, smooth_noise
 from avface.synth.render import FaceContext, render_vox
 from avface.synth.scene import add_sensor_noise, random_background, random_sh
+from avface.synth.stages import stage
 from avface.utils.files import atomic_path
 
 __all__ = ["VoxClipJob", "SIDECAR_KEYS", "make_vox_clip", "clip_paths", "rng_for", "identity_for", "speech_audio",
@@ -152,24 +153,26 @@ def make_vox_clip(job: VoxClipJob, cfg: SynthesizeConfig, root: Path) -> dict:
     text = random_text(rng, n_sent)
     rate = int(np.clip(identity.rate + rng.integers(-8, 9), 80, 400))
     pitch = int(np.clip(identity.pitch + rng.integers(-5, 6), 0, 100))
-    utt = synthesize(text, voice=identity.voice, rate=rate, pitch=pitch, sample_rate=cfg.speech.sample_rate)
-    lead = float(rng.uniform(*cfg.speech.lead_in))
-    audio, t = speech_audio(rng, utt, lead, fps, tuple(cfg.speech.noise_db))
+    with stage("speech"):
+        utt = synthesize(text, voice=identity.voice, rate=rate, pitch=pitch, sample_rate=cfg.speech.sample_rate)
+        lead = float(rng.uniform(*cfg.speech.lead_in))
+        audio, t = speech_audio(rng, utt, lead, fps, tuple(cfg.speech.noise_db))
 
-    # face
-    seq = face_sequence(rng, identity, utt.phonemes, t, fps, MouthRig(ctx.data), cfg.face, speech_offset=lead)
-    posed = ctx.pose(seq)
-    # The crop follows the face like VoxCeleb2's face tracks: centred on a smoothed face centre, with jitter.
-    drift = smooth_noise(rng, t, 3, 1.5 * fps)
-    from scipy.ndimage import gaussian_filter1d
+    with stage("render"):
+        # face
+        seq = face_sequence(rng, identity, utt.phonemes, t, fps, MouthRig(ctx.data), cfg.face, speech_offset=lead)
+        posed = ctx.pose(seq)
+        # The crop follows the face like VoxCeleb2's face tracks: centred on a smoothed face centre, with jitter.
+        drift = smooth_noise(rng, t, 3, 1.5 * fps)
+        from scipy.ndimage import gaussian_filter1d
 
-    centre = gaussian_filter1d(posed.landmarks3d[:, :, :2].mean(1).astype(np.float64), 0.3 * fps, axis=0,
-                               mode="nearest")
-    cam = np.stack([scene["scale"] * (1 + 0.02 * drift[:, 0]), -centre[:, 0] + scene["tx"] + 0.003 * drift[:, 1],
-                    -centre[:, 1] + scene["ty"] + 0.003 * drift[:, 2]], axis=1).astype(np.float32)
-    albedo = ctx.albedo(identity)
-    out = render_vox(ctx, posed, cam, albedo, scene["sh"], scene["background"], identity, seq.global_pose)
-    frames = out.frames
+        centre = gaussian_filter1d(posed.landmarks3d[:, :, :2].mean(1).astype(np.float64), 0.3 * fps, axis=0,
+                                   mode="nearest")
+        cam = np.stack([scene["scale"] * (1 + 0.02 * drift[:, 0]), -centre[:, 0] + scene["tx"] + 0.003 * drift[:, 1],
+                        -centre[:, 1] + scene["ty"] + 0.003 * drift[:, 2]], axis=1).astype(np.float32)
+        albedo = ctx.albedo(identity)
+        out = render_vox(ctx, posed, cam, albedo, scene["sh"], scene["background"], identity, seq.global_pose)
+        frames = out.frames
 
     # occlusion
     occ_mask = np.zeros((t, size, size), np.uint8)
@@ -206,25 +209,26 @@ def make_vox_clip(job: VoxClipJob, cfg: SynthesizeConfig, root: Path) -> dict:
     shifted = [{"symbol": p.symbol, "start_ms": round((p.start + lead) * 1000, 3),
                 "end_ms": round((p.end + lead) * 1000, 3), "word": p.word} for p in utt.phonemes]
 
-    write_mp4(paths["mp4"], frames, fps, audio, cfg.speech.sample_rate, crf=cfg.vox.crf, threads=1)
-    with atomic_path(paths["txt"]) as tmp:
-        tmp.write_text(vox_txt(job.identity, job.ytid, rows, start_frame, scene["fv_conf"]))
-    gt = {
-        "shape": seq.shape, "expression": seq.expression, "jaw_pose": seq.jaw_pose, "global_pose": seq.global_pose,
-        "neck_pose": seq.neck_pose, "eye_pose": seq.eye_pose, "camera": cam, "cam": cam,
-        "albedo": identity.albedo, "sh": scene["sh"],
-        "landmarks2d": out.landmarks2d, "landmarks2d_static": out.landmarks2d_static,
-        "landmarks3d": posed.landmarks3d, "face_mask": out.alpha.astype(np.uint8), "occlusion_mask": occ_mask,
-        "articulation": seq.articulation, "blink": seq.blink,
-        "phonemes": np.array(json.dumps(shifted)), "meta": np.array(json.dumps(meta, default=_json_default)),
-        "face_model": np.array(ctx.name), "image_size": np.array(size), "fps": np.array(fps),
-        "sample_rate": np.array(cfg.speech.sample_rate), "num_frames": np.array(t),
-    }
-    if cfg.vox.store_vertices:
-        gt["vertices"] = posed.vertices
-    with atomic_path(paths["gt"], suffix=".npz") as tmp:
-        with open(tmp, "wb") as f:
-            np.savez_compressed(f, **gt)
+    with stage("write"):
+        write_mp4(paths["mp4"], frames, fps, audio, cfg.speech.sample_rate, crf=cfg.vox.crf, threads=1)
+        with atomic_path(paths["txt"]) as tmp:
+            tmp.write_text(vox_txt(job.identity, job.ytid, rows, start_frame, scene["fv_conf"]))
+        gt = {
+            "shape": seq.shape, "expression": seq.expression, "jaw_pose": seq.jaw_pose, "global_pose": seq.global_pose,
+            "neck_pose": seq.neck_pose, "eye_pose": seq.eye_pose, "camera": cam, "cam": cam,
+            "albedo": identity.albedo, "sh": scene["sh"],
+            "landmarks2d": out.landmarks2d, "landmarks2d_static": out.landmarks2d_static,
+            "landmarks3d": posed.landmarks3d, "face_mask": out.alpha.astype(np.uint8), "occlusion_mask": occ_mask,
+            "articulation": seq.articulation, "blink": seq.blink,
+            "phonemes": np.array(json.dumps(shifted)), "meta": np.array(json.dumps(meta, default=_json_default)),
+            "face_model": np.array(ctx.name), "image_size": np.array(size), "fps": np.array(fps),
+            "sample_rate": np.array(cfg.speech.sample_rate), "num_frames": np.array(t),
+        }
+        if cfg.vox.store_vertices:
+            gt["vertices"] = posed.vertices
+        with atomic_path(paths["gt"], suffix=".npz") as tmp:
+            with open(tmp, "wb") as f:
+                np.savez_compressed(f, **gt)
     return {"clip": str(paths["mp4"].relative_to(root)), "skipped": False, "num_frames": t,
             "duration": t / fps, "occluded": occ_params is not None,
             "bytes": {k: p.stat().st_size for k, p in paths.items()}}
