@@ -334,3 +334,28 @@ def test_failed_clips_recorded_job_succeeds_rerun_retries_them(tmp_path):
     assert again["failed"] == 0 and pq.read_table(out / FAILURES_FILE).num_rows == 0
     assert again["generated"] == len(expected) and again["skipped"] == len(jobs) + len(mf) - len(expected)
     assert (mf_root / mf[0].dirname / "frame_list.txt").is_file()
+
+
+def test_occlusion_failure_is_recorded_not_silent(tmp_path, caplog):
+    """A clip the plan chose for occlusion whose every occlusion attempt raises (here: a hand folder that does not
+    exist) is written without a hand, but a warning names it and the sidecar meta and the summary say
+    occlusion_failed with the error: the plan said occluded, the data must say it is not."""
+    import logging
+
+    from avface.synth.corpus import plan_vox, synthesize_corpus
+
+    cfg = {"out": str(tmp_path / "c"), "size": "tiny", "seed": 2, "occlusion_share": 1.0, "progress": False,
+           "vox": {"dev_identities": 1, "test_identities": 0, "clips_per_video": 1}, "multiface": {"enabled": False},
+           "occlusion": {"hand": {"source": "folder", "folder": str(tmp_path / "no-hands")}}}
+    (job,) = plan_vox(resolve_config(cfg))
+    assert job.occluded
+    with caplog.at_level(logging.WARNING, logger="avface.synth"):
+        summary = synthesize_corpus(cfg, use_ray=False)
+    assert summary["failed"] == 0 and summary["generated"] == 1 and summary["occluded_clips"] == 0
+    (row,) = summary["occlusion_failed"]
+    assert row["clip"].endswith(f"{job.utterance}.mp4") and "no-hands" in row["error"]
+    assert any(row["clip"] in m and "occlusion" in m for m in caplog.messages)
+    gt = _load(tmp_path / "c" / "voxceleb2" / "gt" / job.split / job.identity / job.ytid / f"{job.utterance}.npz")
+    meta = json.loads(str(gt["meta"]))
+    assert meta["occlusion_planned"] and meta["occlusion_failed"] and meta["occlusion"] is None
+    assert "no-hands" in meta["occlusion_error"] and not gt["occlusion_mask"].any()

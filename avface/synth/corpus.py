@@ -175,6 +175,9 @@ def synthesize_corpus(cfg: SynthesizeConfig | dict, use_ray: bool = True) -> dic
     for r in failures:
         log.warning("%s %s failed at %s: %s", r["kind"], r["clip"], r["stage"], r["error"].splitlines()[0][:500])
     results = [r for r in results if not r.get("failed")]
+    for r in results:
+        if r.get("occlusion_failed"):
+            log.warning("vox %s: planned as occluded, written without a hand: %s", r["clip"], r["occlusion_error"])
 
     # corpus-level files (cheap, on the driver)
     if vox_jobs:
@@ -210,6 +213,9 @@ def synthesize_corpus(cfg: SynthesizeConfig | dict, use_ray: bool = True) -> dic
         "vox_seconds_of_video": sum(r["duration"] for r in vox_made),
         "vox_bytes": {k: int(sum(r["bytes"][k] for r in vox_made)) for k in ("mp4", "txt", "gt")} if vox_made else {},
         "occluded_clips": sum(1 for r in vox_made if r.get("occluded")),
+        # planned as occluded, written without a hand (every occlusion attempt failed; the sidecar meta says so)
+        "occlusion_failed": [{"clip": r["clip"], "error": r["occlusion_error"]} for r in vox_made
+                             if r.get("occlusion_failed")],
         "task_seconds": {"vox": float(np.mean([r["seconds"] for r in vox_made])) if vox_made else None},
         "config": cfg_dict,
     }

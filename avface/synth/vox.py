@@ -13,6 +13,7 @@ The sidecar is written last: its presence marks a complete clip (resumability).
 from __future__ import annotations
 
 import json
+import logging
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -27,6 +28,8 @@ from avface.synth.render import FaceContext, render_vox
 from avface.synth.scene import add_sensor_noise, random_background, random_sh
 from avface.synth.stages import stage
 from avface.utils.files import atomic_path
+
+log = logging.getLogger(__name__)
 
 __all__ = ["VoxClipJob", "SIDECAR_KEYS", "make_vox_clip", "clip_paths", "rng_for", "identity_for", "speech_audio",
            "vox_txt", "write_meta_csv"]
@@ -67,6 +70,7 @@ def rng_for(seed: int, *key: int) -> np.random.Generator:
 
 
 _ID_STREAM, _SCENE_STREAM, _CLIP_STREAM, _OCC_STREAM = 1, 2, 3, 4
+_OCC_ATTEMPTS = 4  # occlusion seeds tried (a hand can land outside the image) before the clip stays unoccluded
 
 
 def identity_for(cfg: SynthesizeConfig, ctx: FaceContext, identity_index: int) -> Identity:
@@ -177,20 +181,29 @@ def make_vox_clip(job: VoxClipJob, cfg: SynthesizeConfig, root: Path) -> dict:
     # occlusion
     occ_mask = np.zeros((t, size, size), np.uint8)
     occ_params: dict | None = None
+    occ_error: str | None = None  # the plan chose this clip for occlusion but every attempt failed
     if job.occluded:
         from occlusion_synth import OcclusionConfig, occlude_sequence
 
-        occ_cfg = OcclusionConfig.from_dict(cfg.occlusion)
-        for attempt in range(4):
+        with stage("occlusion"):
+            occ_cfg = OcclusionConfig.from_dict(cfg.occlusion)
+        errors = []
+        for attempt in range(_OCC_ATTEMPTS):
             try:
                 occ_seed = int(rng_for(cfg.seed, _OCC_STREAM, job.clip_index, attempt).integers(2**31))
                 res = occlude_sequence(frames, landmarks=out.landmarks2d, config=occ_cfg, seed=occ_seed)
-            except ValueError:
+            except ValueError as e:
+                errors.append(f"attempt {attempt}: {e}")
                 continue
             frames = res.frames
             occ_mask = np.clip(np.round(res.masks * 255.0), 0, 255).astype(np.uint8)
             occ_params = res.params
             break
+        if occ_params is None:
+            occ_error = "; ".join(errors)[-2000:]
+            log.warning("%s: planned as occluded, but all %d occlusion attempts failed; written without a hand "
+                        "(occlusion_failed in the sidecar meta): %s", clip_paths(root, job)["mp4"], _OCC_ATTEMPTS,
+                        occ_error)
     frames = add_sensor_noise(rng, frames, scene["noise"])
 
     # VoxCeleb2 txt: the 224 crop as a box in a virtual source video
@@ -205,7 +218,8 @@ def make_vox_clip(job: VoxClipJob, cfg: SynthesizeConfig, root: Path) -> dict:
 
     meta = {"text": text, "voice": identity.voice, "rate": rate, "pitch": pitch, "speech_offset_s": lead,
             "identity": {**identity.meta(), "id": job.identity}, "job": asdict(job),
-            "occlusion": occ_params, "words": [asdict(w) for w in utt.words], "seed": cfg.seed}
+            "occlusion": occ_params, "occlusion_planned": job.occluded, "occlusion_failed": occ_error is not None,
+            "occlusion_error": occ_error, "words": [asdict(w) for w in utt.words], "seed": cfg.seed}
     shifted = [{"symbol": p.symbol, "start_ms": round((p.start + lead) * 1000, 3),
                 "end_ms": round((p.end + lead) * 1000, 3), "word": p.word} for p in utt.phonemes]
 
@@ -230,7 +244,8 @@ def make_vox_clip(job: VoxClipJob, cfg: SynthesizeConfig, root: Path) -> dict:
             with open(tmp, "wb") as f:
                 np.savez_compressed(f, **gt)
     return {"clip": str(paths["mp4"].relative_to(root)), "skipped": False, "num_frames": t,
-            "duration": t / fps, "occluded": occ_params is not None,
+            "duration": t / fps, "occluded": occ_params is not None, "occlusion_failed": occ_error is not None,
+            "occlusion_error": occ_error,
             "bytes": {k: p.stat().st_size for k, p in paths.items()}}
 
 
