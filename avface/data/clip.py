@@ -6,7 +6,11 @@ Steps (each failure raises :class:`ClipFailure` naming the stage; the shard reco
                max_height), frame rate outside [min_fps, max_fps], longer than max_seconds, no audio stream
 ``decode_video`` decord ``VideoReader``; frames resampled to ``video.fps`` (25) by nearest-frame index selection:
                output frame i <- source frame ``round(i * src_fps / fps)``; ``floor(n_src * fps / src_fps)``
-               output frames; fewer than one window (16) -> ``too short``
+               output frames; fewer than one window (16) -> ``too short``. If decord cannot decode a batch, PyAV
+               decodes the file sequentially; when that yields fewer frames than the container says (truncated
+               file), up to ``MAX_FILLED_FRAMES`` (2) missing needed source frames are filled with the nearest
+               decoded frame and marked (``meta.frames_filled`` = their positions in the window, and
+               ``landmarks_valid`` False there); more missing -> the clip fails (``decode_video``)
 ``decode_audio`` 16 kHz mono (PyAV resampler), cut or zero-padded to ``num_frames * 16000 / fps`` samples
 ``audio_features`` :func:`avface.audio.extract_audio_features` over the whole clip, then cut per window
 ``landmarks``  synthetic sidecar ``landmarks2d`` (indexed by the same source frames) when it exists, else the
@@ -31,6 +35,10 @@ import numpy as np
 
 from avface.data.config import PreprocessConfig
 from avface.data.sample import encode_sample, sample_key
+
+#: Needed source frames that PyAV may miss (truncated file after decord failed) before the clip is a failure; the
+#: ones filled are marked in the sample (``meta.frames_filled``, ``landmarks_valid`` False).
+MAX_FILLED_FRAMES = 2
 
 
 class ClipFailure(Exception):
@@ -215,8 +223,11 @@ def process_clip(row: dict[str, Any], cfg: PreprocessConfig, out_split: str, occ
         src_idx = indices[start:start + s.window]
         try:
             raw = source.get(src_idx)
+        except ClipFailure:
+            raise
         except Exception as e:  # noqa: BLE001
             raise ClipFailure("decode_video", f"frames {src_idx[0]}..{src_idx[-1]}: {type(e).__name__}: {e}") from e
+        filled = source.filled(src_idx)  # frames that are copies of a neighbour (truncated file): no landmarks
         th, tw = raw.shape[1:3]
         # landmarks in source pixels
         if gt_lm is not None:
@@ -230,6 +241,7 @@ def process_clip(row: dict[str, Any], cfg: PreprocessConfig, out_split: str, occ
                 lm, valid = resources.detector(raw)
             except Exception as e:  # noqa: BLE001
                 raise ClipFailure("landmarks", f"{type(e).__name__}: {e}") from e
+        valid = valid & ~filled  # (their landmarks are zeroed below with the other invalid frames)
         crop_box = None
         if v.crop == "landmarks":
             from avface.landmarks.crop import boxes_from_landmarks, crop_resize
@@ -263,6 +275,8 @@ def process_clip(row: dict[str, Any], cfg: PreprocessConfig, out_split: str, occ
         meta = {**base_meta, "decoder": source.decoder, "start": int(start), "source_indices": src_idx.tolist(),
                 "source_size": [tw, th],
                 "occluded": False, "crop_boxes": crop_box}
+        if filled.any():
+            meta["frames_filled"] = np.flatnonzero(filled).tolist()
         key = sample_key(out_split, row["identity"], row["ytid"], row["utterance"], start)
         samples.append(encode_sample(key, frames, feats[start:start + s.window], lm_out, valid, meta, normals=normals,
                                      occlusion_mask=occ_mask, frames_format=v.frames_format,
@@ -275,31 +289,60 @@ def process_clip(row: dict[str, Any], cfg: PreprocessConfig, out_split: str, occ
 
 
 class _FrameSource:
-    """decord batches; if decord fails on a file (seen: some frame sizes below 64 px), PyAV decodes the frames
-    the clip needs once, sequentially (memory bounded by ``video.max_seconds``)."""
+    """decord batches; if decord fails on a file (seen: some frame sizes below 64 px, a truncated last packet), PyAV
+    decodes the frames the clip needs once, sequentially (memory bounded by ``video.max_seconds``).
+
+    A truncated file gives PyAV fewer frames than the container (and decord) report: needed frames past the last
+    decoded one are filled with the nearest decoded frame and reported by :meth:`filled`, or, when more than
+    ``MAX_FILLED_FRAMES`` are missing, the clip fails (``decode_video``)."""
 
     def __init__(self, vr, path: str, indices: np.ndarray):
         self.vr, self.path, self.needed = vr, path, set(indices.tolist())
         self.decoder = "decord"
         self.cache: dict[int, np.ndarray] | None = None
+        self.missing: set[int] = set()
 
     def get(self, idx: np.ndarray) -> np.ndarray:
         if self.cache is None:
             try:
                 return self.vr.get_batch(idx.tolist()).asnumpy()
-            except Exception:  # noqa: BLE001 - fall back to PyAV below
-                from avface.io.media import iter_video
+            except Exception as e:  # noqa: BLE001 - fall back to PyAV below
+                self._decode_pyav(f"{type(e).__name__}: {str(e)[-300:]}")
+        have = np.array(sorted(self.cache))
+        out = []
+        for i in idx.tolist():
+            if i not in self.cache:  # nearest decoded frame (the last one, for a truncated file)
+                i = int(have[np.argmin(np.abs(have - i))])
+            out.append(self.cache[i])
+        return np.stack(out)
 
-                self.decoder = "pyav"
-                self.cache = {}
-                last = max(self.needed)
-                for i, frame in enumerate(iter_video(self.path)):
-                    if i in self.needed:
-                        self.cache[i] = frame
-                    if i >= last:
-                        break
-        n = max(self.cache) if self.cache else -1
-        return np.stack([self.cache[min(int(i), n)] for i in idx])
+    def filled(self, idx: np.ndarray) -> np.ndarray:
+        """``(len(idx),)`` bool: True where :meth:`get` returned a copy of another frame."""
+        return np.array([int(i) in self.missing for i in idx], bool)
+
+    def _decode_pyav(self, decord_error: str) -> None:
+        from avface.io.media import iter_video
+
+        self.decoder = "pyav"
+        self.cache = {}
+        last = max(self.needed)
+        n = 0
+        pyav_error = ""
+        try:
+            for i, frame in enumerate(iter_video(self.path)):
+                n = i + 1
+                if i in self.needed:
+                    self.cache[i] = frame
+                if i >= last:
+                    break
+        except Exception as e:  # noqa: BLE001 - keep what was decoded; the missing frames are judged below
+            pyav_error = f"; PyAV stopped with {type(e).__name__}: {str(e)[-300:]}"
+        self.missing = self.needed - set(self.cache)
+        if not self.cache or len(self.missing) > MAX_FILLED_FRAMES:
+            raise ClipFailure(
+                "decode_video",
+                f"decord failed ({decord_error}); PyAV decoded {n} frames{pyav_error}: {len(self.missing)} of the "
+                f"{len(self.needed)} needed source frames are missing (at most {MAX_FILLED_FRAMES} are filled)")
 
 
 def _occluded(out_split, row, start, frames, feats, lm, valid, meta, normals, cfg) -> dict[str, Any]:
