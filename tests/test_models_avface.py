@@ -168,3 +168,29 @@ def test_frozen_stages_keep_their_batchnorm_statistics(face_model):
     bn = model.coarse.backbone.bn1.running_mean.clone()
     model(batch)
     assert not torch.equal(bn, model.coarse.backbone.bn1.running_mean)
+
+
+def test_lip_stage_trains_on_every_window_despite_modality_dropout(face_model):
+    """Modality dropout belongs to training the expression branch. Once it is frozen (lip stage), every window
+    keeps its audio, so the lip refiner gets a gradient from every window, in either call order."""
+    cfg = AVFaceConfig.tiny()
+    cfg = dataclasses.replace(cfg, stages=("coarse", "lip"))
+    cfg.expression = dataclasses.replace(cfg.expression, modality_dropout=True, p_drop_audio=1.0, p_drop_video=0.0,
+                                         allow_both_dropped=True)
+    model = AVFace(cfg, face_model)
+    batch = _batch(cfg, face_model, b=2, t=2, seed=5)
+    model.train()
+    assert not model(batch)["audio_keep"].any()  # coarse stage: dropout active (p = 1 drops every window)
+    for order in ("stage_then_train", "train_then_stage"):
+        if order == "stage_then_train":
+            model.set_stage("lip")
+            model.train()
+        else:
+            model.train()
+            model.set_stage("lip")
+        model.zero_grad(set_to_none=True)
+        out = model(batch)
+        assert out["audio_keep"].all(), order
+        model.losses(batch, out)["total"].backward()
+        grads = [p.grad for p in model.lip.parameters()]
+        assert all(g is not None and g.abs().sum() > 0 for g in grads), order

@@ -97,13 +97,12 @@ class AVFace(nn.Module):
         self.train(self.training)
 
     def train(self, mode: bool = True) -> AVFace:
-        """Like ``nn.Module.train``, but the BatchNorm layers of networks frozen by ``set_stage`` stay in eval mode
-        so training a later stage does not move their running statistics (DECA: frozen E_flame in eval mode)."""
+        """Like ``nn.Module.train``, but networks frozen by ``set_stage`` stay in eval mode: training a later stage
+        neither moves their BatchNorm statistics (DECA: frozen E_flame in eval mode) nor applies their modality
+        dropout (a dropped audio window would zero the lip offsets and starve the lip refiner of signal)."""
         super().train(mode)
         for m in getattr(self, "_frozen", ()):
-            for bn in m.modules():
-                if isinstance(bn, nn.modules.batchnorm._BatchNorm):
-                    bn.eval()
+            m.eval()
         return self
 
     def _runs(self, stage: str) -> bool:
