@@ -74,6 +74,30 @@ def stable_seed(*parts: Any) -> int:
     return zlib.crc32("|".join(str(p) for p in parts).encode()) & 0x7FFFFFFF
 
 
+#: Landmark detectors of this process, by configuration (see :func:`shared_detector`).
+_DETECTORS: dict[tuple[Any, ...], Any] = {}
+
+
+def shared_detector(detector: str, min_detection_confidence: float, mediapipe_python: str | None) -> Any:
+    """The landmark detector of this process for a configuration, made once and kept until the process exits.
+
+    Starting the MediaPipe worker costs ~0.6 s and Ray reuses its worker processes across shard tasks, so one
+    detector serves every shard a process handles; tracking state is reset per clip (:func:`process_clip`).
+    """
+    import atexit
+
+    from avface.landmarks import get_detector
+    from avface.landmarks.mediapipe_process import resolve_mediapipe_python
+
+    # Keyed by the side python actually found, so a changed environment gets its own detector.
+    side = None if detector == "none" else resolve_mediapipe_python(mediapipe_python)
+    key = (detector, float(min_detection_confidence), mediapipe_python, side)
+    if key not in _DETECTORS:
+        _DETECTORS[key] = get_detector(detector, min_detection_confidence, mediapipe_python)
+        atexit.register(_DETECTORS[key].close)
+    return _DETECTORS[key]
+
+
 @dataclass
 class ClipResources:
     """Per-task objects shared by the clips of one shard (detector, normals teacher)."""
@@ -83,10 +107,8 @@ class ClipResources:
 
     @classmethod
     def create(cls, cfg: PreprocessConfig) -> ClipResources:
-        from avface.landmarks import get_detector
-
         lmc = cfg.landmarks
-        detector = get_detector(lmc.detector, lmc.min_detection_confidence, lmc.mediapipe_python)
+        detector = shared_detector(lmc.detector, lmc.min_detection_confidence, lmc.mediapipe_python)
         teacher = None
         if cfg.normals.source in ("teacher", "auto") and cfg.normals.checkpoint:
             from avface.data.normals_teacher import UNetResNetTeacher
@@ -98,8 +120,8 @@ class ClipResources:
         return cls(detector, teacher)
 
     def close(self) -> None:
-        if self.detector is not None:
-            self.detector.close()
+        """Release per-task objects; the process-wide detector stays (see :func:`shared_detector`)."""
+        self.teacher = None
 
 
 def validate(row: dict[str, Any], cfg: PreprocessConfig) -> None:
