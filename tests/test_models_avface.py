@@ -142,6 +142,16 @@ def test_tiny_coarse_stage_reduces_landmark_loss(face_model):
     assert hist[-1] < 0.5 * hist[0], hist
 
 
+def _enter_lip_stage_training(model: AVFace, order: str) -> None:
+    """Select the lip stage and train mode in either call order (the result must not depend on it)."""
+    if order == "stage_then_train":
+        model.set_stage("lip")
+        model.train()
+    else:
+        model.train()
+        model.set_stage("lip")
+
+
 def test_frozen_stages_keep_their_batchnorm_statistics(face_model):
     """set_stage freezes the earlier networks: training the later stage must not move their BatchNorm running
     statistics either (DECA keeps its frozen coarse encoder in eval mode), whichever of train()/set_stage() is
@@ -151,12 +161,7 @@ def test_frozen_stages_keep_their_batchnorm_statistics(face_model):
     model = AVFace(cfg, face_model, renderer=False)
     batch = _batch(cfg, face_model, b=1, t=2, seed=3)
     for order in ("stage_then_train", "train_then_stage"):
-        if order == "stage_then_train":
-            model.set_stage("lip")
-            model.train()
-        else:
-            model.train()
-            model.set_stage("lip")
+        _enter_lip_stage_training(model, order)
         before = {k: v.clone() for k, v in model.coarse.state_dict().items() if "running" in k}
         before.update({"e." + k: v.clone() for k, v in model.expression.state_dict().items() if "running" in k})
         model(batch)
@@ -182,12 +187,7 @@ def test_lip_stage_trains_on_every_window_despite_modality_dropout(face_model):
     model.train()
     assert not model(batch)["audio_keep"].any()  # coarse stage: dropout active (p = 1 drops every window)
     for order in ("stage_then_train", "train_then_stage"):
-        if order == "stage_then_train":
-            model.set_stage("lip")
-            model.train()
-        else:
-            model.train()
-            model.set_stage("lip")
+        _enter_lip_stage_training(model, order)
         model.zero_grad(set_to_none=True)
         out = model(batch)
         assert out["audio_keep"].all(), order
