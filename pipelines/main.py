@@ -24,10 +24,10 @@ from pathlib import Path
 import hydra
 import numpy as np
 from hydra.core.config_store import ConfigStore
-from omegaconf import OmegaConf
 
 from avface.face_model import load_face_model
 from avface.io.media import write_mp4
+from avface.utils.config import dataclass_from_dict
 from avface.utils.files import atomic_path
 from avface.viz import draw_landmarks, make_grid, save_png, tint_mask
 from avface.viz.turntable import TurntableConfig, render_turntable
@@ -171,7 +171,7 @@ def run(config: MainConfig) -> dict[str, Path]:
 
 @hydra.main(config_path="../conf", config_name="main", version_base="1.3")
 def main(cfg) -> None:
-    config: MainConfig = OmegaConf.to_object(cfg)
+    config = dataclass_from_dict(MainConfig, cfg)
     paths = run(config)
     print("\n".join(f"{k:>16}: {v}" for k, v in paths.items()))
 

@@ -21,8 +21,8 @@ import cv2
 import hydra
 import numpy as np
 from hydra.core.config_store import ConfigStore
-from omegaconf import OmegaConf
 
+from avface.utils.config import dataclass_from_dict
 from avface.utils.files import atomic_path
 from avface.viz import save_png
 from occlusion_synth import OcclusionConfig, make_strip, occlude_sequence
@@ -153,7 +153,7 @@ def run(config: OccludeConfig) -> dict[str, Path]:
 
 @hydra.main(config_path="../conf", config_name="occlude", version_base="1.3")
 def main(cfg) -> None:
-    config: OccludeConfig = OmegaConf.to_object(cfg)
+    config = dataclass_from_dict(OccludeConfig, cfg)
     run(config)
 
 
