@@ -35,6 +35,7 @@ import numpy as np
 
 from avface.data.config import PreprocessConfig
 from avface.data.sample import encode_sample, sample_key
+from avface.landmarks.factory import shared_detector
 
 #: Needed source frames that PyAV may miss (truncated file after decord failed) before the clip is a failure; the
 #: ones filled are marked in the sample (``meta.frames_filled``, ``landmarks_valid`` False).
@@ -74,30 +75,6 @@ def stable_seed(*parts: Any) -> int:
     return zlib.crc32("|".join(str(p) for p in parts).encode()) & 0x7FFFFFFF
 
 
-#: Landmark detectors of this process, by configuration (see :func:`shared_detector`).
-_DETECTORS: dict[tuple[Any, ...], Any] = {}
-
-
-def shared_detector(detector: str, min_detection_confidence: float, mediapipe_python: str | None) -> Any:
-    """The landmark detector of this process for a configuration, made once and kept until the process exits.
-
-    Starting the MediaPipe worker costs ~0.6 s and Ray reuses its worker processes across shard tasks, so one
-    detector serves every shard a process handles; tracking state is reset per clip (:func:`process_clip`).
-    """
-    import atexit
-
-    from avface.landmarks import get_detector
-    from avface.landmarks.mediapipe_process import resolve_mediapipe_python
-
-    # Keyed by the side python actually found, so a changed environment gets its own detector.
-    side = None if detector == "none" else resolve_mediapipe_python(mediapipe_python)
-    key = (detector, float(min_detection_confidence), mediapipe_python, side)
-    if key not in _DETECTORS:
-        _DETECTORS[key] = get_detector(detector, min_detection_confidence, mediapipe_python)
-        atexit.register(_DETECTORS[key].close)
-    return _DETECTORS[key]
-
-
 @dataclass
 class ClipResources:
     """Per-task objects shared by the clips of one shard (detector, normals teacher)."""
@@ -120,7 +97,8 @@ class ClipResources:
         return cls(detector, teacher)
 
     def close(self) -> None:
-        """Release per-task objects; the process-wide detector stays (see :func:`shared_detector`)."""
+        """Release per-task objects; the process-wide detector stays (see
+        :func:`avface.landmarks.factory.shared_detector`)."""
         self.teacher = None
 
 
