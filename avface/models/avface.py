@@ -22,11 +22,11 @@ from torch import nn
 
 from avface.losses import landmarks as L
 from avface.losses import maps as M
-from avface.losses.perceptual import IdentityLoss, IDMRFLoss
 from avface.models.config import AVFaceConfig
 from avface.models.detail import DetailUNet, displacement_to_detail
 from avface.models.encoders import CoarseEncoder, ExpressionJawEncoder
 from avface.models.lip import LipRefiner
+from avface.models.perceptual import IdentityLoss, IDMRFLoss
 
 STAGES = ("coarse", "lip", "detail")
 
