@@ -186,23 +186,59 @@ def process_clip(row: dict[str, Any], cfg: PreprocessConfig, out_split: str, occ
         frames, lm_out, crop_box = crop_window(raw, lm, valid, cfg)
         occ_mask = window_occlusion_mask(gt, src_idx, size)
         normals = _normals(normals_source, gt, src_idx, frames, size, resources)
+        targets = window_targets(gt, src_idx, crop_box, (th, tw)) if cfg.data.carry_ground_truth else None
         meta = {**base_meta, "decoder": source.decoder, "start": int(start), "source_indices": src_idx.tolist(),
                 "source_size": [tw, th],
                 "occluded": False, "crop_boxes": crop_box}
+        if targets is not None:
+            meta["gt_face_model"] = str(gt["face_model"]) if "face_model" in gt else None
         if filled.any():
             meta["frames_filled"] = np.flatnonzero(filled).tolist()
         key = sample_key(out_split, row["identity"], row["ytid"], row["utterance"], start)
         samples.append(encode_sample(key, frames, feats[start:start + s.window], lm_out, valid, meta, normals=normals,
                                      occlusion_mask=occ_mask, frames_format=v.frames_format,
-                                     jpeg_quality=v.jpeg_quality))
+                                     jpeg_quality=v.jpeg_quality, gt=targets))
         if start in occluded_starts:
             occ_samples.append(_occluded(out_split, row, start, frames, feats[start:start + s.window], lm_out, valid,
-                                         meta, normals, cfg))
+                                         meta, normals, cfg, targets))
     del video, source
     return samples + occ_samples
 
 
 # ------------------------------------------------------------------------------------------ one function per stage
+#: sidecar key -> sample ``gt`` name (avface.data.sample.GT_FRAME_PARAMS)
+_SIDECAR_PARAMS = {"shape": "shape", "expression": "expression", "jaw_pose": "jaw", "global_pose": "global_pose",
+                   "neck_pose": "neck_pose", "eye_pose": "eye_pose", "cam": "cam"}
+
+
+def window_targets(gt: dict[str, np.ndarray], src_idx: np.ndarray, crop_box: list | None,
+                   source_hw: tuple[int, int]) -> dict[str, np.ndarray] | None:
+    """Ground-truth parameters of one window from a synthetic sidecar (None for clips without one).
+
+    The camera is re-expressed in the stored frames' NDC: a plain resize of a square frame keeps NDC; a landmark
+    crop (square boxes ``(T, 4)`` x0 y0 x1 y1 in source pixels) scales it by ``W / side`` and shifts it, exactly.
+    A non-square source has no isotropic orthographic camera of the stored frames: no targets.
+    """
+    th, tw = source_hw
+    if not all(k in gt for k in _SIDECAR_PARAMS) or src_idx.max() >= len(gt["shape"]) or th != tw:
+        return None
+    out = {name: gt[k][src_idx].astype(np.float32) for k, name in _SIDECAR_PARAMS.items()}
+    if "albedo" in gt:
+        out["albedo"] = gt["albedo"].astype(np.float32)
+    if "sh" in gt:
+        out["light"] = gt["sh"].astype(np.float32).reshape(9, 3)
+    if crop_box is not None:
+        box = np.asarray(crop_box, np.float64)
+        side = box[:, 2] - box[:, 0]
+        k = tw / side
+        # x' = k x + cx with x = s (X + tx): s' = k s, tx' = tx + cx / (k s); y is flipped (y = -s (Y + ty)).
+        cx = k - 1.0 - 2.0 * box[:, 0] / side
+        cy = k - 1.0 - 2.0 * box[:, 1] / side
+        s, cam = out["cam"][:, 0].astype(np.float64), out["cam"]
+        out["cam"] = np.stack([k * s, cam[:, 1] + cx / (k * s), cam[:, 2] - cy / (k * s)], 1).astype(np.float32)
+    return out
+
+
 @dataclass
 class OpenVideo:
     """A decodable clip: its decord reader, decoded frame rate, source frame of each output frame (``(n,)``) and
@@ -378,7 +414,7 @@ class _FrameSource:
                 f"{len(self.needed)} needed source frames are missing (at most {MAX_FILLED_FRAMES} are filled)")
 
 
-def _occluded(out_split, row, start, frames, feats, lm, valid, meta, normals, cfg) -> dict[str, Any]:
+def _occluded(out_split, row, start, frames, feats, lm, valid, meta, normals, cfg, targets=None) -> dict[str, Any]:
     key = sample_key(out_split, row["identity"], row["ytid"], row["utterance"], start, occluded=True)
     seed = stable_seed(cfg.occlusion.seed, key)
     t, h, w, _ = frames.shape
@@ -392,7 +428,7 @@ def _occluded(out_split, row, start, frames, feats, lm, valid, meta, normals, cf
     params = json.loads(json.dumps(res.params, default=_jsonable))
     occ_meta = {**meta, "occluded": True, "occlusion": params, "occlusion_seed": seed}
     return encode_sample(key, res.frames, feats, lm, valid, occ_meta, normals=normals, occlusion_mask=res.masks,
-                         frames_format=cfg.video.frames_format, jpeg_quality=cfg.video.jpeg_quality)
+                         frames_format=cfg.video.frames_format, jpeg_quality=cfg.video.jpeg_quality, gt=targets)
 
 
 def _jsonable(o: Any) -> Any:
