@@ -203,7 +203,7 @@ def test_set_stage_trains_exactly_its_networks_and_adam_leaves_frozen_ones_bit_i
     """A new model is in stage "coarse" with the later stages frozen; each stage's optimiser gets exactly that
     stage's parameters (Adam, lr 1e-4, weight decay 5e-4, paper 3.5) and one step leaves every other parameter,
     including frozen pretrained perceptual networks, bit-identical."""
-    from avface.losses.perceptual import vgg19_features_to_relu4_2
+    from avface.models.perceptual import vgg19_features_to_relu4_2
 
     vgg = tmp_path / "vgg19.pth"
     torch.save({"features." + k: v for k, v in vgg19_features_to_relu4_2().state_dict().items()}, vgg)
@@ -235,7 +235,7 @@ def test_set_stage_trains_exactly_its_networks_and_adam_leaves_frozen_ones_bit_i
 
 
 def test_trainable_state_dict_has_every_stage_and_no_pretrained_perceptual_net(face_model, tmp_path):
-    from avface.losses.perceptual import vgg19_features_to_relu4_2
+    from avface.models.perceptual import vgg19_features_to_relu4_2
 
     vgg = tmp_path / "vgg19.pth"
     torch.save({"features." + k: v for k, v in vgg19_features_to_relu4_2().state_dict().items()}, vgg)

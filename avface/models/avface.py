@@ -214,6 +214,11 @@ class AVFace(nn.Module):
         v = out.vertices
         return torch.full((v.shape[0] * v.shape[1], v.shape[2], 3), 0.7, device=v.device, dtype=v.dtype)
 
+    def render(self, out: AVFaceOutput, tag: str = "coarse") -> AVFaceOutput:
+        """``out`` with ``render_{tag}``, ``alpha_{tag}``, ``normals_{tag}`` and the lip/face pixel masks of its
+        surface set (e.g. the coarse rendering of a detail-stage output, for validation against its normals)."""
+        return self._render(out, tag)
+
     def _render(self, out: AVFaceOutput, tag: str, uv_normals: torch.Tensor | None = None) -> AVFaceOutput:
         b, t = out.vertices.shape[:2]
         r = self.renderer(_bt(out.vertices), _bt(out.cam), self._albedo(out), _bt(out.light), uv_normals=uv_normals)

@@ -166,9 +166,10 @@ def load_trained(path: str | os.PathLike, device: str = "cpu", face_model: FaceM
                                n_expression=config.expression.n_expression)
     check_compatible(ckpt, face_model=face_model)
     model = AVFace(config, face_model)
-    missing = model.load_trainable_state_dict(ckpt["model"])
-    if missing:
-        raise CheckpointError(f"{ckpt['path']}: checkpoint lacks weights for {sorted(missing)[:5]}...")
+    try:
+        model.load_trainable_state_dict(ckpt["model"])
+    except (ValueError, RuntimeError) as e:
+        raise CheckpointError(f"{ckpt['path']}: weights do not fit the model it describes: {e}") from e
     trained = {"pretrain": "coarse", "occlusion": "coarse"}.get(ckpt["stage"], ckpt["stage"])
     furthest = ckpt.get("extras", {}).get("model_stage", trained)
     model.set_stage(stage or furthest)
