@@ -208,9 +208,7 @@ def process_clip(row: dict[str, Any], cfg: PreprocessConfig, out_split: str, occ
     audio = np.pad(audio[:need], (0, max(0, need - len(audio)))).astype(np.float32)
     a = cfg.audio
     try:
-        feats = extract_audio_features(audio, n, v.fps, a.kind, window=a.window, n_mels=a.n_mels,
-                                       deepspeech_graph=a.deepspeech_graph, wav2vec2_weights=a.wav2vec2_weights,
-                                       wav2vec2_layer=a.wav2vec2_layer, wav2vec2_arch=a.wav2vec2_arch)
+        feats = extract_audio_features(audio, n, v.fps, a)
     except FileNotFoundError:
         raise  # a missing model file is a configuration error of the whole job, not of this clip
     except Exception as e:  # noqa: BLE001
