@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 
@@ -28,6 +28,7 @@ from .hands import (
     POSES,
     HandFolderSource,
     HandImage,
+    HandPose,
     HandSource,
     ProceduralHandSource,
     resize_hand,
@@ -52,11 +53,11 @@ class HandConfig:
     """source: "procedural" (default, no assets) or "folder" (RGBA cut-outs in `folder`).
     poses/size: procedural hands; orientation: "up" or "auto" for folder cut-outs."""
 
-    source: str = "procedural"
+    source: Literal["procedural", "folder"] = "procedural"
     folder: str | None = None
-    poses: list[str] = field(default_factory=lambda: list(POSES))
+    poses: list[HandPose] = field(default_factory=lambda: list(POSES))
     size: int = 256
-    orientation: str = "up"
+    orientation: Literal["up", "auto"] = "up"
 
 
 @dataclass

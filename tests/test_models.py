@@ -7,7 +7,6 @@ from pathlib import Path
 
 import pytest
 import torch
-import yaml
 
 from avface.models import (
     AVFaceConfig,
@@ -258,13 +257,23 @@ def test_normals_net_loader(tmp_path):
 
 # ------------------------------------------------------------------------------------- config
 @pytest.mark.parametrize("name", ["paper", "tiny"])
-def test_yaml_mirrors_dataclass(name):
-    y = yaml.safe_load((ROOT / "conf" / "model" / f"{name}.yaml").read_text())
-    cfg = getattr(AVFaceConfig, name)()
-    assert y == cfg.to_dict()
-    assert AVFaceConfig.from_dict(y) == cfg
+def test_model_group_option_is_the_preset(name):
+    """Hydra's ``model`` group (registered by ``avface.configs.register_all``) holds exactly the Python presets:
+    composed with ``+model=<name>``, turned into a plain dict and rebuilt, it is
+    ``AVFaceConfig.<name>()``, field by field."""
+    from hydra import compose, initialize_config_dir
     from omegaconf import OmegaConf
 
+    from avface.configs import register_all
+
+    register_all()
+    cfg = getattr(AVFaceConfig, name)()
+    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+        node = compose(overrides=[f"+model={name}"]).model
+    y = OmegaConf.to_container(node, resolve=True)
+    assert y == cfg.to_dict()
+    assert AVFaceConfig.from_dict(y) == cfg
+    assert AVFaceConfig.from_dict(node) == cfg
     assert AVFaceConfig.from_dict(OmegaConf.create(y)) == cfg
     with pytest.raises(ValueError, match="bogus"):
         AVFaceConfig.from_dict({**y, "bogus": 1})

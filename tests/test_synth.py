@@ -269,9 +269,9 @@ def test_config_presets_and_hydra_yaml():
     from hydra import compose, initialize_config_dir
     from omegaconf import OmegaConf
 
-    from avface.synth.config import register_configs
+    from avface.configs import register_all
 
-    register_configs()
+    register_all()
     conf_dir = str(Path(__file__).resolve().parents[1] / "conf")
     with initialize_config_dir(config_dir=conf_dir, version_base=None):
         cfg = compose("synthesize", overrides=["out=/tmp/x", "size=small", "multiface.cameras=3"])

@@ -283,11 +283,8 @@ def decode_audio(row: dict[str, Any], cfg: PreprocessConfig, num_frames: int) ->
 def clip_audio_features(audio: np.ndarray, n: int, cfg: PreprocessConfig) -> np.ndarray:
     """``audio_features`` over the whole clip, ``(n, 16, F)``. A missing model file is a configuration error of the
     whole job, not of this clip: ``FileNotFoundError`` propagates."""
-    v, a = cfg.video, cfg.audio
     with stage("audio_features", passthrough=(FileNotFoundError,)):
-        feats = extract_audio_features(audio, n, v.fps, a.kind, window=a.window, n_mels=a.n_mels,
-                                       deepspeech_graph=a.deepspeech_graph, wav2vec2_weights=a.wav2vec2_weights,
-                                       wav2vec2_layer=a.wav2vec2_layer, wav2vec2_arch=a.wav2vec2_arch)
+        feats = extract_audio_features(audio, n, cfg.video.fps, cfg.audio)
     return feats
 
 
