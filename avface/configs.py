@@ -12,6 +12,7 @@ from avface.data import config as data_config
 from avface.demo import config as demo_config
 from avface.models import config as models_config
 from avface.synth import config as synth_config
+from avface.train import config as train_config
 from occlusion_synth import config as occlude_config
 
 __all__ = ["register_all"]
@@ -24,3 +25,4 @@ def register_all() -> None:
     synth_config.register_configs()  # synthesize_schema
     occlude_config.register_configs()  # occlude_schema
     demo_config.register_configs()  # main_schema
+    train_config.register_configs()  # train_schema

@@ -162,9 +162,17 @@ def omegaconf_node(config: Any) -> Any:
     twin = _omegaconf_class(type(config))
     values = {}
     for f in dataclasses.fields(config):
-        v = getattr(config, f.name)
-        values[f.name] = omegaconf_node(v) if dataclasses.is_dataclass(v) else v
+        values[f.name] = _node_value(getattr(config, f.name))
     return twin(**values)
+
+
+def _node_value(v: Any) -> Any:
+    """Nested dataclasses (also as values of a dict, e.g. ``stages: dict[str, StageConfig]``) as their twins."""
+    if dataclasses.is_dataclass(v) and not isinstance(v, type):
+        return omegaconf_node(v)
+    if isinstance(v, dict):
+        return {k: _node_value(x) for k, x in v.items()}
+    return v
 
 
 def store_config(name: str, config: Any, group: str | None = None) -> None:
