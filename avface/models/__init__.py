@@ -20,8 +20,8 @@ from avface.models.lip import LipRefiner
 from avface.models.outputs import AVFaceOutput
 
 __all__ = [
-    "AVFaceConfig", "AVFaceOutput", "AudioEncoder", "AudioEncoderConfig", "BackboneConfig", "Batch", "CoarseConfig", "CoarseEncoder",
-    "DetailConfig", "DetailUNet", "ExpressionJawConfig", "ExpressionJawEncoder", "HeadConfig", "LipRefiner",
-    "LipRefinerConfig", "LoadReport", "LossWeights", "ParamTargets", "TransformerConfig", "displacement_to_detail",
-    "load_deca_encoder", "load_normals_net", "position_map_normals", "safe_load",
+    "AVFaceConfig", "AVFaceOutput", "AudioEncoder", "AudioEncoderConfig", "BackboneConfig", "Batch", "CoarseConfig",
+    "CoarseEncoder", "DetailConfig", "DetailUNet", "ExpressionJawConfig", "ExpressionJawEncoder", "HeadConfig",
+    "LipRefiner", "LipRefinerConfig", "LoadReport", "LossWeights", "ParamTargets", "TransformerConfig",
+    "displacement_to_detail", "load_deca_encoder", "load_normals_net", "position_map_normals", "safe_load",
 ]
