@@ -303,3 +303,14 @@ def test_detail_normals_at_uv_chart_border_ignore_texels_outside_the_mask():
     n_c[:, 2] = 1.0
     _, n_d = displacement_to_detail(pos, n_c, torch.zeros(1, 1, u, u), mask)
     assert torch.allclose(n_d, n_c, atol=1e-6)
+
+
+@pytest.mark.parametrize("scale", [8.0, 5.6])
+def test_coarse_camera_scale_starts_at_the_configured_value(scale):
+    """The trainer sets the initial camera scale from the data (CoarseConfig.init_cam_scale)."""
+    cfg = AVFaceConfig.tiny()
+    torch.manual_seed(0)
+    ce = CoarseEncoder(dataclasses.replace(cfg.coarse, init_cam_scale=scale)).eval()
+    with torch.no_grad():
+        cam = ce(_inputs(cfg, 2, 3)[0]).cam
+    assert torch.allclose(cam[..., 0], torch.full((2, 3), scale), atol=0.05)

@@ -41,15 +41,24 @@ def _masked_mean(per_item: torch.Tensor, valid: torch.Tensor | None) -> torch.Te
 
 def landmark_loss(pred: torch.Tensor, target: torch.Tensor, valid: torch.Tensor | None = None,
                   weights: torch.Tensor | None = None, confidence: torch.Tensor | None = None) -> torch.Tensor:
-    """Weighted L1 landmark loss (DECA): mean over points of w_k |pred_k - target_k|_1 (x and y summed).
+    """Weighted L1 landmark loss, normalised as DECA's ``weighted_landmark_loss`` / ``batch_kp_2d_l1_loss``:
 
-    pred, target (..., 68, 2); valid (...); weights (68,) (default DECA's); confidence (..., 68) optional.
+        sum_k w_k v_k |pred_k - target_k|_1 / (2 sum_k w_k v_k + 1e-8)
+
+    with the sums over every point of every frame, w_k the per-point weights (default DECA's) and v_k the
+    visibility (``valid`` frame flag x ``confidence``). A weighted mean of the per-coordinate absolute error, so
+    it does not change with the batch size; 0 (not NaN) when nothing is valid.
+
+    pred, target (..., 68, 2); valid (...) bool; weights (68,); confidence (..., 68) optional.
     """
     w = (landmark_weights() if weights is None else weights).to(pred)
-    err = (pred - target).abs().sum(-1) * w
+    vis = w.expand(pred.shape[:-1])
+    if valid is not None:
+        vis = vis * valid.to(pred)[..., None]
     if confidence is not None:
-        err = err * confidence.to(err)
-    return _masked_mean(err.mean(-1), valid)
+        vis = vis * confidence.to(pred)
+    err = (pred - target).abs().sum(-1)
+    return (err * vis).sum() / (2.0 * vis.sum() + 1e-8)
 
 
 def _pair_distances(lmk: torch.Tensor, pairs: tuple[tuple[int, int], ...]) -> torch.Tensor:

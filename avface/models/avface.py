@@ -281,9 +281,12 @@ class AVFace(nn.Module):
                 terms["eye"] = w.eye * L.eye_closure_loss(pred, gt, valid)
                 terms["mouth_closure"] = w.lip * L.mouth_closure_loss(pred, gt, valid)
                 terms["lip_corner"] = w.lip * L.lip_corner_loss(pred, gt, valid)
-            terms["reg_shape"] = w.reg_shape * M.coefficient_regularizer(outputs.shape)
-            terms["reg_expression"] = w.reg_expression * M.coefficient_regularizer(outputs.expression)
-            terms["reg_albedo"] = w.reg_albedo * M.coefficient_regularizer(outputs.albedo)
+            # DECA's batch-summed sum(code**2)/2 at the paper's batch (regularizer_batch_frames), batch invariant
+            nreg = float(w.regularizer_batch_frames)
+            terms["reg_shape"] = w.reg_shape * nreg * M.coefficient_regularizer(outputs.shape)
+            terms["reg_expression"] = w.reg_expression * nreg * M.coefficient_regularizer(outputs.expression)
+            terms["reg_albedo"] = w.reg_albedo * nreg * M.coefficient_regularizer(outputs.albedo)
+            terms["reg_light"] = w.light * M.light_regularizer(outputs.light)
             terms["shape_consistency"] = w.shape_consistency * M.shape_consistency_loss(outputs.shape, batch.identity)
             if outputs.render_coarse is not None:
                 mask = outputs.alpha_coarse if visible is None else outputs.alpha_coarse * visible
@@ -310,8 +313,12 @@ class AVFace(nn.Module):
                 mrf = self.mrf_loss(_bt(outputs.render_detail) * m, _bt(images) * m)
                 if mrf is not None:
                     terms["mrf"] = w.mrf * mrf
-            d, um = _bt(outputs.displacement), _bt(outputs.uv_mask)
-            terms["symmetry"] = w.symmetry * M.symmetry_loss(d, um)
+            # Both on the network's normalised output D / displacement_scale (in [-1, 1]): on D in metres
+            # (|D| <= 0.01) they were 1e-7..1e-6 against terms of order 1 and did nothing.
+            d = _bt(outputs.displacement) / self.config.detail.displacement_scale
+            um = _bt(outputs.uv_mask)
+            nonvis = M.nonvisible_region(_bt(outputs.uv_visible), um)
+            terms["symmetry"] = w.symmetry * M.symmetry_loss(d, nonvis, um)
             terms["displacement"] = w.displacement * M.displacement_l1(d, um)
         terms["total"] = sum(terms.values()) if terms else images.new_zeros(())
         return terms

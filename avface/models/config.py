@@ -180,7 +180,11 @@ class LossWeights:
     two (documented in docs and the report): lambda_l weights the lip terms of L_coarse taken from EMOCA (mouth
     closure + lip corner), lambda_c weights the coefficient regularisers (shape / expression / albedo, DECA uses
     1e-4 for each). The remaining L_coarse weights are DECA's published values (landmark 1, eye 1, photometric 2,
-    identity 0.2, shape consistency 1).
+    identity 0.2, shape consistency 1, lighting regulariser 1).
+
+    ``regularizer_batch_frames``: DECA's coefficient regularisers ``sum(code**2)/2`` sum over its batch; ours take
+    the per-frame mean times this many frames (the paper's batch: 4 windows x 16 frames), which keeps DECA's
+    strength at that batch and makes the term batch-size invariant. Terms are defined in avface/models/README.md.
     """
 
     landmark: float = 1.0
@@ -192,6 +196,8 @@ class LossWeights:
     reg_shape: float = 1e-4  # lambda_c
     reg_expression: float = 1e-4  # lambda_c
     reg_albedo: float = 1e-4  # lambda_c
+    light: float = 1.0  # DECA's reg_light
+    regularizer_batch_frames: int = 64  # frames DECA's batch-summed regularisers are scaled to
     normals: float = 10.0  # lambda_n (lip-normals in the lip stage, face normals in the fine stage)
     detail_photometric: float = 1.0  # L_i in eq. (4) has weight 1
     mrf: float = 5e-2  # lambda_m
