@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import os
 import tempfile
 import time
 from pathlib import Path
@@ -147,6 +148,9 @@ def stage_worker(payload: dict[str, Any]) -> None:
     device = ray.train.torch.get_device() if cfg.scaling.use_gpu else torch.device("cpu")
     torch.manual_seed(cfg.seed)
     tracker = StageTracker(payload["tracking"]) if rank == 0 and payload.get("tracking") else None
+    stage_dir = Path(payload["export"]).parent
+    stage_dir.mkdir(parents=True, exist_ok=True)
+    (stage_dir / f"worker-{rank}.pid").write_text(str(os.getpid()))  # which process is which rank (ops, tests)
 
     # 2. model -----------------------------------------------------------------------------------------------
     mcfg = cfg.model
