@@ -26,14 +26,12 @@ from avface.train.checkpoints import (
 )
 from avface.train.config import TrainConfig
 from avface.train.data import BatchStream, ShardIndex, data_summary, plan_epoch, target_statistics
-from avface.train.testing import make_training_shards
 from avface.train.trainer import plan_stages
 
 
-@pytest.fixture(scope="module")
-def shards(tmp_path_factory) -> Path:
-    return make_training_shards(tmp_path_factory.mktemp("train"), dev_identities=3, test_identities=1,
-                                num_cpus=2)["shards"]
+@pytest.fixture
+def shards(train_shards) -> Path:
+    return train_shards
 
 
 def _flat(x: torch.Tensor) -> torch.Tensor:

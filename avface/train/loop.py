@@ -36,7 +36,7 @@ from avface.train.checkpoints import CHECKPOINT_FILE, check_compatible, read_che
 from avface.train.config import MODEL_STAGE, TrainConfig
 from avface.train.data import BatchStream, ShardIndex, make_loader
 from avface.train.tracking import StageTracker
-from avface.train.validation import Baselines, validate
+from avface.train.validation import Baselines, ground_truth_vertices, validate
 from avface.train.viz import validation_strip
 
 log = logging.getLogger(__name__)
@@ -50,10 +50,12 @@ STAGE_MONITOR = {"pretrain": "val/v3d_mm", "coarse": "val/v3d_mm", "lip": "val/l
 FALLBACK_MONITOR = "val/nme"
 
 
-def pretrain_losses(out, batch, scales: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+def pretrain_losses(out, batch, scales: dict[str, torch.Tensor], face_model: FaceModel | None = None,
+                    lip_ids: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
     """The pretraining stage's supervised terms: each predicted parameter group against the synthetic ground
-    truth, divided by its spread over the corpus (``scales``: name -> (k,) std). Albedo and light are per clip in
-    the targets and per frame in the prediction."""
+    truth, divided by its spread over the corpus (``scales``: name -> (k,) std; albedo and light are per clip in
+    the targets and per frame in the prediction), and with ``face_model`` the mean vertex distance (mm) of the
+    predicted identity + expression + jaw under the true pose, over all vertices and over ``lip_ids``."""
     tg = batch.targets
     t = batch.window
     pred = {"shape": out.shape, "expression": out.expression, "jaw": out.jaw, "global_pose": out.global_pose,
@@ -69,8 +71,22 @@ def pretrain_losses(out, batch, scales: dict[str, torch.Tensor]) -> dict[str, to
     terms = parameter_loss(pred, {k: v.to(pred[k]) for k, v in target.items()},
                            {k: scales[k].to(pred[k]) for k in pred})
     terms = {f"param_{k}": v for k, v in terms.items()}
+    if face_model is not None:
+        # The geometry the parameters make, in mm: weighs each coefficient by how much it moves the surface
+        # (the std-normalised terms weigh a coefficient that barely moves a vertex like one that opens the jaw).
+        # The true pose is used, so these terms train identity and expression, not the camera.
+        gt_v = ground_truth_vertices(face_model, tg)
+        pred_v = ground_truth_vertices(face_model, tg, expression=_flat(out.expression), jaw=_flat(out.jaw),
+                                       shape=_flat(out.shape))
+        dist = (pred_v - gt_v).norm(dim=-1) * 1000.0  # (N, V) mm
+        terms["vertices_mm"] = dist.mean()
+        terms["lip_vertices_mm"] = dist[:, lip_ids].mean()
     terms["total"] = sum(terms.values())
     return terms
+
+
+def _flat(x: torch.Tensor) -> torch.Tensor:
+    return x.reshape(x.shape[0] * x.shape[1], *x.shape[2:])
 
 
 def average_gradients(params: list[torch.nn.Parameter], world: int) -> None:
@@ -209,6 +225,7 @@ def stage_worker(payload: dict[str, Any]) -> None:
             except ValueError:
                 val_occ = []  # no occluded held-out windows were preprocessed
     monitor = STAGE_MONITOR[stage]
+    lip_ids = torch.as_tensor(face_model.region("lips")).long().to(device)
     autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.scaling.mixed_precision)
 
     def evaluate() -> dict[str, float]:
@@ -233,7 +250,8 @@ def stage_worker(payload: dict[str, Any]) -> None:
         batch = batch.to(device)
         with autocast:
             out = model(batch)
-            terms = pretrain_losses(out, batch, scales) if stage == "pretrain" else model.losses(batch, out)
+            terms = (pretrain_losses(out, batch, scales, face_model, lip_ids) if stage == "pretrain"
+                     else model.losses(batch, out))
         optimiser.zero_grad(set_to_none=True)
         terms["total"].backward()
         average_gradients(params, world)

@@ -99,6 +99,8 @@ def run_training(cfg: TrainConfig | dict[str, Any], start_ray: bool = True) -> d
     cfg.data.shards = str(shards)
     index = ShardIndex.build(shards, [cfg.data.train_split])
     summary = data_summary(index)
+    occ = ShardIndex.build(shards, [cfg.data.train_split, cfg.data.train_split + "_occ"])
+    summary["occluded_windows"] = int(occ.table["occluded"].sum())
     chain = plan_stages(cfg, summary, shards)
     if cfg.model.audio_dim != summary["audio_dim"]:
         log.info("model.audio_dim %d -> %d (%s features in the shards)", cfg.model.audio_dim, summary["audio_dim"],
