@@ -36,6 +36,8 @@ from typing import Any
 import cv2
 import numpy as np
 
+from avface.utils.jsonable import json_default
+
 __all__ = ["sample_key", "sanitize", "encode_sample", "decode_sample", "FIELDS"]
 
 FIELDS = ("frames.jpg", "frames.npy", "audio_features.npy", "landmarks.npy", "landmarks_valid.npy", "normals.png",
@@ -134,16 +136,8 @@ def encode_sample(
         if m.dtype != np.uint8:
             m = np.clip(np.round(m.astype(np.float32) * 255.0), 0, 255).astype(np.uint8)
         s["occlusion_mask.png"] = _imencode(".png", _strip(m), [cv2.IMWRITE_PNG_COMPRESSION, 3])
-    s["meta.json"] = json.dumps(meta, sort_keys=True, default=_json_default).encode()
+    s["meta.json"] = json.dumps(meta, sort_keys=True, default=json_default).encode()
     return s
-
-
-def _json_default(o: Any) -> Any:
-    if isinstance(o, np.generic):
-        return o.item()
-    if isinstance(o, np.ndarray):
-        return o.tolist()
-    raise TypeError(f"not JSON serialisable: {type(o)}")
 
 
 def _field(sample: dict[str, Any], name: str) -> Any:

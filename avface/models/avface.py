@@ -20,6 +20,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from avface.face_model.flame import vertices2landmarks
+from avface.face_model.lbs import batch_rodrigues
 from avface.losses import landmarks as L
 from avface.losses import maps as M
 from avface.models.config import AVFaceConfig
@@ -27,6 +29,8 @@ from avface.models.detail import DetailUNet, displacement_to_detail
 from avface.models.encoders import CoarseEncoder, ExpressionJawEncoder
 from avface.models.lip import LipRefiner
 from avface.models.perceptual import IdentityLoss, IDMRFLoss
+from avface.render.cameras import orthographic_project, pixels_to_ndc
+from avface.render.renderer import FaceRenderer
 
 STAGES = ("coarse", "lip", "detail")
 
@@ -54,8 +58,6 @@ class AVFace(nn.Module):
             self.detail = DetailUNet(cfg.detail, cfg.audio_dim, cfg.audio_window)
         self.renderer = None
         if renderer is True and face_model is not None:
-            from avface.render.renderer import FaceRenderer
-
             self.renderer = FaceRenderer(face_model.faces, face_model.uv_coords, face_model.uv_faces,
                                          image_size=cfg.image_size, uv_size=cfg.detail.uv_size)
         elif isinstance(renderer, nn.Module):
@@ -136,8 +138,6 @@ class AVFace(nn.Module):
     def decode(self, code: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """Codes (B,T,...) -> FaceModel geometry: vertices (B,T,V,3), landmarks3d (B,T,68,3) (yaw-dependent
         contour), landmarks2d (B,T,68,2) NDC, root joint (B,T,3)."""
-        from avface.render.cameras import orthographic_project
-
         fm = self.face_model
         b, t = code["shape"].shape[:2]
         geo = fm(shape=_bt(code["shape"]), expression=_bt(code["expression"]),
@@ -154,10 +154,6 @@ class AVFace(nn.Module):
         With global rotation R about the root joint J0, posed = R (canonical - J0) + J0 exactly (LBS), so
         canonical lips = R^T (posed - J0) + J0 and the refined posed lips = posed + R offsets.
         """
-        from avface.face_model.flame import vertices2landmarks
-        from avface.face_model.lbs import batch_rodrigues
-        from avface.render.cameras import orthographic_project
-
         b, t = out["vertices"].shape[:2]
         rot = batch_rodrigues(_bt(out["global_pose"])).reshape(b, t, 3, 3)
         j0 = out["root"][:, :, None]
@@ -199,8 +195,6 @@ class AVFace(nn.Module):
     def fine(self, out: dict, images: torch.Tensor, audio: torch.Tensor | None) -> dict[str, torch.Tensor]:
         """Fine stage: unwrap the image into UV space with the (lip-refined) coarse mesh, predict D, build the
         detailed UV positions/normals (eq. 2) and render with the detailed normals."""
-        from avface.render.cameras import orthographic_project
-
         b, t = out["vertices"].shape[:2]
         uv = self.renderer.uv_maps(_bt(out["vertices"]))
         n, _, u, _ = uv.position.shape
@@ -231,7 +225,7 @@ class AVFace(nn.Module):
         if self.stage in ("coarse", "lip"):
             # ---- L_coarse (DECA + EMOCA lip terms)
             if "landmarks2d" in outputs and "landmarks" in batch:
-                gt = L.pixels_to_ndc(batch["landmarks"].to(images.dtype), h, wd)
+                gt = pixels_to_ndc(batch["landmarks"].to(images.dtype), (h, wd))
                 pred, valid = outputs["landmarks2d"], batch.get("landmarks_valid")
                 terms["landmark"] = w.landmark * L.landmark_loss(pred, gt, valid)
                 terms["eye"] = w.eye * L.eye_closure_loss(pred, gt, valid)
