@@ -29,6 +29,7 @@ from avface.synth.scene import add_sensor_noise, random_background, random_sh
 from avface.utils.failures import stage
 from avface.utils.files import atomic_path
 from avface.utils.jsonable import json_default
+from occlusion_synth import OcclusionConfig, occlude_sequence
 
 log = logging.getLogger(__name__)
 
@@ -184,8 +185,6 @@ def make_vox_clip(job: VoxClipJob, cfg: SynthesizeConfig, root: Path) -> dict:
     occ_params: dict | None = None
     occ_error: str | None = None  # the plan chose this clip for occlusion but every attempt failed
     if job.occluded:
-        from occlusion_synth import OcclusionConfig, occlude_sequence
-
         with stage("occlusion"):
             occ_cfg = OcclusionConfig.from_dict(cfg.occlusion)
         errors = []
