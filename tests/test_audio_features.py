@@ -94,7 +94,6 @@ def test_wav2vec2_user_weights(tmp_path):
 
 
 def test_phones_posteriors():
-    pytest.importorskip("pocketsphinx")
     f = extract_audio_features(_speechy(2.0), 50, 25.0, AudioConfig(kind="phones"))
     assert f.shape == (50, 16, 42)
     inner = f[8:-8]

@@ -278,9 +278,9 @@ def _doubled(batch: Batch) -> Batch:
 def perceptual_model(face_model, tmp_path_factory) -> AVFace:
     """Tiny model with every loss term present: VGG19 and a small face-recognition net, random weights written
     here (loaded through the real weights_only path)."""
-    from avface.models.perceptual import IdentityLoss, vgg19_features_to_relu4_2
     from avface.models.blocks import ResNet
     from avface.models.config import BackboneConfig
+    from avface.models.perceptual import IdentityLoss, vgg19_features_to_relu4_2
 
     d = tmp_path_factory.mktemp("weights")
     torch.manual_seed(0)

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import torch
 
+from avface.losses.reduction import masked_mean
+
 # DECA's weighted_landmark_loss weights (68-point iBUG order): nose, mouth, contour points near the jaw.
 _LMK_WEIGHTS = torch.ones(68)
 _LMK_WEIGHTS[5:7] = 2
@@ -30,13 +32,6 @@ LIP_CORNER_PAIRS = ((48, 54), (60, 64))  # left / right corner (outer, inner) (E
 def landmark_weights() -> torch.Tensor:
     """(68,) DECA landmark weights."""
     return _LMK_WEIGHTS.clone()
-
-
-def _masked_mean(per_item: torch.Tensor, valid: torch.Tensor | None) -> torch.Tensor:
-    if valid is None:
-        return per_item.mean()
-    v = valid.to(per_item).expand_as(per_item)
-    return (per_item * v).sum() / v.sum().clamp_min(1.0)
 
 
 def landmark_loss(pred: torch.Tensor, target: torch.Tensor, valid: torch.Tensor | None = None,
@@ -72,7 +67,7 @@ def relative_distance_loss(pred: torch.Tensor, target: torch.Tensor, pairs: tupl
                            valid: torch.Tensor | None = None) -> torch.Tensor:
     """Mean over pairs of |d_pred - d_target|, d = ||lmk[i] - lmk[j]|| (DECA's eye loss, EMOCA's lip losses)."""
     err = (_pair_distances(pred, pairs) - _pair_distances(target, pairs)).abs().mean(-1)
-    return _masked_mean(err, valid)
+    return masked_mean(err, valid)
 
 
 def eye_closure_loss(pred: torch.Tensor, target: torch.Tensor, valid: torch.Tensor | None = None) -> torch.Tensor:
@@ -86,8 +81,3 @@ def mouth_closure_loss(pred: torch.Tensor, target: torch.Tensor, valid: torch.Te
 def lip_corner_loss(pred: torch.Tensor, target: torch.Tensor, valid: torch.Tensor | None = None) -> torch.Tensor:
     return relative_distance_loss(pred, target, LIP_CORNER_PAIRS, valid)
 
-
-def pixels_to_ndc(landmarks_px: torch.Tensor, height: int, width: int) -> torch.Tensor:
-    """Pixel coordinates (u, v) -> NDC (x, y) in [-1, 1] (y top to bottom): x = 2u/W - 1, y = 2v/H - 1."""
-    scale = landmarks_px.new_tensor([2.0 / width, 2.0 / height])
-    return landmarks_px * scale - 1.0

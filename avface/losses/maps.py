@@ -12,15 +12,9 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from avface.losses.reduction import masked_mean
+
 LAPLACIAN_KERNEL = torch.tensor([[0.0, 1.0, 0.0], [1.0, -4.0, 1.0], [0.0, 1.0, 0.0]])
-
-
-def _masked_mean(x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
-    """Mean of x (N,C,H,W) over entries where mask (N,1,H,W) (broadcast over channels); 0 for an empty mask."""
-    if mask is None:
-        return x.mean()
-    m = mask.to(x).expand_as(x)
-    return (x * m).sum() / m.sum().clamp_min(1.0)
 
 
 def image_laplacian(x: torch.Tensor) -> torch.Tensor:
@@ -39,7 +33,7 @@ def laplacian_normals_loss(pred: torch.Tensor, target: torch.Tensor, mask: torch
     """
     if mask is not None and erode:
         mask = -F.max_pool2d(-mask.to(pred), 3, 1, 1)
-    return _masked_mean((image_laplacian(pred) - image_laplacian(target)).abs(), mask)
+    return masked_mean((image_laplacian(pred) - image_laplacian(target)).abs(), mask)
 
 
 def photometric_loss(rendered: torch.Tensor, image: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
@@ -80,7 +74,7 @@ def nonvisible_region(visible: torch.Tensor, region: torch.Tensor | None = None)
 
 def displacement_l1(displacement: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
     """L_reg = ||D||_1 (DECA's ``reg_z``: mean |D|), here the mean over the UV face region ``mask`` (N,1,U,U)."""
-    return _masked_mean(displacement.abs(), mask)
+    return masked_mean(displacement.abs(), mask)
 
 
 def coefficient_regularizer(code: torch.Tensor) -> torch.Tensor:
