@@ -44,8 +44,10 @@ LAYERS: dict[str, int] = {
     "avface.train": 3,
     "avface.inference": 3,
     "avface.evaluate": 3,
+    "avface.demo": 3,  # the main job on the embedded default
     # 4: entry points
     "avface.cli": 4,
+    "avface.configs": 4,  # registers every area's config with Hydra, for the pipelines
     "pipelines": 4,
 }
 LAYER_NAMES = ("bottom", "landmarks/models/viz", "data/synth/occlusion_synth", "train/inference/evaluate",
