@@ -23,6 +23,7 @@ from avface.demo.config import MainConfig
 from avface.models.avface import STAGES
 from avface.models.config import AVFaceConfig, Stage
 from avface.synth.config import SIZE_PRESETS, CorpusSize, SynthesizeConfig
+from avface.train.config import TrainConfig
 from avface.utils.config import dataclass_from_dict, omegaconf_node, store_config
 from occlusion_synth.config import OccludeConfig
 
@@ -35,6 +36,7 @@ PIPELINES: dict[str, type] = {
     "occlude": OccludeConfig,
     "preprocess": PreprocessConfig,
     "synthesize": SynthesizeConfig,
+    "train": TrainConfig,
 }
 
 
@@ -92,7 +94,8 @@ def test_cfg_job_prints_every_field_with_its_default():
     """``python pipelines/X.py --cfg job`` of every pipeline prints every dataclass field with its value; an
     override on the command line shows in it (converted to the field's type)."""
     override = {"main": ("corpus.size=small", "small"), "occlude": ("occlusion.motion.max_speed=1", 1.0),
-                "preprocess": ("video.fps=30", 30.0), "synthesize": ("vox.fps=30", 30.0)}
+                "preprocess": ("video.fps=30", 30.0), "synthesize": ("vox.fps=30", 30.0),
+                "train": ("stages.lip.steps=7", 7)}
     procs = {name: _cfg_job(name, override[name][0]) for name in PIPELINES}
     for name, cls in PIPELINES.items():
         out, err = procs[name].communicate(timeout=300)

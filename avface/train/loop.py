@@ -302,7 +302,8 @@ def stage_worker(payload: dict[str, Any]) -> None:
         if best_state is not None:
             model.load_trainable_state_dict(best_state)
         final_metrics = evaluate() if val else {}
-        snapshot({"best": best, "monitor": monitor, "metrics": final_metrics, "model_stage": MODEL_STAGE[stage],
+        model_stage = payload.get("model_stage", MODEL_STAGE[stage])
+        snapshot({"best": best, "monitor": monitor, "metrics": final_metrics, "model_stage": model_stage,
                   "statistics": payload.get("statistics") or {}}, Path(payload["export"]), with_optimiser=False)
         Path(payload["export"]).with_suffix(".json").write_text(json.dumps(
             {"stage": stage, "steps": step, "best": best, "monitor": monitor, "metrics": final_metrics}, indent=2))
