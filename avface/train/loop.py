@@ -244,6 +244,16 @@ def stage_worker(payload: dict[str, Any]) -> None:
     n_sum, t0, samples_seen, stop = 0, time.perf_counter(), 0, False
     best_state: dict[str, torch.Tensor] | None = None
     last_val: dict[str, float] = {}
+    if step == 0 and scfg.val_every > 0:
+        # The starting weights are the first candidate: a stage never ends worse (on the held-out windows) than
+        # it began, and the curve shows where it started.
+        if rank == 0 and val:
+            last_val = evaluate()
+            best = last_val.get(monitor, last_val.get(FALLBACK_MONITOR, math.inf))
+            best_state = {k: v.detach().cpu().clone() for k, v in model.trainable_state_dict().items()}
+            if tracker is not None:
+                tracker.log_metrics(last_val, 0)
+        ray.train.report({**last_val, "step": 0, "epoch": epoch})
     for epoch, step_in_epoch, batch in loader:
         if step >= scfg.steps or stop:
             break
