@@ -129,10 +129,10 @@ def test_index_is_exact_against_all_pairs(rng):
     p = np.concatenate([v[rng.integers(len(v), size=300)] + rng.normal(0, 3, (300, 3)),
                         rng.uniform(-300, 300, (200, 3))])
     ref = point_mesh_distance_allpairs(p, v, f)
-    for k in (1, 4, 16):
-        got = TriangleIndex(v, f).query(p, k=k)
-        assert np.allclose(got.distances, ref.distances, atol=1e-9), k
+    for k, spacing in ((1, None), (4, None), (16, None), (4, 5.0), (8, 1e3)):
+        got = TriangleIndex(v, f, spacing=spacing).query(p, k=k)
         assert np.allclose(np.linalg.norm(got.closest - p, axis=1), got.distances)
+        assert np.allclose(got.distances, ref.distances, atol=1e-9), (k, spacing)
 
 
 # ---------------------------------------------------------------- scan to mesh
