@@ -21,6 +21,7 @@ from avface.metrics import (
     landmark_nme,
     lip_nme,
     lip_vertex_error,
+    mesh_vertex_errors,
     nme_normalizer,
     occluded_nme,
     point_mesh_distance_allpairs,
@@ -175,6 +176,7 @@ def test_known_similarity_transform_is_undone(rng):
     assert r.scale == pytest.approx(1 / s, rel=1e-4)
     assert np.allclose(r.rotation, R.T, atol=1e-4)
     assert np.allclose(r.aligned, v, atol=1e-2)
+    assert mesh_vertex_errors(r.aligned, v, f).max() < 1e-2  # the per-vertex (Fig. 6) error on the prediction
 
 
 def test_scan_offset_along_normals_without_refinement(rng):

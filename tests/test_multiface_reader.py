@@ -44,6 +44,10 @@ def test_reads_the_synthetic_stand_in(synth_multiface):
     meshes = seg.meshes()
     assert meshes.shape == (len(seg.frames), seg.num_vertices, 3) and meshes.dtype == np.float32
     assert 120 < np.ptp(meshes[0, :, 0]) < 250  # millimetres
+    faces = seg.faces()
+    assert faces.ndim == 2 and faces.shape[1] == 3 and faces.max() < seg.num_vertices
+    gt = seg.synthetic_ground_truth()
+    assert gt["landmarks3d_mm"].shape == (len(seg.frames), 68, 3) and gt["frames"].tolist() == seg.frames.tolist()
     # audio: the wav the synthesiser wrote, aligned with frame 0, as long as the frames at 30 fps
     audio = seg.audio(16000)
     with wave.open(str(seg.audio_path)) as w:
@@ -98,7 +102,7 @@ def release_layout(tmp_path) -> Path:
             m.mkdir(parents=True, exist_ok=True)
             v = rng.normal(0, 50, (7306, 3)).astype(np.float32)
             if f == 23:
-                (m / f"{f:06d}.obj").write_text("".join(f"v {a} {b} {c}\n" for a, b, c in v) + "f 1 2 3\n")
+                (m / f"{f:06d}.obj").write_text("".join(f"v {a} {b} {c}\n" for a, b, c in v) + "f 1/1 2/2 3/3\n")
             else:
                 v.tofile(m / f"{f:06d}.bin")
             np.savetxt(m / f"{f:06d}_transform.txt", np.concatenate([np.eye(3), np.zeros((3, 1))], 1))
@@ -117,6 +121,7 @@ def test_release_layout_with_partial_data(release_layout):
     assert seg.camera.name == "400291"  # the v2 rig's frontal camera, found without being named
     assert seg.frames.tolist() == [21, 23, 24] and seg.num_vertices == 7306
     assert seg.mesh(23).shape == (7306, 3)  # from the .obj
+    assert seg.faces().tolist() == [[0, 1, 2]] and seg.synthetic_ground_truth() is None
     assert len(seg.audio(16000)) == 1600
     problems = {(f.segment, f.frame): f.problem for f in ident.failures}
     assert "mesh missing" in problems[("SEN_hello", 22)] and "000022.bin" in problems[("SEN_hello", 22)]

@@ -29,7 +29,8 @@ from avface.io import read_audio
 
 __all__ = ["FRONTAL_CAMERAS", "MULTIFACE_FPS", "MultifaceFormatError", "MultifaceCamera", "MultifaceFailure",
            "MultifaceSegment", "MultifaceIdentity", "MultifaceDataset", "read_krt", "read_head_pose", "read_mesh",
-           "project_points", "resample_times", "resample_sequence", "read_multiface_identity", "read_multiface"]
+           "read_obj_faces", "project_points", "resample_times", "resample_sequence", "read_multiface_identity",
+           "read_multiface"]
 
 FRONTAL_CAMERAS: tuple[str, ...] = ("400030", "400291")  # v1 rig, v2 rig
 MULTIFACE_FPS = 30.0
@@ -107,6 +108,28 @@ def _read_obj_vertices(path: Path) -> np.ndarray:
     if not rows:
         raise MultifaceFormatError(f"{path}: no 'v' lines")
     return np.asarray(rows, dtype=np.float32)
+
+
+def read_obj_faces(path: str | Path) -> np.ndarray:
+    """Triangles of an OBJ's ``f`` lines (``v``, ``v/vt`` or ``v/vt/vn``; polygons fan-triangulated) -> (F, 3) int64,
+    0-based vertex ids."""
+    path = Path(path)
+    if not path.is_file():
+        raise MultifaceFormatError(f"{path}: OBJ missing (the mesh faces come from the .obj)")
+    tris = []
+    for n, ln in enumerate(path.read_text().splitlines(), 1):
+        if not ln.startswith("f "):
+            continue
+        try:
+            ids = [int(tok.split("/")[0]) - 1 for tok in ln.split()[1:]]
+        except ValueError as e:
+            raise MultifaceFormatError(f"{path}:{n}: bad face line {ln!r}") from e
+        if len(ids) < 3:
+            raise MultifaceFormatError(f"{path}:{n}: a face needs 3 vertices, got {ln!r}")
+        tris += [(ids[0], ids[i], ids[i + 1]) for i in range(1, len(ids) - 1)]
+    if not tris:
+        raise MultifaceFormatError(f"{path}: no 'f' lines")
+    return np.asarray(tris, dtype=np.int64)
 
 
 def read_mesh(stem: str | Path, num_vertices: int | None = None) -> np.ndarray:
@@ -189,6 +212,23 @@ class MultifaceSegment:
     def meshes(self) -> np.ndarray:
         """(T, V, 3) float32 mm."""
         return np.stack([self.mesh(int(f)) for f in self.frames])
+
+    def faces(self) -> np.ndarray:
+        """(F, 3) int64 triangles of the tracked-mesh topology, from the first frame that has an .obj."""
+        d = self.root / "tracked_mesh" / self.segment
+        for f in self.frames:
+            if (d / f"{int(f):06d}.obj").is_file():
+                return read_obj_faces(d / f"{int(f):06d}.obj")
+        raise MultifaceFormatError(f"{d}: no .obj for segment {self.segment} (the faces come from the .obj)")
+
+    def synthetic_ground_truth(self) -> dict[str, np.ndarray] | None:
+        """The synthetic stand-in's sidecar ``<multiface>/gt/<identity>/<segment>.npz`` (FLAME-like parameters,
+        ``landmarks3d_mm`` (T, 68, 3) head space, ``frames``), or None for real captures."""
+        path = self.root.parent / "gt" / self.identity / f"{self.segment}.npz"
+        if not path.is_file():
+            return None
+        with np.load(path, allow_pickle=False) as z:
+            return {k: z[k] for k in z.files}
 
     def head_pose(self, frame: int) -> np.ndarray:
         """(3, 4) [R_f | t_f]."""
