@@ -177,6 +177,10 @@ def test_known_similarity_transform_is_undone(rng):
     assert np.allclose(r.rotation, R.T, atol=1e-4)
     assert np.allclose(r.aligned, v, atol=1e-2)
     assert mesh_vertex_errors(r.aligned, v, f).max() < 1e-2  # the per-vertex (Fig. 6) error on the prediction
+    # NoW's metrical variant (unit scale, rigid refinement) undoes a rigid transform
+    rigid = v @ R.T + t
+    m = scan_to_mesh(v, v[lm], rigid, f, rigid[lm] + rng.normal(0, 2.0, (7, 3)), scale=False)
+    assert m.scale == 1.0 and m.mean < 1e-3 and np.allclose(m.rotation, R.T, atol=1e-4)
 
 
 def test_scan_offset_along_normals_without_refinement(rng):
