@@ -7,7 +7,8 @@ Exactness: with R = the largest centroid-to-vertex distance of any sub-triangle,
 within R of one of T's sub-centroids, so dist(p, T) >= min_c |p - c| - R. After the exact distance u to the
 triangles owning the k nearest sub-centroids, a triangle that could be closer has a sub-centroid within u + R:
 when the k-th sub-centroid is at least that far, no other triangle can win; otherwise the point is re-queried with
-a ball of radius u + R (every candidate, exact).
+4x more neighbours. Of the fetched ones only sub-triangles with |p - c| - r_c < u (r_c: that sub-triangle's own
+radius) are tested exactly.
 """
 
 from __future__ import annotations
@@ -112,15 +113,17 @@ class TriangleIndex:
         r_tri = np.linalg.norm(tri - centroid[:, None], axis=-1).max(1)
         # sub-triangles are the parent scaled by 1 / n (the "down" ones point-reflected): radius r_T / n_T
         self.radius = float((r_tri / n_sub).max())
-        cents, owners = [], []
+        cents, owners, radii = [], [], []
         for n in np.unique(n_sub):
             ids = np.nonzero(n_sub == n)[0]
             uv = _subcentroid_barycentrics(int(n))  # (n^2, 2)
             a, ab, ac = tri[ids, 0], tri[ids, 1] - tri[ids, 0], tri[ids, 2] - tri[ids, 0]
             cents.append((a[:, None] + uv[None, :, :1] * ab[:, None] + uv[None, :, 1:] * ac[:, None]).reshape(-1, 3))
             owners.append(np.repeat(ids, len(uv)))
+            radii.append(np.repeat(r_tri[ids] / n, len(uv)))
         self.samples = np.concatenate(cents)
         self.owner = np.concatenate(owners)
+        self.sample_radius = np.concatenate(radii)  # a candidate needs |p - c| - r_c < u (tighter than R)
         self.tree = cKDTree(self.samples)
         self.workers = workers
 
@@ -142,10 +145,11 @@ class TriangleIndex:
         while todo.size:
             m = len(todo)
             dc, sid = self.tree.query(p[todo], k=kk, workers=self.workers)
-            dc, tri = dc.reshape(m, kk), self.owner[sid.reshape(m, kk)]
-            # the nearest sub-centroid's triangle gives u; then every triangle with a sub-centroid within u + R
+            sid = sid.reshape(m, kk)
+            dc, tri = dc.reshape(m, kk), self.owner[sid]
+            # the nearest sub-centroid's triangle gives u; then every fetched sub-triangle that could be closer
             self._update(p, todo, tri[:, :1], np.ones((m, 1), bool), dist, closest, face)
-            cand = dc < (dist[todo] + self.radius)[:, None]
+            cand = dc - self.sample_radius[sid] < dist[todo][:, None]
             cand[:, 0] = False
             self._update(p, todo, tri, cand, dist, closest, face)
             done = (dc[:, -1] - self.radius >= dist[todo]) | (kk >= n_s)
