@@ -106,21 +106,34 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, d: Any) -> TrainConfig:
-        cfg = dataclass_from_dict(cls, d)
-        if isinstance(cfg.model, dict):  # pragma: no cover - dataclass_from_dict builds nested dataclasses
-            cfg.model = AVFaceConfig.from_dict(cfg.model)
-        stages = default_stages()
-        for name, s in (cfg.stages or {}).items():
+        d = dict(_plain_mapping(d))
+        # A partial ``stages`` mapping overrides each stage's own defaults (pretrain has its own lr), not the
+        # plain StageConfig defaults.
+        stages = {k: dataclasses.asdict(v) for k, v in default_stages().items()}
+        for name, s in dict(d.get("stages") or {}).items():
             if name not in TRAIN_STAGES:
                 raise ValueError(f"stages.{name}: unknown stage; stages are {list(TRAIN_STAGES)}")
-            stages[name] = s if isinstance(s, StageConfig) else dataclass_from_dict(
-                StageConfig, {**dataclasses.asdict(stages[name]), **dict(s)}, path=f"stages.{name}")
-        cfg.stages = stages
-        return cfg
+            given = dataclasses.asdict(s) if dataclasses.is_dataclass(s) else dict(s)
+            stages[name] = {**stages[name], **given}
+        d["stages"] = stages
+        return dataclass_from_dict(cls, d)
 
     def chain(self) -> list[str]:
         """The training stages this config runs, in order."""
         return list(TRAIN_STAGES) if self.stage == "all" else [self.stage]
+
+
+def _plain_mapping(d: Any) -> Any:
+    """OmegaConf containers -> plain dicts (the partial-stages merge needs plain mappings)."""
+    try:
+        from omegaconf import Container, OmegaConf
+    except ImportError:  # pragma: no cover
+        return d
+    if isinstance(d, Container):
+        return OmegaConf.to_container(d, resolve=True)
+    if dataclasses.is_dataclass(d) and not isinstance(d, type):
+        return dataclasses.asdict(d)
+    return d or {}
 
 
 def register_configs() -> None:
