@@ -67,7 +67,9 @@ class LandmarksConfig:
 
 @dataclass
 class NormalsConfig:
-    source: NormalsSource = "none"
+    # auto (default): the renderer's exact normals for synthetic clips (the lip and detail stages' targets), the
+    # teacher network for real clips when `checkpoint` is set, else none | none | teacher | renderer
+    source: NormalsSource = "auto"
     checkpoint: str | None = None  # UNet-ResNet normals network checkpoint (state dict)
     arch: str = "avface.data.normals_teacher:default_normals_net"  # "module:callable" building the network
     batch_size: int = 16
