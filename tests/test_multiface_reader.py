@@ -79,8 +79,8 @@ def _write_krt(path: Path, cams: dict[str, tuple[np.ndarray, np.ndarray, np.ndar
 @pytest.fixture
 def release_layout(tmp_path) -> Path:
     """A v2-rig identity (frontal camera 400291) in the release layout with 7,306-vertex meshes: segment
-    SEN_hello has 4 listed frames (one without any mesh, one with only the .obj), segment E001_Neutral has no
-    images of the frontal camera, segment E002_Empty has no mesh at all."""
+    SEN_hello has 5 listed frames (one without any mesh, one with only the .obj, one with 7,000 vertices),
+    segment E001_Neutral has no images of the frontal camera, segment E002_Empty has no mesh at all."""
     import cv2
 
     d = tmp_path / "m--20190529--1004--5067077--GHS"
@@ -88,7 +88,7 @@ def release_layout(tmp_path) -> Path:
     d.mkdir()
     _write_krt(d / "KRT", {"400291": (K, np.eye(3), np.array([0.0, 0.0, 1000.0])),
                            "400357": (K, np.eye(3), np.array([10.0, 0.0, 1000.0]))})
-    frames = {"SEN_hello": [21, 22, 23, 24], "E001_Neutral": [100, 101], "E002_Empty": [200]}
+    frames = {"SEN_hello": [21, 22, 23, 24, 25], "E001_Neutral": [100, 101], "E002_Empty": [200]}
     (d / "frame_list.txt").write_text("".join(f"{s} {f:06d}\n" for s, fs in frames.items() for f in fs))
     rng = np.random.default_rng(0)
     for seg, fs in frames.items():
@@ -100,7 +100,7 @@ def release_layout(tmp_path) -> Path:
                 continue
             m = d / "tracked_mesh" / seg
             m.mkdir(parents=True, exist_ok=True)
-            v = rng.normal(0, 50, (7306, 3)).astype(np.float32)
+            v = rng.normal(0, 50, (7000 if f == 25 else 7306, 3)).astype(np.float32)  # 25: another topology
             if f == 23:
                 (m / f"{f:06d}.obj").write_text("".join(f"v {a} {b} {c}\n" for a, b, c in v) + "f 1/1 2/2 3/3\n")
             else:
@@ -125,9 +125,10 @@ def test_release_layout_with_partial_data(release_layout):
     assert len(seg.audio(16000)) == 1600
     problems = {(f.segment, f.frame): f.problem for f in ident.failures}
     assert "mesh missing" in problems[("SEN_hello", 22)] and "000022.bin" in problems[("SEN_hello", 22)]
+    assert "7000 vertices" in problems[("SEN_hello", 25)] and "7306" in problems[("SEN_hello", 25)]
     assert "has no images" in problems[("E001_Neutral", None)]
     assert "no frame with mesh" in problems[("E002_Empty", None)] and "mesh missing" in problems[("E002_Empty", 200)]
-    assert len(ident.failures) == 4
+    assert len(ident.failures) == 5
 
     missing = read_multiface(release_layout.parent, camera="400030")  # a v1 camera on a v2 identity
     assert missing.segments == []

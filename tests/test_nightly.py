@@ -105,6 +105,50 @@ def test_nightly_regression_and_promotion(store):
     assert _champion(client) == v2
 
 
+def test_log_evaluation_links_the_model_version_and_feeds_the_nightly(store):
+    from avface.evaluate import MethodResult, write_results
+    from avface.evaluate.tracking import evaluation_metrics, log_evaluation, resolve_model_version
+
+    uri, client, train_exp, nightly_exp, tmp = store
+    v1 = _register(client, train_exp, tmp, 1)
+    v2 = _register(client, train_exp, tmp, 2)
+    client.set_registered_model_alias("avface", "champion", v1)
+    assert resolve_model_version(client, "models:/avface/latest") == ("avface", v2)
+    assert resolve_model_version(client, "models:/avface@champion") == ("avface", v1)
+    assert resolve_model_version(client, "models:/avface/1") == ("avface", "1")
+    with pytest.raises(ValueError, match="registered-model URI"):
+        resolve_model_version(client, "runs:/abc/model")
+    results = [MethodResult("avface", "multiface", {"median": 1.5, "mean": 1.9, "std": 1.4}, count=3),
+               MethodResult("avface", "faceset", {"nme": 1.7, "auc": 0.83}, count=3),
+               MethodResult("mean face", "multiface", {"median": 2.5}, count=3)]
+    assert evaluation_metrics(results, "avface")["multiface/mean face".replace(" ", "_") + "/median"] == 2.5
+    md, csv_path = write_results(tmp / "out", results)
+    run = client.create_run(nightly_exp)
+    logged = log_evaluation(client, run.info.run_id, results, "avface", "models:/avface/latest", [md, csv_path],
+                            nightly=True)
+    client.set_terminated(run.info.run_id)
+    assert logged["multiface/median"] == 1.5 and logged["faceset/auc"] == 0.83
+    got = client.get_run(run.info.run_id)
+    assert got.data.tags[MODEL_VERSION_TAG] == v2 and got.data.tags[NIGHTLY_TAG] == "true"
+    assert {a.path for a in client.list_artifacts(run.info.run_id)} == {"results.md", "results.csv"}
+    d = compare_nightly(run.info.run_id, NightlyConfig(uri, rules=RULES))  # champion v1 has no numbers yet
+    assert d.model_version == v2 and d.champion_version == v1 and not d.promoted and not d.regression
+    # evaluating the champion's own version gives it its numbers; then a better v2 is promoted
+    run1 = client.create_run(nightly_exp)
+    log_evaluation(client, run1.info.run_id, [MethodResult("avface", "multiface", {"median": 1.8}),
+                                              MethodResult("avface", "faceset", {"auc": 0.80})],
+                   "avface", "models:/avface@champion", nightly=True)
+    client.set_terminated(run1.info.run_id)
+    d1 = compare_nightly(run1.info.run_id, NightlyConfig(uri, rules=RULES))
+    assert d1.model_version == v1 and not d1.promoted
+    assert client.get_model_version("avface", v1).tags["nightly.multiface/median"] == "1.8"
+    run2 = client.create_run(nightly_exp)
+    log_evaluation(client, run2.info.run_id, results, "avface", "models:/avface/2", nightly=True)
+    client.set_terminated(run2.info.run_id)
+    d2 = compare_nightly(run2.info.run_id, NightlyConfig(uri, rules=RULES))
+    assert d2.promoted and _champion(client) == v2
+
+
 def test_run_without_watched_metrics_is_an_error(store):
     uri, client, _, nightly_exp, _ = store
     run = client.create_run(nightly_exp, tags={NIGHTLY_TAG: "true"})

@@ -150,6 +150,20 @@ def read_mesh(stem: str | Path, num_vertices: int | None = None) -> np.ndarray:
     return v
 
 
+def _mesh_vertex_count(stem: Path, num_vertices: int | None) -> int:
+    """V of tracked_mesh/<SEG>/<frame> without reading a .bin (its size), checked like :func:`read_mesh`."""
+    b = stem.with_suffix(".bin")
+    if b.is_file():
+        size = b.stat().st_size
+        if size == 0 or size % 12:
+            raise MultifaceFormatError(f"{b}: {size} bytes is not a float32 (V, 3) mesh")
+        n = size // 12
+        if num_vertices is not None and n != num_vertices:
+            raise MultifaceFormatError(f"{b}: {n} vertices, the identity's other meshes have {num_vertices}")
+        return n
+    return len(read_mesh(stem, num_vertices))
+
+
 def project_points(vertices: np.ndarray, camera: MultifaceCamera,
                    head_pose: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Head-space vertices (..., 3) mm -> (pixels (..., 2), depth (...,)) with K [R_C R_f | R_C t_f + t_C].
@@ -338,8 +352,7 @@ def read_multiface_identity(root: str | Path, camera: str | None = None,
         for fr in frame_list[seg]:
             stem = root / "tracked_mesh" / seg / f"{fr:06d}"
             try:
-                v = read_mesh(stem, num_vertices)
-                num_vertices = len(v)
+                num_vertices = _mesh_vertex_count(stem, num_vertices)
                 read_head_pose(stem.parent / f"{stem.name}_transform.txt")
             except MultifaceFormatError as e:
                 fail(str(e), seg, fr)

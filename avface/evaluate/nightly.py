@@ -9,7 +9,8 @@ version it evaluated) that logged the evaluation metrics. :func:`compare_nightly
 - marks a regression (worse than a reference by more than the metric's tolerance, in the metric's direction):
   tag ``regression=true`` (and ``regression.details``) on the run and exit code 1;
 - moves the alias to the evaluated version only when that version is better than the champion: no metric worse
-  beyond its tolerance and at least one strictly better (or when there is no champion yet).
+  beyond its tolerance and at least one strictly better (or when there is no champion yet). A champion without
+  numbers is never replaced blindly: the first nightly run that evaluates the champion's own version writes them.
 
 The tracking store must exist before concurrent use (REFERENCE 5: a fresh sqlite store created by several
 processes at once races on its schema migration): call :func:`ensure_tracking_store` once on the driver.
@@ -108,18 +109,27 @@ def _previous_nightly(client, run) -> str | None:
     return None
 
 
-def _champion(client, cfg: NightlyConfig) -> tuple[str | None, dict[str, float]]:
+def _champion(client, cfg: NightlyConfig) -> tuple[str | None, dict[str, float], bool]:
+    """(version, metrics, whether the metrics are nightly tags on the version)."""
     try:
         mv = client.get_model_version_by_alias(cfg.model_name, cfg.alias)
     except MlflowException:
-        return None, {}
+        return None, {}, False
     tagged = {k[len("nightly."):]: float(v) for k, v in (mv.tags or {}).items()
               if k.startswith("nightly.") and k != "nightly.run_id"}
     if tagged:
-        return str(mv.version), tagged
+        return str(mv.version), tagged, True
     if mv.run_id:
-        return str(mv.version), dict(client.get_run(mv.run_id).data.metrics)
-    return str(mv.version), {}
+        return str(mv.version), dict(client.get_run(mv.run_id).data.metrics), False
+    return str(mv.version), {}, False
+
+
+def _tag_version(client, cfg: NightlyConfig, version: str, metrics: dict[str, float], run_id: str) -> None:
+    for rule in cfg.rules:
+        if rule.name in metrics:
+            client.set_model_version_tag(cfg.model_name, version, f"nightly.{rule.name}",
+                                         repr(float(metrics[rule.name])))
+    client.set_model_version_tag(cfg.model_name, version, "nightly.run_id", run_id)
 
 
 def _compare(rules: Sequence[MetricRule], metrics: dict[str, float], ref: dict[str, float],
@@ -150,7 +160,7 @@ def compare_nightly(run_id: str, cfg: NightlyConfig, model_version: str | None =
     prev_id = _previous_nightly(client, run)
     comparisons = _compare(cfg.rules, metrics, dict(client.get_run(prev_id).data.metrics), "previous") \
         if prev_id else []
-    champ_version, champ_metrics = _champion(client, cfg)
+    champ_version, champ_metrics, champ_tagged = _champion(client, cfg)
     vs_champion = _compare(cfg.rules, metrics, champ_metrics, "champion") \
         if champ_version is not None and champ_version != model_version else []
     comparisons += vs_champion
@@ -161,11 +171,10 @@ def compare_nightly(run_id: str, cfg: NightlyConfig, model_version: str | None =
     promoted = bool(model_version) and model_version != champ_version and better
     if promoted:
         client.set_registered_model_alias(cfg.model_name, cfg.alias, model_version)
-        for rule in cfg.rules:
-            if rule.name in metrics:
-                client.set_model_version_tag(cfg.model_name, model_version, f"nightly.{rule.name}",
-                                             repr(float(metrics[rule.name])))
-        client.set_model_version_tag(cfg.model_name, model_version, "nightly.run_id", run_id)
+        _tag_version(client, cfg, model_version, metrics, run_id)
+    elif model_version and model_version == champ_version and not champ_tagged:
+        # the champion evaluated for the first time: its numbers are what later candidates must beat
+        _tag_version(client, cfg, model_version, metrics, run_id)
     details = "; ".join(f"{c.metric} {c.value} vs {c.against} {c.reference}" for c in comparisons if c.regressed)
     client.set_tag(run_id, "regression", "true" if regression else "false")
     client.set_tag(run_id, "regression.details", details or "none")

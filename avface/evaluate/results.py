@@ -43,6 +43,8 @@ MULTIFACE_COLUMNS: tuple[tuple[str, str], ...] = (
     ("median", "Median (mm) ↓"), ("mean", "Mean (mm) ↓"), ("std", "Std (mm) ↓"), ("jitter", "jitter (mm/frame²) ↓"))
 _TABLES = {"faceset": ("Table 4: FaceSet-style landmarks", FACESET_COLUMNS, PAPER_TABLE4, "Table 4"),
            "multiface": ("Table 5: Multiface scan-to-mesh", MULTIFACE_COLUMNS, PAPER_TABLE5, "Table 5")}
+_PAPER_DATA = {"faceset": "the VoxCeleb2 test set (FaceSet) and the paper's occluded test set",
+               "multiface": "the real Multiface captures"}
 
 
 @dataclass
@@ -113,15 +115,15 @@ def write_results(out_dir: str | Path, results: Sequence[MethodResult], include_
             cells = [r.method if ours else f"*{r.method}*", r.source if ours else f"*{r.source}*",
                      str(r.count) if ours else "–"] + [_fmt(r.metrics.get(k)) for k, _ in used]
             md.append("| " + " | ".join(cells) + " |")
-        md += ["", f"Rows in italics are the numbers reported in the paper ({label}), not measured here; they come "
-                   "from different data (VoxCeleb2 test / real Multiface captures)." if include_paper else "", ""]
+        md += ["", f"Rows in italics are the numbers reported in the paper ({label}), not measured here: they are "
+                   f"on {_PAPER_DATA[table]}." if include_paper else "", ""]
     keys = list(dict.fromkeys(k for t in _TABLES.values() for k, _ in t[1]))
     keys += sorted({k for r in rows for k in r.metrics} - set(keys))
     buf = io.StringIO()
     w = csv.writer(buf)
     w.writerow(["table", "method", "source", "count", *keys, "notes"])
     for r in rows:
-        w.writerow([r.table, r.method, r.source, r.count,
+        w.writerow([r.table, r.method, r.source, r.count if r.source == "ours" else "",
                     *("" if r.metrics.get(k) is None else repr(float(r.metrics[k])) for k in keys), r.notes])
     md_path, csv_path = out / "results.md", out / "results.csv"
     with atomic_path(md_path) as tmp:
