@@ -44,7 +44,6 @@ from avface.inference.video import (
 from avface.inference.windows import SlidingWindows, frame_features, split_codes
 from avface.landmarks.crop import crop_resize
 from avface.render.renderer import uv_to_grid
-from avface.render.shading import vertex_normals
 
 log = logging.getLogger(__name__)
 
