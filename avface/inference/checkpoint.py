@@ -13,6 +13,10 @@ NO_CHECKPOINT_HINT = ("train one with `python pipelines/train.py ...` (see READM
                       "--checkpoint models:/NAME@ALIAS")
 
 
+class CheckpointNotFoundError(FileNotFoundError):
+    """No checkpoint to reconstruct with; the message says how to get one."""
+
+
 @dataclass
 class LoadedModel:
     model: torch.nn.Module
@@ -29,7 +33,8 @@ def load_for_inference(checkpoint: str | os.PathLike | None, device: str) -> Loa
     if checkpoint is None:
         found = find_latest_checkpoint(Path("outputs"))
         if found is None:
-            raise FileNotFoundError(f"no --checkpoint given and no checkpoint under outputs/; {NO_CHECKPOINT_HINT}")
+            raise CheckpointNotFoundError(
+                f"no --checkpoint given and no checkpoint under outputs/; {NO_CHECKPOINT_HINT}")
         checkpoint = found
     tm = load_trained(checkpoint, device)
     return LoadedModel(tm.model, tm.face_model, tm.audio_kind, {}, str(checkpoint), {})
