@@ -14,9 +14,11 @@ import pytest
 import torch
 
 from avface.face_model import FaceModel, load_face_model
-from avface.face_model.flame_loader import CscStandIn, load_flame, restricted_load
+from avface.face_model.flame_loader import load_flame
 from avface.face_model.testing import write_flame_like_files
+from avface.face_model.uv import cylindrical_uv
 from avface.render import FaceRenderer
+from avface.utils.safe_pickle import CscStandIn, restricted_load
 from avface.viz.turntable import TurntableConfig, fit_orthographic_camera
 
 
@@ -212,8 +214,6 @@ def _ellipsoid_head(n_lat=24, n_lon=48):
 def test_cylindrical_uv_seam_does_not_cover_the_uv_map(flame):
     """Triangles crossing the seam at the back of the head must not be stretched across the whole UV map: the UV
     rasterization has no depth order, so they would hide the face's triangles in ``uv_maps``."""
-    from avface.face_model.flame_loader import cylindrical_uv
-
     v, faces = _ellipsoid_head()
     for f in (faces, faces[::-1].copy()):  # which of two overlapping UV triangles wins depends on their order
         uv, uv_faces = cylindrical_uv(v, f)

@@ -14,8 +14,9 @@ import scipy.sparse as sp
 import torch
 
 from avface.face_model import FaceModel, load_face_model
-from avface.face_model.flame_loader import UnsafePickleError, load_flame, load_landmark_embedding, restricted_load
+from avface.face_model.flame_loader import load_flame, load_landmark_embedding
 from avface.face_model.testing import random_face_model_data, reference_flame_numpy
+from avface.utils.safe_pickle import UnsafePickleError, restricted_load
 
 
 @pytest.fixture

@@ -154,7 +154,7 @@ def test_missing_side_python_is_a_clear_error(tmp_path, monkeypatch):
 
 
 def test_auto_without_any_mediapipe_warns_how_to_enable(tmp_path, monkeypatch, caplog):
-    import avface.landmarks.detector as detector_mod
+    import avface.landmarks.factory as detector_mod
     import avface.landmarks.mediapipe_process as mpp
     from avface.landmarks import NullDetector
 

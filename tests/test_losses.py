@@ -9,8 +9,6 @@ import torch
 import torch.nn.functional as F
 
 from avface.losses import (
-    IdentityLoss,
-    IDMRFLoss,
     coefficient_regularizer,
     displacement_l1,
     eye_closure_loss,
@@ -25,6 +23,7 @@ from avface.losses import (
     shape_consistency_loss,
     symmetry_loss,
 )
+from avface.models.perceptual import IdentityLoss, IDMRFLoss, vgg19_features_to_relu4_2
 
 
 def _normal_map(n=1, h=32, w=32, seed=0):
@@ -138,11 +137,11 @@ def test_id_mrf_core():
 
 
 def test_losses_needing_weights_are_skipped_with_one_warning(caplog, tmp_path):
-    from avface.losses import perceptual
+    from avface.models import perceptual
 
     perceptual._warned.clear()
     x = torch.rand(1, 3, 32, 32)
-    with caplog.at_level(logging.WARNING, logger="avface.losses.perceptual"):
+    with caplog.at_level(logging.WARNING, logger="avface.models.perceptual"):
         for _ in range(3):
             mrf = IDMRFLoss(None)
             assert not mrf.available and mrf(x, x) is None
@@ -155,8 +154,6 @@ def test_losses_needing_weights_are_skipped_with_one_warning(caplog, tmp_path):
 def test_idmrf_with_user_weights_file(tmp_path):
     """VGG19 weights (torchvision key names) written by the test: loaded weights_only, loss is finite, lower for
     identical images, and passes gradient to the generated image only."""
-    from avface.losses.perceptual import vgg19_features_to_relu4_2
-
     torch.manual_seed(0)
     feats = vgg19_features_to_relu4_2()
     sd = {"features." + k: v for k, v in feats.state_dict().items()}

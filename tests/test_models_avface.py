@@ -10,6 +10,8 @@ import torch
 from avface.face_model import FaceModel, load_face_model
 from avface.models import AVFaceConfig
 from avface.models.avface import AVFace
+from avface.models.inputs import Batch
+from avface.models.outputs import AVFaceOutput
 
 
 @pytest.fixture(scope="module")
@@ -17,7 +19,7 @@ def face_model() -> FaceModel:
     return FaceModel(load_face_model(None))
 
 
-def _batch(cfg: AVFaceConfig, fm: FaceModel, b: int, t: int, seed: int = 0) -> dict:
+def _batch(cfg: AVFaceConfig, fm: FaceModel, b: int, t: int, seed: int = 0) -> Batch:
     """Random frames + landmarks of a known face (the face model's own landmarks, projected, in pixels)."""
     from avface.render.cameras import orthographic_project
 
@@ -30,13 +32,13 @@ def _batch(cfg: AVFaceConfig, fm: FaceModel, b: int, t: int, seed: int = 0) -> d
         cam = torch.tensor([[7.0, 0.01, -0.02]]).expand(b * t, 3)
         ndc = orthographic_project(geo.landmarks68_dynamic, cam)[..., :2]
     px = (ndc + 1) * s / 2
-    return {
-        "images": torch.rand(b, t, 3, s, s, generator=g),
-        "audio": torch.randn(b, t, cfg.audio_window, cfg.audio_dim, generator=g),
-        "landmarks": px.reshape(b, t, 68, 2),
-        "landmarks_valid": torch.ones(b, t, dtype=torch.bool),
-        "normals": torch.nn.functional.normalize(torch.randn(b, t, 3, s, s, generator=g), dim=2),
-    }
+    return Batch(
+        images=torch.rand(b, t, 3, s, s, generator=g),
+        audio=torch.randn(b, t, cfg.audio_window, cfg.audio_dim, generator=g),
+        landmarks=px.reshape(b, t, 68, 2),
+        landmarks_valid=torch.ones(b, t, dtype=torch.bool),
+        normals=torch.nn.functional.normalize(torch.randn(b, t, 3, s, s, generator=g), dim=2),
+    )
 
 
 def test_all_stages_shapes_losses_and_gradients(face_model):
@@ -58,18 +60,18 @@ def test_all_stages_shapes_losses_and_gradients(face_model):
         model.zero_grad(set_to_none=True)
         out = model(batch)
         v = face_model.num_vertices
-        assert out["vertices"].shape == (b, t, v, 3) and out["landmarks2d"].shape == (b, t, 68, 2)
+        assert out.vertices.shape == (b, t, v, 3) and out.landmarks2d.shape == (b, t, 68, 2)
         if stage != "detail":
-            assert out["render_coarse"].shape == (b, t, 3, s, s)
+            assert out.render_coarse.shape == (b, t, 3, s, s)
         if stage != "coarse":
-            assert out["lip_offsets"].shape == (b, t, int(model.lip_ids.numel()), 3)
-            moved = (out["vertices"] - out["vertices_coarse"]).norm(dim=-1).amax(dim=(0, 1))
+            assert out.lip_offsets.shape == (b, t, int(model.lip_ids.numel()), 3)
+            moved = (out.vertices - out.vertices_coarse).norm(dim=-1).amax(dim=(0, 1))
             others = torch.ones(v, dtype=torch.bool)
             others[model.lip_ids] = False
             assert moved[others].max() == 0 and moved[model.lip_ids].max() > 0  # only lips move
         if stage == "detail":
-            assert out["displacement"].shape == (b, t, 1, u, u)
-            assert out["normals_detail"].shape == (b, t, 3, s, s)
+            assert out.displacement.shape == (b, t, 1, u, u)
+            assert out.normals_detail.shape == (b, t, 3, s, s)
         losses = model.losses(batch, out)
         assert set(losses) - {"total"} == expected[stage], stage
         assert all(torch.isfinite(x) for x in losses.values())
@@ -89,37 +91,38 @@ def test_lip_offsets_follow_head_rotation(face_model):
     model.set_stage("lip")
     b, t = 1, 2
     code = {"shape": torch.zeros(b, t, 100), "expression": torch.zeros(b, t, 50), "jaw": torch.zeros(b, t, 3),
-            "cam": torch.tensor([[[7.0, 0, 0]]]).expand(b, t, 3)}
+            "cam": torch.tensor([[[7.0, 0, 0]]]).expand(b, t, 3), "albedo": torch.zeros(b, t, 50),
+            "light": torch.zeros(b, t, 9, 3)}
     audio = torch.randn(b, t, 16, cfg.audio_dim, generator=torch.Generator().manual_seed(0))
     res = []
     for yaw in (0.0, 0.5):
-        c = {**code, "global_pose": torch.tensor([[[0.0, yaw, 0.0]]]).expand(b, t, 3)}
+        c = AVFaceOutput(**code, global_pose=torch.tensor([[[0.0, yaw, 0.0]]]).expand(b, t, 3))
         with torch.no_grad():
-            geo = model.decode(c)
-            res.append(model.refine_lips({**c, **geo}, audio, None))
-    assert torch.allclose(res[0]["lip_offsets"], res[1]["lip_offsets"], atol=1e-6)
+            res.append(model.refine_lips(model.decode(c), audio, None))
+    assert torch.allclose(res[0].lip_offsets, res[1].lip_offsets, atol=1e-6)
     from avface.face_model.lbs import batch_rodrigues
 
     r = batch_rodrigues(torch.tensor([[0.0, 0.5, 0.0]]))[0]
-    d0 = res[0]["vertices"] - res[0]["vertices_coarse"]
-    d1 = res[1]["vertices"] - res[1]["vertices_coarse"]
+    d0 = res[0].vertices - res[0].vertices_coarse
+    d1 = res[1].vertices - res[1].vertices_coarse
     assert torch.allclose(d1, d0 @ r.T, atol=1e-6)
 
 
 def test_sixteen_frame_window_with_occluded_frame_full_model_finite(face_model):
     cfg = AVFaceConfig.tiny()
     model = AVFace(cfg, face_model).eval()
+    model.set_stage("detail")  # the full model: coarse, lip refinement, fine stage
     batch = _batch(cfg, face_model, b=1, t=16, seed=2)
-    batch["images"][:, 5] = 0.3  # the whole frame covered
-    batch["video_valid"] = torch.ones(1, 16, dtype=torch.bool)
-    batch["video_valid"][:, 5] = False
+    batch.images[:, 5] = 0.3  # the whole frame covered
+    batch.video_valid = torch.ones(1, 16, dtype=torch.bool)
+    batch.video_valid[:, 5] = False
     occ = torch.zeros(1, 16, cfg.image_size, cfg.image_size)
     occ[:, 5] = 1
-    batch["occlusion_mask"] = occ
+    batch.occlusion_mask = occ
     with torch.no_grad():
         out = model(batch)
         losses = model.losses(batch, out)
-    for k, v in out.items():
+    for k, v in out.tensors().items():
         assert torch.isfinite(v).all(), k
     assert all(torch.isfinite(v) for v in losses.values())
 
@@ -185,12 +188,67 @@ def test_lip_stage_trains_on_every_window_despite_modality_dropout(face_model):
     model = AVFace(cfg, face_model)
     batch = _batch(cfg, face_model, b=2, t=2, seed=5)
     model.train()
-    assert not model(batch)["audio_keep"].any()  # coarse stage: dropout active (p = 1 drops every window)
+    assert not model(batch).audio_keep.any()  # coarse stage: dropout active (p = 1 drops every window)
     for order in ("stage_then_train", "train_then_stage"):
         _enter_lip_stage_training(model, order)
         model.zero_grad(set_to_none=True)
         out = model(batch)
-        assert out["audio_keep"].all(), order
+        assert out.audio_keep.all(), order
         model.losses(batch, out)["total"].backward()
         grads = [p.grad for p in model.lip.parameters()]
         assert all(g is not None and g.abs().sum() > 0 for g in grads), order
+
+
+def test_set_stage_trains_exactly_its_networks_and_adam_leaves_frozen_ones_bit_identical(face_model, tmp_path):
+    """A new model is in stage "coarse" with the later stages frozen; each stage's optimiser gets exactly that
+    stage's parameters (Adam, lr 1e-4, weight decay 5e-4, paper 3.5) and one step leaves every other parameter,
+    including frozen pretrained perceptual networks, bit-identical."""
+    from avface.models.perceptual import vgg19_features_to_relu4_2
+
+    vgg = tmp_path / "vgg19.pth"
+    torch.save({"features." + k: v for k, v in vgg19_features_to_relu4_2().state_dict().items()}, vgg)
+    cfg = dataclasses.replace(AVFaceConfig.tiny(), vgg19_weights=str(vgg))
+    cfg.expression = dataclasses.replace(cfg.expression, modality_dropout=False)
+    model = AVFace(cfg, face_model).train()
+    assert model.stage == "coarse"
+    assert not any(p.requires_grad for m in (model.lip, model.detail) for p in m.parameters())
+    assert model.mrf_loss.available
+    batch = _batch(cfg, face_model, b=1, t=2, seed=4)
+    groups = {"coarse": [model.coarse, model.expression], "lip": [model.lip], "detail": [model.detail]}
+    for stage, mods in groups.items():
+        model.set_stage(stage)
+        expected = {id(p) for m in mods for p in m.parameters()}
+        opt = torch.optim.Adam(model.trainable_parameters(), lr=1e-4, weight_decay=5e-4)
+        got = [id(p) for g in opt.param_groups for p in g["params"]]
+        assert len(got) == len(set(got)) and set(got) == expected, stage
+        assert all(p.requires_grad == (id(p) in expected) for p in model.parameters()), stage
+        before = {n: p.detach().clone() for n, p in model.named_parameters()}
+        opt.zero_grad()
+        model.losses(batch, model(batch))["total"].backward()
+        opt.step()
+        for n, p in model.named_parameters():
+            if id(p) in expected:
+                continue
+            assert torch.equal(p, before[n]), f"{stage}: frozen {n} moved"
+            assert p.grad is None, f"{stage}: frozen {n} got a gradient"
+        assert any(not torch.equal(p, before[n]) for n, p in model.named_parameters() if id(p) in expected), stage
+
+
+def test_trainable_state_dict_has_every_stage_and_no_pretrained_perceptual_net(face_model, tmp_path):
+    from avface.models.perceptual import vgg19_features_to_relu4_2
+
+    vgg = tmp_path / "vgg19.pth"
+    torch.save({"features." + k: v for k, v in vgg19_features_to_relu4_2().state_dict().items()}, vgg)
+    cfg = dataclasses.replace(AVFaceConfig.tiny(), vgg19_weights=str(vgg))
+    model = AVFace(cfg, face_model)
+    sd = model.trainable_state_dict()
+    assert {k.split(".")[0] for k in sd} == {"coarse", "expression", "lip", "detail"}
+    assert not any(k.startswith(("mrf_loss", "identity_loss", "face_model", "renderer")) for k in sd)
+    assert not any(id(p) in {id(q) for q in model.mrf_loss.parameters()} for p in model.trainable_parameters())
+    path = tmp_path / "trainable.pt"
+    torch.save(sd, path)
+    other = AVFace(cfg, face_model)
+    other.load_trainable_state_dict(torch.load(path, weights_only=True))
+    assert all(torch.equal(v, other.trainable_state_dict()[k]) for k, v in sd.items())
+    with pytest.raises(ValueError, match="missing"):
+        other.load_trainable_state_dict({k: v for k, v in sd.items() if not k.startswith("lip.")})

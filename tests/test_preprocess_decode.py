@@ -7,11 +7,12 @@ import av
 import numpy as np
 import pytest
 
-from avface.data.clip import MAX_FILLED_FRAMES, ClipFailure, ClipResources, process_clip
+from avface.data.clip import MAX_FILLED_FRAMES, ClipResources, process_clip
 from avface.data.config import PreprocessConfig
 from avface.data.sample import decode_sample
 from avface.data.testing import synthetic_audio, synthetic_frames, synthetic_landmarks
 from avface.io.media import iter_video, write_wav
+from avface.utils.failures import ClipFailure
 
 T, SIZE = 48, 64  # 3 windows of 16 at 25 fps
 

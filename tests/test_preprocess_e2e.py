@@ -63,7 +63,7 @@ def test_synthetic_corpus_to_shards(tmp_path):
     cfg = AVFaceConfig.tiny()
     cfg = dataclasses.replace(cfg, audio_dim=samples[0]["audio_features"].shape[-1])
     batch = samples_to_batch(samples, image_size=cfg.image_size)
-    assert "normals" in batch  # normals.source=auto: the renderer's exact normals for synthetic clips
+    assert batch.normals is not None  # normals.source=auto: the renderer's exact normals for synthetic clips
     torch.manual_seed(0)  # initialisation and modality dropout draws: the same run every time
     model = AVFace(cfg, FaceModel(load_face_model(None)))
     for stage in ("coarse", "lip", "detail"):

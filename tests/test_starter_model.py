@@ -7,7 +7,8 @@ import pytest
 import torch
 
 from avface.face_model import FaceModel, build_starter_model, load_face_model
-from avface.face_model.starter import EXPRESSION_NAMES, SHAPE_NAMES, read_obj
+from avface.face_model.mesh import read_obj
+from avface.face_model.starter import ASSET_OBJ, EXPRESSION_NAMES, SHAPE_NAMES
 
 # iBUG-68 left/right flip permutation.
 FLIP68 = np.array(
@@ -51,7 +52,7 @@ def test_structure_and_counts(data):
 
 
 def test_mediapipe_ids_keep_positions(data):
-    v_obj, _, _, _ = read_obj()
+    v_obj, _, _, _ = read_obj(ASSET_OBJ)
     # away from the lips (moved to close the mouth) the first 468 vertices are the canonical mesh, in metres
     lips = set(data.regions["lips"].tolist())
     keep = np.array([i for i in range(468) if i not in lips])

@@ -1,22 +1,9 @@
-"""Decoded shard samples -> the model's batch (the one bridge between `avface.data` and `avface.models`).
+"""Decoded shard samples -> the model's typed batch (the one bridge between `avface.data` and `avface.models`).
 
-Shard samples (``avface.data.sample.decode_sample``) are numpy, one 16-frame window each, at the preprocessing
-resolution. The model (``avface.models.AVFace``) takes torch tensors at its own ``image_size``:
-
-==================  ==========================================  ==========================================
-model key           from the sample                             shape / meaning
-==================  ==========================================  ==========================================
-``images``          ``frames`` (T,H,W,3) u8                     (B,T,3,S,S) float in [0, 1], resized to S
-``audio``           ``audio_features`` (T,16,F)                 (B,T,16,F) float
-``landmarks``       ``landmarks`` (T,68,2) px                   (B,T,68,2) px, scaled to S
-``landmarks_valid`` ``landmarks_valid`` (T,)                    (B,T) bool
-``normals``         ``normals`` (T,H,W,3) (optional)            (B,T,3,S,S) unit vectors (camera frame)
-``occlusion_mask``  ``occlusion_mask`` (T,H,W) u8 (optional)    (B,T,S,S) float in [0, 1], 1 = occluded
-``identity``        ``meta["identity"]``                        (B,) int64, equal for windows of one speaker
-==================  ==========================================  ==========================================
-
-Optional keys are present in the batch only when every sample has them (a missing pseudo-ground truth must
-not become a fake zero target).
+Shard samples (``avface.data.sample.decode_sample``) are numpy, one T-frame window each, at the preprocessing
+resolution. The model (``avface.models.AVFace``) takes a :class:`Batch` of torch tensors at its own input side S.
+The fields and their shapes are documented once, in :class:`Batch` and :class:`ParamTargets`
+(``avface/models/inputs.py``: the model defines the contract it consumes; re-exported here).
 """
 
 from __future__ import annotations
@@ -27,7 +14,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-__all__ = ["samples_to_batch"]
+from avface.models.inputs import PARAM_NAMES, Batch, ParamTargets
+
+__all__ = ["Batch", "ParamTargets", "PARAM_NAMES", "samples_to_batch"]
 
 
 def _resize(x: torch.Tensor, size: int, mode: str) -> torch.Tensor:
@@ -38,8 +27,32 @@ def _resize(x: torch.Tensor, size: int, mode: str) -> torch.Tensor:
     return F.interpolate(x, size=(size, size), mode=mode, **kwargs)
 
 
-def samples_to_batch(samples: list[dict[str, Any]], image_size: int | None = None) -> dict[str, torch.Tensor]:
-    """Stack decoded samples into a model batch (see the module docstring for keys and shapes).
+def _targets(samples: list[dict[str, Any]]) -> ParamTargets | None:
+    """ParamTargets from the samples' ``gt`` dicts (per-window ``(T,k)`` arrays, ``albedo (NA,)``,
+    ``light (9,3)``); None unless every sample has one."""
+    if not all(isinstance(s.get("gt"), dict) for s in samples):
+        return None
+    per_frame = ("shape", "expression", "jaw", "global_pose", "neck_pose", "eye_pose", "cam")
+    values: dict[str, torch.Tensor | None] = {}
+    for name in PARAM_NAMES:
+        present = [name in s["gt"] for s in samples]
+        if not all(present):
+            if name in per_frame:
+                missing = next(s.get("key") for s, p in zip(samples, present, strict=True) if not p)
+                raise ValueError(f"sample {missing}: ground-truth parameters lack {name!r}")
+            values[name] = None
+            continue
+        arrays = [np.asarray(s["gt"][name], dtype=np.float32) for s in samples]
+        try:
+            values[name] = torch.from_numpy(np.stack(arrays))
+        except ValueError as e:
+            raise ValueError(f"ground-truth {name!r} differs in shape across samples: "
+                             f"{sorted({a.shape for a in arrays})}") from e
+    return ParamTargets(**values)  # type: ignore[arg-type]
+
+
+def samples_to_batch(samples: list[dict[str, Any]], image_size: int | None = None) -> Batch:
+    """Stack decoded samples into a :class:`Batch` (fields, shapes and validity rules: see :class:`Batch`).
 
     Args:
         samples: decoded samples (``decode_sample``), all with the same window length T and frame size.
@@ -60,21 +73,31 @@ def samples_to_batch(samples: list[dict[str, Any]], image_size: int | None = Non
         return torch.from_numpy(np.stack([s[name] for s in samples]))
 
     images = stack("frames").permute(0, 1, 4, 2, 3).reshape(b * t, 3, h, w).float() / 255.0
-    batch: dict[str, torch.Tensor] = {
-        "images": _resize(images, size, "bilinear").clamp(0, 1).reshape(b, t, 3, size, size),
-        "audio": stack("audio_features").float(),
-        "landmarks": stack("landmarks").float() * torch.tensor([size / w, size / h]),
-        "landmarks_valid": stack("landmarks_valid").bool(),
-    }
+    audio = stack("audio_features").float()
+    has_audio = torch.tensor([s["meta"].get("has_audio", True) is not False for s in samples])
+    audio_valid = (audio.flatten(2).abs().amax(-1) > 0) & has_audio[:, None]
+    landmarks_valid = stack("landmarks_valid").bool()
+    normals = occlusion = None
     if all("normals" in s for s in samples):
-        normals = stack("normals").permute(0, 1, 4, 2, 3).reshape(b * t, 3, h, w).float()
+        n = stack("normals").permute(0, 1, 4, 2, 3).reshape(b * t, 3, h, w).float()
         # Resampling averages neighbouring unit vectors: renormalise (background stays zero).
-        normals = F.normalize(_resize(normals, size, "bilinear"), dim=1, eps=1e-6)
-        batch["normals"] = normals.reshape(b, t, 3, size, size)
+        normals = F.normalize(_resize(n, size, "bilinear"), dim=1, eps=1e-6).reshape(b, t, 3, size, size)
     if all("occlusion_mask" in s for s in samples):
         masks = stack("occlusion_mask").reshape(b * t, 1, h, w).float() / 255.0
-        batch["occlusion_mask"] = _resize(masks, size, "bilinear").clamp(0, 1).reshape(b, t, size, size)
+        occlusion = _resize(masks, size, "bilinear").clamp(0, 1).reshape(b, t, size, size)
     speakers = [str(s["meta"].get("identity", s["meta"].get("key"))) for s in samples]
     index = {name: i for i, name in enumerate(dict.fromkeys(speakers))}
-    batch["identity"] = torch.tensor([index[name] for name in speakers], dtype=torch.long)
-    return batch
+    return Batch(
+        images=_resize(images, size, "bilinear").clamp(0, 1).reshape(b, t, 3, size, size),
+        landmarks=stack("landmarks").float() * torch.tensor([size / w, size / h]),
+        landmarks_valid=landmarks_valid,
+        audio_valid=audio_valid,
+        video_valid=landmarks_valid.clone(),
+        identity=torch.tensor([index[name] for name in speakers], dtype=torch.long),
+        audio=audio,
+        normals=normals,
+        occlusion_mask=occlusion,
+        occluded=torch.tensor([bool(s["meta"].get("occluded", False)) for s in samples]),
+        targets=_targets(samples),
+        keys=[str(s.get("key") or s["meta"].get("key")) for s in samples],
+    )

@@ -1,6 +1,7 @@
 """Process one clip into its window samples (runs inside a shard task; see :mod:`avface.data.shards`).
 
-Steps (each failure raises :class:`ClipFailure` naming the stage; the shard records it and moves on):
+Steps, one function each (each failure raises :class:`~avface.utils.failures.ClipFailure` naming the stage; the
+shard records it and moves on):
 
 ``validate``   probe results: unreadable / non-video file, zero length, huge resolution (> video.max_width x
                max_height), frame rate outside [min_fps, max_fps], longer than max_seconds, no audio stream
@@ -31,21 +32,21 @@ from dataclasses import dataclass
 from typing import Any
 
 import cv2
+import decord
 import numpy as np
 
+from avface.audio import extract_audio_features
 from avface.data.config import PreprocessConfig
 from avface.data.sample import encode_sample, sample_key
+from avface.io.media import iter_video, read_audio
+from avface.landmarks.crop import boxes_from_landmarks, crop_resize
+from avface.landmarks.factory import shared_detector
+from avface.utils.failures import ClipFailure, stage
+from occlusion_synth import OcclusionConfig, occlude_sequence
 
 #: Needed source frames that PyAV may miss (truncated file after decord failed) before the clip is a failure; the
 #: ones filled are marked in the sample (``meta.frames_filled``, ``landmarks_valid`` False).
 MAX_FILLED_FRAMES = 2
-
-
-class ClipFailure(Exception):
-    def __init__(self, stage: str, message: str):
-        super().__init__(f"{stage}: {message}")
-        self.stage = stage
-        self.message = message
 
 
 def resample_indices(n_src: int, src_fps: float, fps: float) -> np.ndarray:
@@ -74,30 +75,6 @@ def stable_seed(*parts: Any) -> int:
     return zlib.crc32("|".join(str(p) for p in parts).encode()) & 0x7FFFFFFF
 
 
-#: Landmark detectors of this process, by configuration (see :func:`shared_detector`).
-_DETECTORS: dict[tuple[Any, ...], Any] = {}
-
-
-def shared_detector(detector: str, min_detection_confidence: float, mediapipe_python: str | None) -> Any:
-    """The landmark detector of this process for a configuration, made once and kept until the process exits.
-
-    Starting the MediaPipe worker costs ~0.6 s and Ray reuses its worker processes across shard tasks, so one
-    detector serves every shard a process handles; tracking state is reset per clip (:func:`process_clip`).
-    """
-    import atexit
-
-    from avface.landmarks import get_detector
-    from avface.landmarks.mediapipe_process import resolve_mediapipe_python
-
-    # Keyed by the side python actually found, so a changed environment gets its own detector.
-    side = None if detector == "none" else resolve_mediapipe_python(mediapipe_python)
-    key = (detector, float(min_detection_confidence), mediapipe_python, side)
-    if key not in _DETECTORS:
-        _DETECTORS[key] = get_detector(detector, min_detection_confidence, mediapipe_python)
-        atexit.register(_DETECTORS[key].close)
-    return _DETECTORS[key]
-
-
 @dataclass
 class ClipResources:
     """Per-task objects shared by the clips of one shard (detector, normals teacher)."""
@@ -111,7 +88,7 @@ class ClipResources:
         detector = shared_detector(lmc.detector, lmc.min_detection_confidence, lmc.mediapipe_python)
         teacher = None
         if cfg.normals.source in ("teacher", "auto") and cfg.normals.checkpoint:
-            from avface.data.normals_teacher import UNetResNetTeacher
+            from avface.data.normals_teacher import UNetResNetTeacher  # torch: only imported for a teacher
 
             teacher = UNetResNetTeacher(cfg.normals.checkpoint, cfg.normals.arch, cfg.video.image_size,
                                         batch_size=cfg.normals.batch_size)
@@ -120,7 +97,8 @@ class ClipResources:
         return cls(detector, teacher)
 
     def close(self) -> None:
-        """Release per-task objects; the process-wide detector stays (see :func:`shared_detector`)."""
+        """Release per-task objects; the process-wide detector stays (see
+        :func:`avface.landmarks.factory.shared_detector`)."""
         self.teacher = None
 
 
@@ -173,18 +151,112 @@ def _resize_normals(normals: np.ndarray, size: int) -> np.ndarray:
 def process_clip(row: dict[str, Any], cfg: PreprocessConfig, out_split: str, occluded_starts: set[int] | frozenset,
                  resources: ClipResources) -> list[dict[str, Any]]:
     """All samples of one clip (``encode_sample`` dicts, clean windows then their ``_occ`` copies)."""
-    import decord
-
-    from avface.audio import extract_audio_features
-
     validate(row, cfg)
     v, s = cfg.video, cfg.shards
-    try:
+    video = open_video(row, cfg)
+    n = len(video.indices)
+    audio = decode_audio(row, cfg, n)
+    feats = clip_audio_features(audio, n, cfg)
+    gt = load_ground_truth(row)
+    gt_lm = gt.get("landmarks2d") if cfg.landmarks.use_ground_truth else None
+    landmark_source = "gt" if gt_lm is not None else resources.detector.name
+    if gt_lm is None:
+        resources.detector.reset()
+
+    source = _FrameSource(video.reader, row["video_path"], video.indices)
+    normals_source = _normals_source(cfg, gt, resources)
+    size = v.image_size
+    samples: list[dict[str, Any]] = []
+    occ_samples: list[dict[str, Any]] = []
+    base_meta = {
+        "clip_id": row["clip_id"], "split": out_split, "identity": row["identity"], "ytid": row["ytid"],
+        "utterance": row["utterance"], "fps": v.fps, "source_fps": video.src_fps,
+        "audio_kind": cfg.audio.kind, "audio_dim": int(feats.shape[-1]), "landmark_source": landmark_source,
+        "normals_source": normals_source, "vggface2_id": row.get("vggface2_id"), "gender": row.get("gender"),
+        "txt_reference": row.get("txt_reference"), "txt_offset": row.get("txt_offset"),
+        "txt_conf": row.get("txt_conf"),
+    }
+    for start in video.starts:
+        src_idx = video.indices[start:start + s.window]
+        raw = window_frames(source, src_idx)
+        filled = source.filled(src_idx)  # frames that are copies of a neighbour (truncated file): no landmarks
+        th, tw = raw.shape[1:3]
+        lm, valid = window_landmarks(raw, src_idx, gt_lm, resources.detector)
+        valid = valid & ~filled  # (their landmarks are zeroed below with the other invalid frames)
+        frames, lm_out, crop_box = crop_window(raw, lm, valid, cfg)
+        occ_mask = window_occlusion_mask(gt, src_idx, size)
+        normals = _normals(normals_source, gt, src_idx, frames, size, resources)
+        targets = window_targets(gt, src_idx, crop_box, (th, tw)) if cfg.data.carry_ground_truth else None
+        meta = {**base_meta, "decoder": source.decoder, "start": int(start), "source_indices": src_idx.tolist(),
+                "source_size": [tw, th],
+                "occluded": False, "crop_boxes": crop_box}
+        if targets is not None:
+            meta["gt_face_model"] = str(gt["face_model"]) if "face_model" in gt else None
+        if filled.any():
+            meta["frames_filled"] = np.flatnonzero(filled).tolist()
+        key = sample_key(out_split, row["identity"], row["ytid"], row["utterance"], start)
+        samples.append(encode_sample(key, frames, feats[start:start + s.window], lm_out, valid, meta, normals=normals,
+                                     occlusion_mask=occ_mask, frames_format=v.frames_format,
+                                     jpeg_quality=v.jpeg_quality, gt=targets))
+        if start in occluded_starts:
+            occ_samples.append(_occluded(out_split, row, start, frames, feats[start:start + s.window], lm_out, valid,
+                                         meta, normals, cfg, targets))
+    del video, source
+    return samples + occ_samples
+
+
+# ------------------------------------------------------------------------------------------ one function per stage
+#: sidecar key -> sample ``gt`` name (avface.data.sample.GT_FRAME_PARAMS)
+_SIDECAR_PARAMS = {"shape": "shape", "expression": "expression", "jaw_pose": "jaw", "global_pose": "global_pose",
+                   "neck_pose": "neck_pose", "eye_pose": "eye_pose", "cam": "cam"}
+
+
+def window_targets(gt: dict[str, np.ndarray], src_idx: np.ndarray, crop_box: list | None,
+                   source_hw: tuple[int, int]) -> dict[str, np.ndarray] | None:
+    """Ground-truth parameters of one window from a synthetic sidecar (None for clips without one).
+
+    The camera is re-expressed in the stored frames' NDC: a plain resize of a square frame keeps NDC; a landmark
+    crop (square boxes ``(T, 4)`` x0 y0 x1 y1 in source pixels) scales it by ``W / side`` and shifts it, exactly.
+    A non-square source has no isotropic orthographic camera of the stored frames: no targets.
+    """
+    th, tw = source_hw
+    if not all(k in gt for k in _SIDECAR_PARAMS) or src_idx.max() >= len(gt["shape"]) or th != tw:
+        return None
+    out = {name: gt[k][src_idx].astype(np.float32) for k, name in _SIDECAR_PARAMS.items()}
+    if "albedo" in gt:
+        out["albedo"] = gt["albedo"].astype(np.float32)
+    if "sh" in gt:
+        out["light"] = gt["sh"].astype(np.float32).reshape(9, 3)
+    if crop_box is not None:
+        box = np.asarray(crop_box, np.float64)
+        side = box[:, 2] - box[:, 0]
+        k = tw / side
+        # x' = k x + cx with x = s (X + tx): s' = k s, tx' = tx + cx / (k s); y is flipped (y = -s (Y + ty)).
+        cx = k - 1.0 - 2.0 * box[:, 0] / side
+        cy = k - 1.0 - 2.0 * box[:, 1] / side
+        s, cam = out["cam"][:, 0].astype(np.float64), out["cam"]
+        out["cam"] = np.stack([k * s, cam[:, 1] + cx / (k * s), cam[:, 2] - cy / (k * s)], 1).astype(np.float32)
+    return out
+
+
+@dataclass
+class OpenVideo:
+    """A decodable clip: its decord reader, decoded frame rate, source frame of each output frame (``(n,)``) and
+    the window starts."""
+
+    reader: Any
+    src_fps: float
+    indices: np.ndarray
+    starts: list[int]
+
+
+def open_video(row: dict[str, Any], cfg: PreprocessConfig) -> OpenVideo:
+    """``decode_video`` (open, frame count, frame rate) and the ``validate`` checks that need the decoded stream."""
+    v, s = cfg.video, cfg.shards
+    with stage("decode_video"):  # any decoder error is a property of the file
         vr = decord.VideoReader(row["video_path"], ctx=decord.cpu(0), num_threads=v.decode_threads)
         n_src = len(vr)
         src_fps = float(vr.get_avg_fps()) or float(row["fps"])
-    except Exception as e:  # noqa: BLE001 - any decoder error is a property of the file
-        raise ClipFailure("decode_video", f"{type(e).__name__}: {e}") from e
     if n_src <= 0:
         raise ClipFailure("decode_video", "no frames")
     if not (v.min_fps <= src_fps <= v.max_fps):
@@ -194,120 +266,97 @@ def process_clip(row: dict[str, Any], cfg: PreprocessConfig, out_split: str, occ
     starts = window_starts(n, s.window, s.stride)
     if not starts:
         raise ClipFailure("validate", f"too short: {n} frames at {v.fps:g} fps < one window of {s.window}")
+    return OpenVideo(vr, src_fps, indices, starts)
 
-    # audio
-    from avface.io.media import read_audio
 
-    try:
+def decode_audio(row: dict[str, Any], cfg: PreprocessConfig, num_frames: int) -> np.ndarray:
+    """``decode_audio``: mono at ``audio.sample_rate``, cut or zero-padded to ``num_frames`` video frames, ``(N,)``
+    f32."""
+    with stage("decode_audio"):
         audio = read_audio(row.get("audio_path") or row["video_path"], cfg.audio.sample_rate)
-    except Exception as e:  # noqa: BLE001
-        raise ClipFailure("decode_audio", f"{type(e).__name__}: {e}") from e
     if audio.size == 0:
         raise ClipFailure("decode_audio", "empty audio stream")
-    need = int(round(n * cfg.audio.sample_rate / v.fps))
-    audio = np.pad(audio[:need], (0, max(0, need - len(audio)))).astype(np.float32)
-    a = cfg.audio
-    try:
+    need = int(round(num_frames * cfg.audio.sample_rate / cfg.video.fps))
+    return np.pad(audio[:need], (0, max(0, need - len(audio)))).astype(np.float32)
+
+
+def clip_audio_features(audio: np.ndarray, n: int, cfg: PreprocessConfig) -> np.ndarray:
+    """``audio_features`` over the whole clip, ``(n, 16, F)``. A missing model file is a configuration error of the
+    whole job, not of this clip: ``FileNotFoundError`` propagates."""
+    v, a = cfg.video, cfg.audio
+    with stage("audio_features", passthrough=(FileNotFoundError,)):
         feats = extract_audio_features(audio, n, v.fps, a.kind, window=a.window, n_mels=a.n_mels,
                                        deepspeech_graph=a.deepspeech_graph, wav2vec2_weights=a.wav2vec2_weights,
                                        wav2vec2_layer=a.wav2vec2_layer, wav2vec2_arch=a.wav2vec2_arch)
-    except FileNotFoundError:
-        raise  # a missing model file is a configuration error of the whole job, not of this clip
-    except Exception as e:  # noqa: BLE001
-        raise ClipFailure("audio_features", f"{type(e).__name__}: {e}") from e
+    return feats
 
-    # ground truth sidecar
-    gt: dict[str, np.ndarray] = {}
-    if row.get("gt_path"):
-        try:
-            gt = _load_sidecar(row["gt_path"])
-        except Exception as e:  # noqa: BLE001
-            raise ClipFailure("landmarks", f"sidecar {row['gt_path']}: {type(e).__name__}: {e}") from e
-    gt_lm = gt.get("landmarks2d") if cfg.landmarks.use_ground_truth else None
-    landmark_source = "gt" if gt_lm is not None else resources.detector.name
-    if gt_lm is None:
-        resources.detector.reset()
 
-    source = _FrameSource(vr, row["video_path"], indices)
-    normals_source = _normals_source(cfg, gt, resources)
+def load_ground_truth(row: dict[str, Any]) -> dict[str, np.ndarray]:
+    """The synthetic clip's ground-truth sidecar (``{}`` without one); a broken one fails stage ``landmarks``."""
+    if not row.get("gt_path"):
+        return {}
+    with stage("landmarks", context=f"sidecar {row['gt_path']}"):
+        return _load_sidecar(row["gt_path"])
+
+
+def window_frames(source: _FrameSource, src_idx: np.ndarray) -> np.ndarray:
+    """``decode_video`` of one window: ``(T, H, W, 3)`` u8 source frames."""
+    with stage("decode_video", context=f"frames {src_idx[0]}..{src_idx[-1]}"):
+        return source.get(src_idx)
+
+
+def window_landmarks(raw: np.ndarray, src_idx: np.ndarray, gt_lm: np.ndarray | None,
+                     detector: Any) -> tuple[np.ndarray, np.ndarray]:
+    """``landmarks`` of one window in source pixels: ``(T, 68, 2)`` f32 and ``valid (T,)``, from the sidecar's
+    ``landmarks2d`` (indexed by the same source frames) when given, else the detector."""
+    if gt_lm is not None:
+        ok = src_idx < len(gt_lm)
+        lm = np.zeros((len(src_idx), 68, 2), np.float32)
+        lm[ok] = gt_lm[src_idx[ok]]
+        valid = ok & np.all(np.isfinite(lm), axis=(1, 2))
+        lm[~valid] = 0.0
+        return lm, valid
+    with stage("landmarks"):
+        return detector(raw)
+
+
+def crop_window(raw: np.ndarray, lm: np.ndarray, valid: np.ndarray,
+                cfg: PreprocessConfig) -> tuple[np.ndarray, np.ndarray, list | None]:
+    """Frames ``(T, S, S, 3)`` at ``video.image_size`` (landmark crop or plain resize), landmarks in those pixels
+    (zero where invalid) and the crop boxes (None without a crop)."""
+    v = cfg.video
     size = v.image_size
-    samples: list[dict[str, Any]] = []
-    occ_samples: list[dict[str, Any]] = []
-    base_meta = {
-        "clip_id": row["clip_id"], "split": out_split, "identity": row["identity"], "ytid": row["ytid"],
-        "utterance": row["utterance"], "fps": v.fps, "source_fps": src_fps,
-        "audio_kind": a.kind, "audio_dim": int(feats.shape[-1]), "landmark_source": landmark_source,
-        "normals_source": normals_source, "vggface2_id": row.get("vggface2_id"), "gender": row.get("gender"),
-        "txt_reference": row.get("txt_reference"), "txt_offset": row.get("txt_offset"),
-        "txt_conf": row.get("txt_conf"),
-    }
-    for start in starts:
-        src_idx = indices[start:start + s.window]
-        try:
-            raw = source.get(src_idx)
-        except ClipFailure:
-            raise
-        except Exception as e:  # noqa: BLE001
-            raise ClipFailure("decode_video", f"frames {src_idx[0]}..{src_idx[-1]}: {type(e).__name__}: {e}") from e
-        filled = source.filled(src_idx)  # frames that are copies of a neighbour (truncated file): no landmarks
-        th, tw = raw.shape[1:3]
-        # landmarks in source pixels
-        if gt_lm is not None:
-            ok = src_idx < len(gt_lm)
-            lm = np.zeros((len(src_idx), 68, 2), np.float32)
-            lm[ok] = gt_lm[src_idx[ok]]
-            valid = ok & np.all(np.isfinite(lm), axis=(1, 2))
-            lm[~valid] = 0.0
-        else:
-            try:
-                lm, valid = resources.detector(raw)
-            except Exception as e:  # noqa: BLE001
-                raise ClipFailure("landmarks", f"{type(e).__name__}: {e}") from e
-        valid = valid & ~filled  # (their landmarks are zeroed below with the other invalid frames)
-        crop_box = None
-        if v.crop == "landmarks":
-            from avface.landmarks.crop import boxes_from_landmarks, crop_resize
+    th, tw = raw.shape[1:3]
+    crop_box = None
+    if v.crop == "landmarks":
+        boxes = boxes_from_landmarks(lm, valid, v.crop_scale, (th, tw))
+        frames, lm_out = [], np.zeros_like(lm)
+        for i in range(len(raw)):
+            img, sc, off = crop_resize(raw[i], boxes[i], size)
+            frames.append(img)
+            lm_out[i] = (lm[i] - off) * sc
+        frames = np.stack(frames)
+        crop_box = boxes.tolist()
+    elif v.crop == "none":
+        frames = _resize(raw, size)
+        lm_out = lm * np.array([size / tw, size / th], np.float32)
+    else:
+        raise ValueError(f"video.crop must be none or landmarks, got {v.crop!r}")
+    lm_out = np.where(valid[:, None, None], lm_out, 0.0).astype(np.float32)
+    return frames, lm_out, crop_box
 
-            boxes = boxes_from_landmarks(lm, valid, v.crop_scale, (th, tw))
-            frames, lm_out = [], np.zeros_like(lm)
-            for i in range(len(raw)):
-                img, sc, off = crop_resize(raw[i], boxes[i], size)
-                frames.append(img)
-                lm_out[i] = (lm[i] - off) * sc
-            frames = np.stack(frames)
-            crop_box = boxes.tolist()
-        elif v.crop == "none":
-            frames = _resize(raw, size)
-            lm_out = lm * np.array([size / tw, size / th], np.float32)
-        else:
-            raise ValueError(f"video.crop must be none or landmarks, got {v.crop!r}")
-        lm_out = np.where(valid[:, None, None], lm_out, 0.0).astype(np.float32)
 
-        occ_mask = None
-        if "occlusion_mask" in gt:
-            m = gt["occlusion_mask"]
-            # Sidecars store uint8 0..255 (255 = hand), masks in flight are float in [0, 1].
-            scale = 1.0 / 255.0 if m.dtype == np.uint8 else 1.0
-            ok = src_idx < len(m)
-            mm = np.zeros((len(src_idx), *m.shape[1:]), np.float32)
-            mm[ok] = m[src_idx[ok]].astype(np.float32) * scale
-            occ_mask = _resize_masks(mm, size)
-
-        normals = _normals(normals_source, gt, src_idx, frames, size, resources)
-        meta = {**base_meta, "decoder": source.decoder, "start": int(start), "source_indices": src_idx.tolist(),
-                "source_size": [tw, th],
-                "occluded": False, "crop_boxes": crop_box}
-        if filled.any():
-            meta["frames_filled"] = np.flatnonzero(filled).tolist()
-        key = sample_key(out_split, row["identity"], row["ytid"], row["utterance"], start)
-        samples.append(encode_sample(key, frames, feats[start:start + s.window], lm_out, valid, meta, normals=normals,
-                                     occlusion_mask=occ_mask, frames_format=v.frames_format,
-                                     jpeg_quality=v.jpeg_quality))
-        if start in occluded_starts:
-            occ_samples.append(_occluded(out_split, row, start, frames, feats[start:start + s.window], lm_out, valid,
-                                         meta, normals, cfg))
-    del vr, source
-    return samples + occ_samples
+def window_occlusion_mask(gt: dict[str, np.ndarray], src_idx: np.ndarray, size: int) -> np.ndarray | None:
+    """The sidecar's occlusion mask of one window, ``(T, S, S)`` f32 in [0, 1]; None without one."""
+    if "occlusion_mask" not in gt:
+        return None
+    m = gt["occlusion_mask"]
+    # Sidecars store uint8 0..255 (255 = hand), masks in flight are float in [0, 1].
+    scale = 1.0 / 255.0 if m.dtype == np.uint8 else 1.0
+    ok = src_idx < len(m)
+    mm = np.zeros((len(src_idx), *m.shape[1:]), np.float32)
+    mm[ok] = m[src_idx[ok]].astype(np.float32) * scale
+    return _resize_masks(mm, size)
 
 
 class _FrameSource:
@@ -343,8 +392,6 @@ class _FrameSource:
         return np.array([int(i) in self.missing for i in idx], bool)
 
     def _decode_pyav(self, decord_error: str) -> None:
-        from avface.io.media import iter_video
-
         self.decoder = "pyav"
         self.cache = {}
         last = max(self.needed)
@@ -367,27 +414,21 @@ class _FrameSource:
                 f"{len(self.needed)} needed source frames are missing (at most {MAX_FILLED_FRAMES} are filled)")
 
 
-def _occluded(out_split, row, start, frames, feats, lm, valid, meta, normals, cfg) -> dict[str, Any]:
+def _occluded(out_split, row, start, frames, feats, lm, valid, meta, normals, cfg, targets=None) -> dict[str, Any]:
     key = sample_key(out_split, row["identity"], row["ytid"], row["utterance"], start, occluded=True)
     seed = stable_seed(cfg.occlusion.seed, key)
     t, h, w, _ = frames.shape
-    try:
-        from occlusion_synth import OcclusionConfig, occlude_sequence
-
+    with stage("occlusion", context=f"window {start}"):
         kwargs: dict[str, Any] = {}
         if np.all(valid):
             kwargs["landmarks"] = lm
         else:  # boxes from the valid frames (nearest), or the centred square
-            from avface.landmarks.crop import boxes_from_landmarks
-
             kwargs["face_boxes"] = boxes_from_landmarks(lm, valid, 1.1, (h, w), smooth=1)
         res = occlude_sequence(frames, config=OcclusionConfig.from_dict(cfg.occlusion.config), seed=seed, **kwargs)
-    except Exception as e:  # noqa: BLE001
-        raise ClipFailure("occlusion", f"window {start}: {type(e).__name__}: {e}") from e
     params = json.loads(json.dumps(res.params, default=_jsonable))
     occ_meta = {**meta, "occluded": True, "occlusion": params, "occlusion_seed": seed}
     return encode_sample(key, res.frames, feats, lm, valid, occ_meta, normals=normals, occlusion_mask=res.masks,
-                         frames_format=cfg.video.frames_format, jpeg_quality=cfg.video.jpeg_quality)
+                         frames_format=cfg.video.frames_format, jpeg_quality=cfg.video.jpeg_quality, gt=targets)
 
 
 def _jsonable(o: Any) -> Any:
@@ -416,13 +457,9 @@ def _normals(source: str | None, gt: dict, src_idx: np.ndarray, frames: np.ndarr
              resources: ClipResources) -> np.ndarray | None:
     if source is None:
         return None
-    try:
+    with stage("normals"):
         if source == "renderer":
-            from avface.data.normals_teacher import sidecar_normals
+            from avface.data.normals_teacher import sidecar_normals  # torch: only imported when normals are made
 
             return _resize_normals(sidecar_normals(gt, src_idx), size)
         return resources.teacher(frames)
-    except ClipFailure:
-        raise
-    except Exception as e:  # noqa: BLE001
-        raise ClipFailure("normals", f"{type(e).__name__}: {e}") from e

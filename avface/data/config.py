@@ -23,6 +23,9 @@ class DataConfig:
     split_names: dict[str, str] = field(default_factory=lambda: {"dev": "train", "test": "test"})
     max_clips_per_split: int | None = None  # first N clips of each split in manifest order (debugging)
     probe_batch: int = 64  # clips probed per Ray task during discovery
+    # Synthetic clips: carry the sidecar's exact model parameters into the shards (gt_params.npy), the targets of
+    # the supervised `pretrain` stage and of 3D validation. Real clips have no sidecar and get none.
+    carry_ground_truth: bool = True
 
 
 @dataclass

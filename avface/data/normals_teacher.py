@@ -22,6 +22,9 @@ import numpy as np
 import torch
 from torch import nn
 
+from avface.face_model.loading import load_face_model
+from avface.render.renderer import FaceRenderer
+
 
 class NormalsTeacher(Protocol):
     name: str
@@ -113,9 +116,6 @@ def sidecar_normals(gt: dict[str, np.ndarray], src_idx: np.ndarray) -> np.ndarra
         return out
     if "vertices" not in gt or "cam" not in gt:
         raise KeyError("sidecar has neither normals nor vertices + cam")
-    from avface.face_model.starter import load_face_model
-    from avface.render.renderer import FaceRenderer
-
     data = load_face_model(None)
     h = int(gt["image_size"]) if "image_size" in gt else 224
     renderer = FaceRenderer(torch.as_tensor(data.faces), torch.as_tensor(data.uv_coords),

@@ -15,6 +15,11 @@ Fields (file name in the tar = ``<key>.<field>``; never pickle):
 ``landmarks_valid.npy`` ``(T,)`` bool: False where no face was found (landmarks are then zeros)
 ``normals.png``        optional: pseudo-GT normals, vertical PNG strip ``(T*H, W, 3)`` u8 = round((n + 1) * 127.5),
                        (0, 0, 0) = no face; decoded to ``(T, H, W, 3)`` f32 unit vectors (zeros off the face)
+``gt_params.npy``     optional (synthetic clips): ``(T, D)`` f32 ground-truth model parameters of the window's frames,
+                       columns laid out by ``meta["gt_layout"]`` (name -> [start, stop]): ``shape``, ``expression``,
+                       ``jaw``, ``global_pose``, ``neck_pose``, ``eye_pose``, ``cam`` (in the stored frames' NDC)
+                       per frame, and the clip constants ``albedo`` and ``light`` (9 x 3 SH) repeated per frame;
+                       decoded to ``gt``: dict name -> ``(T, k)`` (``albedo (NA,)``, ``light (9, 3)``)
 ``occlusion_mask.png`` optional (``_occ`` samples and synthetic clips with a mask): vertical PNG strip ``(T*H, W)``
                        u8, 255 = occluded; decoded to ``(T, H, W)`` u8
 ``meta.json``          dict: key, clip_id, split, identity, ytid, utterance, start, num_frames, fps, height, width,
@@ -36,10 +41,15 @@ from typing import Any
 import cv2
 import numpy as np
 
-__all__ = ["sample_key", "sanitize", "encode_sample", "decode_sample", "FIELDS"]
+__all__ = ["sample_key", "sanitize", "encode_sample", "decode_sample", "pack_gt_params", "unpack_gt_params", "FIELDS",
+           "GT_FRAME_PARAMS", "GT_CLIP_PARAMS"]
 
 FIELDS = ("frames.jpg", "frames.npy", "audio_features.npy", "landmarks.npy", "landmarks_valid.npy", "normals.png",
-          "occlusion_mask.png", "meta.json")
+          "occlusion_mask.png", "gt_params.npy", "meta.json")
+
+#: Per-frame ground-truth parameter groups of ``gt_params.npy`` (in column order), then the per-clip constants.
+GT_FRAME_PARAMS = ("shape", "expression", "jaw", "global_pose", "neck_pose", "eye_pose", "cam")
+GT_CLIP_PARAMS = ("albedo", "light")
 
 _BAD = re.compile(r"[^A-Za-z0-9_\-]")
 
@@ -107,6 +117,7 @@ def encode_sample(
     occlusion_mask: np.ndarray | None = None,
     frames_format: str = "jpg",
     jpeg_quality: int = 90,
+    gt: dict[str, np.ndarray] | None = None,
 ) -> dict[str, Any]:
     """Sample dict for a tar writer: ``{"__key__": key, "<field>": bytes}`` (see the module docstring)."""
     if "." in key or "/" in key:
@@ -134,8 +145,44 @@ def encode_sample(
         if m.dtype != np.uint8:
             m = np.clip(np.round(m.astype(np.float32) * 255.0), 0, 255).astype(np.uint8)
         s["occlusion_mask.png"] = _imencode(".png", _strip(m), [cv2.IMWRITE_PNG_COMPRESSION, 3])
+    if gt is not None:
+        params, layout = pack_gt_params(gt, t)
+        s["gt_params.npy"] = _npy(params)
+        meta["gt_layout"] = layout
     s["meta.json"] = json.dumps(meta, sort_keys=True, default=_json_default).encode()
     return s
+
+
+def pack_gt_params(gt: dict[str, np.ndarray], t: int) -> tuple[np.ndarray, dict[str, list[int]]]:
+    """Ground-truth parameters -> ``(T, D)`` f32 and the column layout (name -> [start, stop]).
+
+    gt: ``GT_FRAME_PARAMS`` as ``(T, k)`` arrays (all required) and optional ``albedo (NA,)``, ``light (9, 3)``.
+    """
+    cols, layout, at = [], {}, 0
+    for name in GT_FRAME_PARAMS + GT_CLIP_PARAMS:
+        if name not in gt:
+            if name in GT_FRAME_PARAMS:
+                raise KeyError(f"ground-truth parameters lack {name!r} (have {sorted(gt)})")
+            continue
+        a = np.asarray(gt[name], np.float32)
+        a = a.reshape(t, -1) if name in GT_FRAME_PARAMS else np.broadcast_to(a.reshape(1, -1), (t, a.size))
+        cols.append(a)
+        layout[name] = [at, at + a.shape[1]]
+        at += a.shape[1]
+    return np.concatenate(cols, axis=1), layout
+
+
+def unpack_gt_params(params: np.ndarray, layout: dict[str, list[int]]) -> dict[str, np.ndarray]:
+    """Inverse of :func:`pack_gt_params`: per-frame groups ``(T, k)``, ``albedo (NA,)``, ``light (9, 3)``."""
+    out = {}
+    for name, (a, b) in layout.items():
+        v = params[:, a:b]
+        if name == "albedo":
+            v = v[0]
+        elif name == "light":
+            v = v[0].reshape(9, 3)
+        out[name] = np.ascontiguousarray(v, np.float32)
+    return out
 
 
 def _json_default(o: Any) -> Any:
@@ -173,7 +220,7 @@ def _load_image(v: Any, color: bool) -> np.ndarray:
 def decode_sample(sample: dict[str, Any]) -> dict[str, Any]:
     """Arrays of one sample: ``frames (T,H,W,3) u8``, ``audio_features (T,16,F) f32``, ``landmarks (T,68,2) f32``,
     ``landmarks_valid (T,) bool``, optional ``normals (T,H,W,3) f32`` and ``occlusion_mask (T,H,W) u8``,
-    ``meta`` (dict) and ``key``."""
+    optional ``gt`` (dict of ground-truth parameters, see ``gt_params.npy``), ``meta`` (dict) and ``key``."""
     meta_v = _field(sample, "meta.json")
     if meta_v is None:
         raise KeyError(f"sample has no meta.json: fields {sorted(sample)}")
@@ -193,4 +240,9 @@ def decode_sample(sample: dict[str, Any]) -> dict[str, Any]:
         out["normals"] = decode_normals(_load_image(sample["normals.png"], True).reshape(t, h, w, 3))
     if _field(sample, "occlusion_mask.png") is not None:
         out["occlusion_mask"] = _load_image(sample["occlusion_mask.png"], False).reshape(t, h, w).astype(np.uint8)
+    if _field(sample, "gt_params.npy") is not None:
+        if "gt_layout" not in meta:
+            raise KeyError(f"sample {out['key']} has gt_params.npy but no meta.gt_layout")
+        out["gt"] = unpack_gt_params(_load_npy(sample["gt_params.npy"]).astype(np.float32, copy=False),
+                                     meta["gt_layout"])
     return out

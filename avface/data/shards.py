@@ -30,7 +30,6 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from avface.data.clip import (
-    ClipFailure,
     ClipResources,
     estimate_windows,
     process_clip,
@@ -38,6 +37,7 @@ from avface.data.clip import (
     window_starts,
 )
 from avface.data.config import PreprocessConfig
+from avface.utils.failures import ClipFailure
 from avface.utils.files import atomic_path
 
 INDEX_SCHEMA = pa.schema([

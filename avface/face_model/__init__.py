@@ -9,7 +9,8 @@ Public API::
 
 from avface.face_model.data import JOINT_NAMES, NOW7_FROM_68, REQUIRED_REGIONS, FaceModelData
 from avface.face_model.flame import FaceModel, FaceModelOutput, vertices2landmarks
-from avface.face_model.starter import build_starter_model, load_face_model
+from avface.face_model.loading import load_face_model
+from avface.face_model.starter import build_starter_model
 
 __all__ = [
     "JOINT_NAMES",

@@ -3,10 +3,11 @@
 
 FLAME's pickles were written by Python 2 with chumpy: several arrays are ``chumpy.ch.Ch`` objects and
 ``J_regressor`` is a ``scipy.sparse`` matrix. ``pickle.load`` would import chumpy (unmaintained, broken on recent
-numpy) and, more importantly, a pickle can run arbitrary code. We read it with :class:`RestrictedUnpickler`: only
-numpy array reconstruction, a few builtins, scipy sparse matrices and chumpy classes resolve; chumpy and scipy
-classes are replaced by stand-ins that just keep the arrays from the pickled state. Anything else (``os.system``,
-``subprocess``, ``builtins.eval``...) is refused with :class:`UnsafePickleError` before it can be called.
+numpy) and, more importantly, a pickle can run arbitrary code. We read it with
+:func:`avface.utils.safe_pickle.restricted_load`: only numpy array reconstruction, a few builtins, scipy sparse
+matrices and chumpy classes resolve; chumpy and scipy classes are replaced by stand-ins that just keep the arrays
+from the pickled state. Anything else (``os.system``, ``subprocess``, ``builtins.eval``...) is refused with
+:class:`~avface.utils.safe_pickle.UnsafePickleError` before it can be called.
 
 What is not in the FLAME download, and how we fill it:
 
@@ -18,188 +19,34 @@ What is not in the FLAME download, and how we fill it:
 - **UVs**: ``uv_template=`` FLAME's ``head_template.obj`` / ``head_template_mesh.obj`` (or found next to the
   model). Without it we generate a cylindrical projection: ``u = 0.5 + atan2(x, z) / (2 pi)`` (face in the middle,
   seam at the back of the head, where the triangles crossing it get duplicated UV vertices and become slivers at
-  the u = 1 edge), ``v`` = height normalised to [0, 1]. Good enough for UV-space displacement of the face; use the
-  real template for textures.
+  the u = 1 edge), ``v`` = height normalised to [0, 1] (:mod:`avface.face_model.uv`). Good enough for UV-space
+  displacement of the face; use the real template for textures.
 - **Regions**: ``masks=`` ``FLAME_masks.pkl`` (or found next to the model; restricted unpickle) gives face, lips,
   nose, eye regions + eyeballs. Whatever is missing (always the brows and the upper/lower lip split) is derived
-  from the landmark embedding on the template: lips = vertices inside the outer-lip landmark polygon (frontal
-  projection, front surface only), split by the inner-lip line; brows = vertices within 8 mm of the brow landmark
-  polyline; nose = inside the polygon of landmarks 27, 31-35, dilated by 5 mm; eyes = eye landmark polygons
-  dilated by 8 mm plus the vertices skinned to the eye joints; face = inside the hull of the 68 landmarks
-  extended up to the forehead.
+  (:mod:`avface.face_model.regions`) from the landmark embedding on the template: lips = vertices inside the
+  outer-lip landmark polygon (frontal projection, front surface only), split by the inner-lip line; brows =
+  vertices within 8 mm of the brow landmark polyline; nose = inside the polygon of landmarks 27, 31-35, dilated by
+  5 mm; eyes = eye landmark polygons dilated by 8 mm plus the vertices skinned to the eye joints; face = inside
+  the hull of the 68 landmarks extended up to the forehead.
 """
 
 from __future__ import annotations
 
 import io
 import os
-import pickle
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from avface.face_model.data import FaceModelData
-from avface.face_model.starter import point_in_polygon, read_obj
+from avface.face_model.regions import derive_regions
+from avface.face_model.uv import cylindrical_uv, uv_from_template
+from avface.utils.safe_pickle import as_array, restricted_load
 
-__all__ = [
-    "RestrictedUnpickler",
-    "UnsafePickleError",
-    "load_flame",
-    "load_landmark_embedding",
-    "restricted_load",
-]
+__all__ = ["load_flame", "load_landmark_embedding"]
 
 FLAME_KEYS = ("v_template", "shapedirs", "posedirs", "J_regressor", "weights", "kintree_table", "f")
-
-
-class UnsafePickleError(pickle.UnpicklingError, ValueError):
-    """The pickle references a class or function that is not on the allow-list (nothing was called)."""
-
-
-class ChStandIn:
-    """Stands in for any ``chumpy`` class: keeps the pickled state; ``.x`` is the array of a leaf ``Ch``."""
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:  # chumpy's __new__ may be called with args
-        self.state: dict = {}
-
-    def __setstate__(self, state: Any) -> None:
-        # chumpy's Ch.__getstate__ is its __dict__ minus caches; a leaf Ch keeps its value under "x".
-        self.state = state if isinstance(state, dict) else {"state": state}
-
-    def to_array(self, what: str) -> np.ndarray:
-        x = self.state.get("x")
-        if isinstance(x, ChStandIn):
-            return x.to_array(what)
-        if x is None:
-            raise ValueError(f"{what}: a chumpy expression without a stored value (keys {sorted(self.state)}); "
-                             "only plain chumpy arrays are supported")
-        return np.asarray(x)
-
-
-class SparseStandIn:
-    """Stands in for ``scipy.sparse`` csc/csr matrices (old pickles name private modules); rebuilt by
-    :meth:`to_dense` from ``data``, ``indices``, ``indptr`` and the shape in the pickled ``__dict__``."""
-
-    format = "csc"
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        self.state: dict = {}
-
-    def __setstate__(self, state: Any) -> None:
-        self.state = state if isinstance(state, dict) else {}
-
-    def to_dense(self, what: str) -> np.ndarray:
-        import scipy.sparse as sp
-
-        st = self.state
-        shape = st.get("_shape", st.get("shape"))
-        try:
-            data, indices, indptr = (np.asarray(st[k]) for k in ("data", "indices", "indptr"))
-            cls = sp.csc_matrix if self.format == "csc" else sp.csr_matrix
-            return np.asarray(cls((data, indices, indptr), shape=tuple(int(s) for s in shape)).toarray())
-        except Exception as e:
-            raise ValueError(f"{what}: malformed sparse matrix in pickle ({e})") from e
-
-
-class CscStandIn(SparseStandIn):
-    format = "csc"
-
-
-class CsrStandIn(SparseStandIn):
-    format = "csr"
-
-
-def _numpy_reconstruct():
-    try:
-        from numpy._core import multiarray
-    except ImportError:  # pragma: no cover - numpy < 2
-        from numpy.core import multiarray  # type: ignore[no-redef]
-    return multiarray
-
-
-def _load_storage_from_bytes(b: bytes):
-    """Replacement for ``torch.storage._load_from_bytes`` (which calls ``torch.load(weights_only=False)``):
-    the nested storage is read with ``weights_only=True``."""
-    import torch
-
-    return torch.load(io.BytesIO(b), weights_only=True)
-
-
-def _codecs_encode(text: str, encoding: str = "utf-8") -> bytes:
-    """``_codecs.encode`` limited to the text encodings pickle itself uses for bytes objects."""
-    if encoding.lower().replace("_", "-") not in ("latin1", "latin-1", "iso-8859-1", "utf-8", "utf8", "ascii"):
-        raise UnsafePickleError(f"refusing _codecs.encode with encoding {encoding!r}")
-    return text.encode(encoding)
-
-
-class RestrictedUnpickler(pickle.Unpickler):
-    """Unpickler that resolves only an allow-list of globals (see the module docstring)."""
-
-    def find_class(self, module: str, name: str) -> Any:
-        mod = module
-        if module in ("__builtin__", "copy_reg"):  # Python 2 names
-            mod = {"__builtin__": "builtins", "copy_reg": "copyreg"}[module]
-        if mod.startswith("chumpy"):
-            return ChStandIn
-        if mod.startswith("scipy.sparse") and name in ("csc_matrix", "csr_matrix"):
-            return CscStandIn if name == "csc_matrix" else CsrStandIn
-        if mod in ("numpy.core.multiarray", "numpy._core.multiarray") and name in ("_reconstruct", "scalar"):
-            return getattr(_numpy_reconstruct(), name)
-        if mod == "numpy" and name in ("ndarray", "dtype"):
-            return getattr(np, name)
-        if mod in ("numpy.dtypes",) and name.endswith("DType"):
-            import numpy.dtypes as npd
-
-            cls = getattr(npd, name, None)
-            if cls is not None:
-                return cls
-        if mod == "builtins" and name in ("set", "frozenset", "object", "list", "dict", "tuple", "slice"):
-            import builtins
-
-            return getattr(builtins, name)
-        if mod == "_codecs" and name == "encode":  # how protocol-2 pickles from Python 3 store bytes
-            return _codecs_encode
-        if mod == "copyreg" and name == "_reconstructor":
-            import copyreg
-
-            return copyreg._reconstructor
-        if mod == "collections" and name == "OrderedDict":
-            import collections
-
-            return collections.OrderedDict
-        # DECA's landmark_embedding.npy holds two torch tensors (plain-pickled).
-        if mod == "torch._utils" and name == "_rebuild_tensor_v2":
-            import torch._utils
-
-            return torch._utils._rebuild_tensor_v2
-        if mod == "torch.storage" and name == "_load_from_bytes":
-            return _load_storage_from_bytes
-        if mod == "torch" and name.endswith("Storage"):
-            import torch
-
-            cls = getattr(torch, name, None)
-            if cls is not None:
-                return cls
-        raise UnsafePickleError(f"refusing to load global {module}.{name} (not on the allow-list)")
-
-
-def restricted_load(data: bytes | io.BufferedIOBase, what: str = "pickle") -> Any:
-    """Unpickle with :class:`RestrictedUnpickler` (``encoding='latin1'`` for Python 2 pickles).
-
-    Raises ``ValueError`` (with ``what`` in the message) for truncated or invalid data and
-    :class:`UnsafePickleError` (also a ``pickle.UnpicklingError``) for a forbidden global.
-    """
-    fh = io.BytesIO(data) if isinstance(data, bytes | bytearray) else data
-    try:
-        return RestrictedUnpickler(fh, encoding="latin1").load()
-    except UnsafePickleError as e:
-        raise UnsafePickleError(f"{what}: {e}") from None
-    except EOFError as e:
-        raise ValueError(f"{what}: truncated pickle (unexpected end of data)") from e
-    except (pickle.UnpicklingError, ValueError, TypeError, AttributeError, IndexError, KeyError,
-            UnicodeDecodeError, OverflowError) as e:
-        raise ValueError(f"{what}: not a valid pickle ({type(e).__name__}: {e})") from e
 
 
 def _read_bytes(path: Path, what: str) -> bytes:
@@ -211,19 +58,6 @@ def _read_bytes(path: Path, what: str) -> bytes:
     if not data:
         raise ValueError(f"{what} is empty: {path}")
     return data
-
-
-def _as_array(value: Any, what: str) -> np.ndarray:
-    if isinstance(value, ChStandIn):
-        return value.to_array(what)
-    if isinstance(value, SparseStandIn):
-        return value.to_dense(what)
-    if hasattr(value, "detach") and hasattr(value, "numpy"):  # torch tensor (DECA embedding)
-        return value.detach().cpu().numpy()
-    arr = np.asarray(value)
-    if arr.dtype == object:
-        raise ValueError(f"{what}: expected a numeric array, got {type(value).__name__}")
-    return arr
 
 
 # ====================================================================================== landmark embeddings
@@ -276,7 +110,7 @@ def load_landmark_embedding(path: str | os.PathLike) -> dict[str, np.ndarray]:
 
     def arr(names: tuple[str, ...], dtype) -> np.ndarray | None:
         v = _pick(raw, names)
-        return None if v is None else _as_array(v, f"{what}:{names[0]}").astype(dtype)
+        return None if v is None else as_array(v, f"{what}:{names[0]}").astype(dtype)
 
     static_f = arr(("static_lmk_faces_idx", "lmk_faces_idx", "lmk_face_idx"), np.int64)
     static_b = arr(("static_lmk_bary_coords", "lmk_b_coords", "lmk_bary_coords"), np.float64)
@@ -304,121 +138,6 @@ def load_landmark_embedding(path: str | os.PathLike) -> dict[str, np.ndarray]:
     return out
 
 
-# ====================================================================================== UVs and regions
-def cylindrical_uv(v: np.ndarray, faces: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Cylindrical UVs: u = 0.5 + atan2(x, z) / (2 pi) about the centroid (face at u = 0.5, seam at the back),
-    v = height normalised to [0, 1] (v up).
-
-    v: (V, 3); faces: (F, 3). Returns (uv_coords (VT, 2) in [0, 1], uv_faces (F, 3)): the V per-vertex UVs, then
-    one copy at u = 1 of each vertex that a triangle crossing the seam has on the u ~ 0 side. Those triangles
-    become thin slivers at the u = 1 edge instead of spanning the whole map (which, as the UV rasterization has
-    no depth order, would hide other triangles' texels in ``FaceRenderer.uv_maps``).
-    """
-    c = v.mean(axis=0)
-    u = 0.5 + np.arctan2(v[:, 0] - c[0], v[:, 2] - c[2]) / (2 * np.pi)
-    y = v[:, 1]
-    vv = (y - y.min()) / max(float(np.ptp(y)), 1e-12)
-    uv = np.clip(np.stack([u, vv], 1), 0.0, 1.0)
-    uv_faces = np.array(faces, dtype=np.int64, copy=True)
-    tri_u = uv[uv_faces, 0]
-    seam = np.ptp(tri_u, axis=1) > 0.5
-    low = seam[:, None] & (tri_u < 0.5)  # corners of seam triangles on the u ~ 0 side
-    if low.any():
-        ids = np.unique(uv_faces[low])
-        copies = np.stack([np.ones(len(ids)), uv[ids, 1]], 1)
-        uv_faces[low] = len(uv) + np.searchsorted(ids, uv_faces[low])
-        uv = np.concatenate([uv, copies])
-    return uv, uv_faces
-
-
-def _uv_from_template(obj_path: Path, faces: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    v, f, vt, ft = read_obj(obj_path)
-    if len(vt) == 0:
-        raise ValueError(f"UV template {obj_path} has no texture coordinates")
-    if len(f) != len(faces):
-        raise ValueError(f"UV template {obj_path} has {len(f)} faces, the model {len(faces)}")
-    if np.array_equal(f, faces):
-        return vt, ft
-    # Same triangles in another order or rotation: match by the sorted vertex triple.
-    lookup = {tuple(sorted(t)): (k, t) for k, t in enumerate(f.tolist())}
-    uv_faces = np.zeros_like(faces)
-    for k, tri in enumerate(faces.tolist()):
-        hit = lookup.get(tuple(sorted(tri)))
-        if hit is None:
-            raise ValueError(f"UV template {obj_path}: triangle {tri} of the model is not in the template")
-        j, t = hit
-        uv_faces[k] = [ft[j][t.index(i)] for i in tri]
-    return vt, uv_faces
-
-
-def _landmarks_on(v: np.ndarray, f: np.ndarray, faces: np.ndarray, bary: np.ndarray) -> np.ndarray:
-    return np.einsum("lkc,lk->lc", v[f[faces]], bary)
-
-
-def _dist_to_polyline(p: np.ndarray, poly: np.ndarray) -> np.ndarray:
-    a, b = poly[:-1][None], poly[1:][None]
-    ab = b - a
-    t = np.clip(np.einsum("nkc,nkc->nk", p[:, None] - a, ab) / np.maximum((ab**2).sum(-1), 1e-18), 0, 1)
-    return np.linalg.norm(p[:, None] - (a + t[..., None] * ab), axis=-1).min(1)
-
-
-def derive_regions(v: np.ndarray, f: np.ndarray, lmk_faces: np.ndarray, lmk_bary: np.ndarray,
-                   weights: np.ndarray, masks: dict[str, np.ndarray] | None = None) -> dict[str, np.ndarray]:
-    """Regions (see the module docstring) from FLAME masks where given, else from the 68-landmark embedding.
-    v: (V, 3) template in metres; weights: (V, 5) skinning weights (eyeballs = vertices on the eye joints)."""
-    masks = masks or {}
-    L = _landmarks_on(v, f, lmk_faces, lmk_bary)
-    xy = v[:, :2]
-    ids = np.arange(len(v))
-    eyeball_left = ids[weights[:, 3] > 0.5]
-    eyeball_right = ids[weights[:, 4] > 0.5]
-    # "Front" = in front of the plane through the eye corners pushed 3 cm back (excludes the back of the head).
-    z_front = L[[36, 45], 2].mean() - 0.03
-
-    def front(mask: np.ndarray) -> np.ndarray:
-        return mask & (v[:, 2] > z_front)
-
-    def dilate_poly(poly_ids: list[int], r: float) -> np.ndarray:
-        poly = L[poly_ids, :2]
-        inside = point_in_polygon(xy, poly)
-        closed = np.concatenate([poly, poly[:1]])
-        return inside | (_dist_to_polyline(xy, closed) < r)
-
-    out: dict[str, np.ndarray] = {}
-    lips = front(dilate_poly(list(range(48, 60)), 0.001))
-    mouth_line_y = np.interp(v[:, 0], L[[60, 61, 62, 63, 64], 0], 0.5 * (L[[60, 61, 62, 63, 64], 1]
-                                                                      + L[[60, 67, 66, 65, 64], 1]))
-    out["lips"] = masks.get("lips", ids[lips])
-    lip_ids = out["lips"]
-    out["lip_upper"] = lip_ids[v[lip_ids, 1] >= mouth_line_y[lip_ids]]
-    out["lip_lower"] = lip_ids[v[lip_ids, 1] < mouth_line_y[lip_ids]]
-    out["nose"] = masks.get("nose", ids[front(dilate_poly([27, 31, 32, 33, 34, 35], 0.005))])
-    for side, eye_lm, brow_lm, eyeball, mkey in (
-            ("right", list(range(36, 42)), list(range(17, 22)), eyeball_right, "right_eye_region"),
-            ("left", list(range(42, 48)), list(range(22, 27)), eyeball_left, "left_eye_region")):
-        region = masks.get(mkey, ids[front(dilate_poly(eye_lm, 0.008))])
-        ball = masks.get(f"{side}_eyeball", eyeball)
-        out[f"eye_{side}"] = np.union1d(region, ball)
-        out[f"eyeball_{side}"] = np.asarray(ball)
-        out[f"brow_{side}"] = ids[front(_dist_to_polyline(v, L[brow_lm]) < 0.008)]
-    if "face" in masks:
-        out["face"] = masks["face"]
-    else:
-        hull = np.concatenate([L[0:17, :2], L[[26, 25, 24, 23, 22, 21, 20, 19, 18, 17], :2] + [0.0, 0.04]])
-        out["face"] = ids[front(point_in_polygon(xy, hull))]
-    # A region the geometric rule leaves empty (unusual meshes) falls back to the vertices nearest its landmarks.
-    groups = {"lips": range(48, 68), "lip_upper": range(48, 55), "lip_lower": [48, *range(54, 60)],
-              "nose": range(27, 36), "eye_right": range(36, 42), "eye_left": range(42, 48),
-              "brow_right": range(17, 22), "brow_left": range(22, 27), "face": range(68)}
-    for name, lms in groups.items():
-        if len(out[name]) == 0:
-            d = np.linalg.norm(v[None] - L[list(lms)][:, None], axis=-1)  # (K, V)
-            out[name] = np.unique(d.argmin(axis=1))
-    for k, val in masks.items():
-        out.setdefault(f"flame_{k}", np.asarray(val))
-    return {k: np.unique(np.asarray(val, dtype=np.int64)) for k, val in out.items()}
-
-
 # ====================================================================================== FLAME
 def _find_next_to(path: Path, names: tuple[str, ...]) -> Path | None:
     for n in names:
@@ -444,7 +163,7 @@ def load_flame(
     missing = [k for k in FLAME_KEYS if k not in obj]
     if missing:
         raise ValueError(f"{what}: missing keys {missing} (found {sorted(obj)}); is this a FLAME model file?")
-    a = {k: _as_array(obj[k], f"{what}:{k}") for k in FLAME_KEYS}
+    a = {k: as_array(obj[k], f"{what}:{k}") for k in FLAME_KEYS}
 
     v = a["v_template"].astype(np.float64)
     if v.ndim != 2 or v.shape[1] != 3:
@@ -497,7 +216,7 @@ def load_flame(
     if uv_path is not None:
         if not uv_path.is_file():
             raise FileNotFoundError(f"UV template not found: {uv_path}")
-        uv_coords, uv_faces = _uv_from_template(uv_path, faces)
+        uv_coords, uv_faces = uv_from_template(uv_path, faces)
     else:
         uv_coords, uv_faces = cylindrical_uv(v, faces)
 
@@ -507,7 +226,7 @@ def load_flame(
         m = restricted_load(_read_bytes(mask_path, f"FLAME masks {mask_path}"), f"FLAME masks {mask_path}")
         if not isinstance(m, dict):
             raise ValueError(f"FLAME masks {mask_path}: expected a dict, got {type(m).__name__}")
-        mask_dict = {str(k): _as_array(val, f"FLAME masks {mask_path}:{k}").astype(np.int64).reshape(-1)
+        mask_dict = {str(k): as_array(val, f"FLAME masks {mask_path}:{k}").astype(np.int64).reshape(-1)
                      for k, val in m.items()}
     weights = a["weights"].astype(np.float64)
     regions = derive_regions(v, faces, emb["lmk68_faces"], emb["lmk68_bary"], weights, mask_dict)

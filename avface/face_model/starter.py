@@ -5,7 +5,7 @@ use out of the box: same parameterisation (identity + expression blendshapes, 5 
 linear blend skinning, 68-landmark embedding, per-vertex albedo model, UVs, regions), different numbers.
 It is *not* a statistical model learned from scans: its bases are hand-designed smooth deformations. It is good for
 pipelines, tests, the synthetic corpus and demos; for research numbers load the real FLAME with
-:func:`load_face_model` and a ``generic_model.pkl`` path.
+:func:`avface.face_model.load_face_model` and a ``generic_model.pkl`` path.
 
 How it is built (:func:`build_starter_model`, deterministic for a given ``seed``, ~0.2 s):
 
@@ -33,8 +33,6 @@ How it is built (:func:`build_starter_model`, deterministic for a given ``seed``
 
 from __future__ import annotations
 
-import os
-import threading
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -42,6 +40,7 @@ import numpy as np
 from scipy.spatial import cKDTree
 
 from avface.face_model.data import FaceModelData
+from avface.face_model.mesh import point_in_polygon, read_obj, vertex_normals
 
 __all__ = [
     "ASSET_OBJ",
@@ -52,8 +51,6 @@ __all__ = [
     "EXPRESSION_NAMES",
     "SHAPE_NAMES",
     "build_starter_model",
-    "load_face_model",
-    "read_obj",
 ]
 
 ASSET_OBJ = Path(__file__).resolve().parents[1] / "assets" / "mediapipe_canonical_face" / "canonical_face_model.obj"
@@ -113,37 +110,6 @@ _CM = 0.01
 
 
 # ====================================================================================== mesh utilities
-def read_obj(path: str | os.PathLike = ASSET_OBJ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Read a triangle OBJ with separately indexed UVs. Returns ``(v (V,3), f (F,3), vt (VT,2), ft (F,3))``."""
-    v, vt, f, ft = [], [], [], []
-    with open(path, encoding="utf-8") as fh:
-        for line in fh:
-            s = line.split()
-            if not s:
-                continue
-            if s[0] == "v":
-                v.append([float(x) for x in s[1:4]])
-            elif s[0] == "vt":
-                vt.append([float(x) for x in s[1:3]])
-            elif s[0] == "f":
-                if len(s) != 4:
-                    raise ValueError(f"{path}: only triangles are supported, got a face with {len(s) - 1} vertices")
-                parts = [t.split("/") for t in s[1:]]
-                f.append([int(p[0]) - 1 for p in parts])
-                ft.append([int(p[1]) - 1 if len(p) > 1 and p[1] else int(p[0]) - 1 for p in parts])
-    return (np.asarray(v, np.float64), np.asarray(f, np.int64), np.asarray(vt, np.float64).reshape(-1, 2),
-            np.asarray(ft, np.int64))
-
-
-def vertex_normals(v: np.ndarray, f: np.ndarray) -> np.ndarray:
-    """Area-weighted unit vertex normals. v: (V, 3); f: (F, 3). Returns (V, 3)."""
-    fn = np.cross(v[f[:, 1]] - v[f[:, 0]], v[f[:, 2]] - v[f[:, 0]])
-    n = np.zeros_like(v)
-    for k in range(3):
-        np.add.at(n, f[:, k], fn)
-    return n / np.maximum(np.linalg.norm(n, axis=1, keepdims=True), 1e-12)
-
-
 def _closure_faces(f: np.ndarray, contour_sets: list[set[int]]) -> np.ndarray:
     """Mask of faces whose three vertices all lie on one of the given contours (triangles spanning a hole)."""
     mask = np.zeros(len(f), bool)
@@ -746,16 +712,6 @@ def _albedo(g: _Geometry, rng: np.random.Generator) -> tuple[np.ndarray, np.ndar
 
 
 # ------------------------------------------------------------------------------------------------- regions
-def point_in_polygon(pts: np.ndarray, poly: np.ndarray) -> np.ndarray:
-    """Even-odd test of 2-D points (N, 2) against a closed polygon (M, 2)."""
-    x, y = pts[:, 0][:, None], pts[:, 1][:, None]
-    x0, y0 = poly[:, 0][None], poly[:, 1][None]
-    x1, y1 = np.roll(poly[:, 0], -1)[None], np.roll(poly[:, 1], -1)[None]
-    cond = (y0 > y) != (y1 > y)
-    xi = x0 + (y - y0) * (x1 - x0) / np.where(y1 == y0, 1e-12, y1 - y0)
-    return (cond & (x < xi)).sum(1) % 2 == 1
-
-
 def _inside_lips(g: _Geometry) -> np.ndarray:
     """Skin vertices on the lips: inside the outer lip contour (frontal projection of the open-mouth geometry)."""
     c = g.contours
@@ -851,29 +807,3 @@ def build_starter_model(seed: int = 0) -> FaceModelData:
         albedo_basis=albedo_basis,
         regions=_regions(g, w_jaw),
     )
-
-
-_CACHE: dict[object, FaceModelData] = {}
-_LOCK = threading.Lock()
-
-
-def load_face_model(path_or_none: str | os.PathLike | None = None, **kwargs) -> FaceModelData:
-    """The face model to use: ``None`` -> the starter model (built once per process and cached); a ``.pkl`` path ->
-    the real FLAME via :func:`avface.face_model.flame_loader.load_flame` (``kwargs`` are passed on, e.g.
-    ``landmark_embedding``); a ``.npz`` path -> a saved :class:`FaceModelData`. Returned objects are shared with
-    the cache: treat them as read-only."""
-    if path_or_none is None:
-        key: object = ("starter", 0)
-        with _LOCK:
-            if key not in _CACHE:
-                _CACHE[key] = build_starter_model(0)
-            return _CACHE[key]
-    path = Path(path_or_none)
-    suffix = path.suffix.lower()
-    if suffix == ".npz":
-        return FaceModelData.load_npz(path)
-    if suffix == ".pkl":
-        from avface.face_model.flame_loader import load_flame
-
-        return load_flame(path, **kwargs)
-    raise ValueError(f"{path}: unknown face model file type {suffix!r} (expected .pkl for FLAME or .npz)")

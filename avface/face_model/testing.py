@@ -14,6 +14,8 @@ from pathlib import Path
 import numpy as np
 
 from avface.face_model.data import REQUIRED_REGIONS, FaceModelData
+from avface.face_model.loading import load_face_model
+from avface.face_model.starter import build_starter_model
 
 __all__ = ["FlameLikeFiles", "random_face_model_data", "reference_flame_numpy", "write_flame_like_files"]
 
@@ -198,8 +200,6 @@ def write_flame_like_files(directory: str | os.PathLike, seed: int = 0, n_shape:
     """
     import scipy.sparse as sp
     import torch
-
-    from avface.face_model.starter import build_starter_model, load_face_model
 
     data = load_face_model(None) if seed == 0 else build_starter_model(seed)
     if n_shape < data.n_shape or n_expression < data.n_expression:

@@ -5,7 +5,8 @@ Started by :class:`avface.landmarks.mediapipe_process.MediaPipeProcessDetector` 
 (never avface: the main package needs numpy 2 / torch).
 
 Protocol (both directions): one message = ``uint32 LE header length`` + UTF-8 JSON header + ``header["nbytes"]``
-raw payload bytes (no pickle).
+raw payload bytes (no pickle). :func:`read_message` / :func:`write_message` are the one framing: the main process
+imports them from here (this module's top level is standard library only).
 
 * worker -> main on start: ``{"ok": true, "ready": true, "mediapipe": version}``
 * ``{"cmd": "process", "shape": [T, H, W, 3]}`` + T*H*W*3 u8 RGB bytes -> ``{"ok": true, "found": [bool] * T,
@@ -25,20 +26,27 @@ N_POINTS = 478  # refine_landmarks=True: 468 mesh points + 10 iris points
 
 
 def read_message(stream):
-    """``(header dict, payload bytes)``, or ``(None, b"")`` at EOF."""
+    """``(header dict, payload bytes)``, or ``None`` at end of stream before a message; a message cut short raises
+    ``EOFError``."""
     raw = stream.read(4)
+    if not raw:
+        return None
     if len(raw) < 4:
-        return None, b""
+        raise EOFError("stream ended inside a message header length")
     (n,) = struct.unpack("<I", raw)
-    header = json.loads(stream.read(n).decode())
+    data = stream.read(n)
+    if len(data) != n:
+        raise EOFError("stream ended inside a message header")
+    header = json.loads(data.decode())
     nbytes = int(header.get("nbytes", 0))
     payload = stream.read(nbytes) if nbytes else b""
     if len(payload) != nbytes:
-        return None, b""
+        raise EOFError("stream ended inside a message payload")
     return header, payload
 
 
 def write_message(stream, header, payload=b""):
+    """Write one message (``header`` gets ``nbytes``) and flush."""
     header = dict(header, nbytes=len(payload))
     data = json.dumps(header).encode()
     stream.write(struct.pack("<I", len(data)))
@@ -68,9 +76,13 @@ def main():
     mesh = face_mesh.FaceMesh(**kw)
     write_message(proto_out, {"ok": True, "ready": True, "mediapipe": mp.__version__})
     while True:
-        header, payload = read_message(proto_in)
-        if header is None:
+        try:
+            message = read_message(proto_in)
+        except EOFError:  # the main process died mid-request
             break
+        if message is None:
+            break
+        header, payload = message
         cmd = header.get("cmd")
         try:
             if cmd == "process":

@@ -2,8 +2,9 @@
 
 mediapipe 0.10.21 pins numpy<2 and cannot be imported next to this project's numpy 2 / torch, so
 ``scripts/install.sh`` puts it in its own venv and :class:`MediaPipeProcessDetector` streams frames to
-``_mediapipe_worker.py`` running there (length-prefixed JSON header + raw bytes; protocol in that file). One worker
-per detector instance (one per Ray task), started on first use, closed by :meth:`close`, ``with`` or ``__del__``.
+``_mediapipe_worker.py`` running there (length-prefixed JSON header + raw bytes; the protocol and its framing,
+``read_message`` / ``write_message``, are in that file). One worker per detector instance (one per Ray task),
+started on first use, closed by :meth:`close`, ``with`` or ``__del__``.
 """
 
 from __future__ import annotations
@@ -12,7 +13,6 @@ import json
 import logging
 import os
 import signal
-import struct
 import subprocess
 import tempfile
 from pathlib import Path
@@ -20,6 +20,7 @@ from typing import IO, Any
 
 import numpy as np
 
+from avface.landmarks._mediapipe_worker import read_message, write_message
 from avface.landmarks.detector import LandmarkDetector
 from avface.landmarks.mapping import mediapipe_to_ibug68
 
@@ -177,27 +178,20 @@ class MediaPipeProcessDetector(LandmarkDetector):
 
     def _send(self, header: dict[str, Any], payload: memoryview | bytes = b"") -> None:
         assert self._proc is not None and self._proc.stdin is not None
-        data = json.dumps(dict(header, nbytes=len(payload))).encode()
         try:
-            self._proc.stdin.write(struct.pack("<I", len(data)) + data)
-            if len(payload):
-                self._proc.stdin.write(payload)
-            self._proc.stdin.flush()
+            write_message(self._proc.stdin, header, payload)
         except (BrokenPipeError, OSError, ValueError) as e:
             raise self._dead(f"died before reading a request ({type(e).__name__})") from e
 
     def _receive(self) -> tuple[dict[str, Any], bytes]:
         assert self._proc is not None and self._proc.stdout is not None
-        out = self._proc.stdout
-        raw = out.read(4)
-        if len(raw) < 4:
+        try:
+            message = read_message(self._proc.stdout)
+        except EOFError as e:
+            raise self._dead("exited mid-reply") from e
+        if message is None:
             raise self._dead("exited")
-        (n,) = struct.unpack("<I", raw)
-        header = json.loads(out.read(n).decode())
-        nbytes = int(header.get("nbytes", 0))
-        payload = out.read(nbytes) if nbytes else b""
-        if len(payload) != nbytes:
-            raise self._dead("exited mid-reply")
+        header, payload = message
         if not header.get("ok"):
             raise MediaPipeWorkerError(f"MediaPipe worker ({self.python}) failed: {header.get('error')}; stderr tail:\n"
                                        f"{_tail(self._stderr)}")

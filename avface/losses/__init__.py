@@ -1,4 +1,5 @@
-"""AVFace losses as pure functions over tensors (plus the two that need user-provided network weights)."""
+"""AVFace losses as pure functions over tensors. The two that own pretrained networks (identity, ID-MRF/VGG19) are
+models: :mod:`avface.models.perceptual`."""
 
 from avface.losses.landmarks import (
     eye_closure_loss,
@@ -17,10 +18,10 @@ from avface.losses.maps import (
     shape_consistency_loss,
     symmetry_loss,
 )
-from avface.losses.perceptual import IdentityLoss, IDMRFLoss, id_mrf
+from avface.losses.perceptual import id_mrf
 
 __all__ = [
-    "IDMRFLoss", "IdentityLoss", "coefficient_regularizer", "displacement_l1", "eye_closure_loss", "id_mrf",
+    "coefficient_regularizer", "displacement_l1", "eye_closure_loss", "id_mrf",
     "image_laplacian", "landmark_loss", "landmark_weights", "laplacian_normals_loss", "lip_corner_loss",
     "mouth_closure_loss", "photometric_loss", "pixels_to_ndc", "shape_consistency_loss", "symmetry_loss",
 ]

@@ -2,16 +2,15 @@
 
 Contract (nerfstudio style)::
 
-    model = AVFace(config, face_model)           # face_model: avface.face_model.FaceModel
-    model.set_stage("coarse" | "lip" | "detail")
-    outputs = model(batch)                        # dict of tensors, (B, T, ...) everywhere
+    model = AVFace(config, face_model)            # face_model: avface.face_model.FaceModel; stage "coarse"
+    model.set_stage("coarse" | "lip" | "detail")  # what forward runs and what trains
+    opt = torch.optim.Adam(model.trainable_parameters(), lr=1e-4, weight_decay=5e-4)
+    outputs = model(batch)                        # Batch -> AVFaceOutput, (B, T, ...) everywhere
     losses = model.losses(batch, outputs)         # dict of weighted terms + "total"
+    torch.save(model.trainable_state_dict(), p)   # every stage's networks, no frozen pretrained perceptual nets
 
-Batch keys: ``images`` (B,T,3,H,W) in [0,1]; ``audio`` (B,T,16,F) (optional); ``landmarks`` (B,T,68,2) pixels;
-``landmarks_valid`` (B,T) bool; optional ``audio_valid`` / ``video_valid`` (B,T) bool (a False modality is the
-zero embedding), ``normals`` (B,T,3,H,W) pseudo-ground-truth normals in the renderer's camera frame (+x right,
-+y up, +z to the viewer), ``occlusion_mask`` (B,T,H,W) (1 = occluded, excluded from photometric/normal losses),
-``identity`` (B,) int labels for shape consistency across windows.
+``batch`` is an :class:`avface.data.batch.Batch`, ``outputs`` an :class:`avface.models.outputs.AVFaceOutput`;
+their fields and shapes are documented there.
 """
 
 from __future__ import annotations
@@ -22,11 +21,13 @@ from torch import nn
 
 from avface.losses import landmarks as L
 from avface.losses import maps as M
-from avface.losses.perceptual import IdentityLoss, IDMRFLoss
 from avface.models.config import AVFaceConfig
 from avface.models.detail import DetailUNet, displacement_to_detail
 from avface.models.encoders import CoarseEncoder, ExpressionJawEncoder
+from avface.models.inputs import Batch
 from avface.models.lip import LipRefiner
+from avface.models.outputs import AVFaceOutput
+from avface.models.perceptual import IdentityLoss, IDMRFLoss
 
 STAGES = ("coarse", "lip", "detail")
 
@@ -73,27 +74,35 @@ class AVFace(nn.Module):
 
             self.register_buffer("lip_faces", face_flags("lips", "any"), persistent=False)
             self.register_buffer("face_faces", face_flags("face", "all"), persistent=False)
-        # Losses needing user-provided weights: absent -> warning once, term skipped.
+        # Losses needing user-provided weights: absent -> warning once, term skipped. Their networks are frozen
+        # pretrained perceptual nets: never trained, never in trainable_parameters() or the checkpoint.
         self.identity_loss = IdentityLoss(cfg.identity_weights) if cfg.losses.identity > 0 else None
         self.mrf_loss = IDMRFLoss(cfg.vgg19_weights) if self.detail is not None and cfg.losses.mrf > 0 else None
-        self.stage = stage or cfg.stages[-1]
+        self._frozen: list[nn.Module] = []
+        self.set_stage(stage or cfg.stages[0])
 
     # ------------------------------------------------------------------------------------------ stages
-    def set_stage(self, stage: str, freeze_previous: bool = True) -> None:
-        """Select how far ``forward`` goes; optionally freeze the networks of the earlier stages."""
+    def stage_modules(self) -> dict[str, list[nn.Module]]:
+        """The trainable networks of each stage (stage "coarse": E_c and the expression-jaw branch)."""
+        groups = {"coarse": [self.coarse, self.expression], "lip": [self.lip], "detail": [self.detail]}
+        return {s: [m for m in mods if m is not None] for s, mods in groups.items()}
+
+    def set_stage(self, stage: str) -> None:
+        """Select the stage: how far ``forward`` goes and what trains.
+
+        "coarse" trains E_c + the expression-jaw branch, "lip" the lip refiner only, "detail" the detail network
+        only; every other network is frozen (``requires_grad`` False) and kept in eval mode (see ``train``).
+        """
         if stage not in STAGES or stage not in self.config.stages:
             raise ValueError(f"stage {stage!r} not in {self.config.stages}")
         self.stage = stage
-        idx = STAGES.index(stage)
-        groups = {"coarse": [self.coarse, self.expression], "lip": [self.lip], "detail": [self.detail]}
         self._frozen = []
-        for s, mods in groups.items():
-            train = not freeze_previous or STAGES.index(s) >= idx
+        for s, mods in self.stage_modules().items():
             for m in mods:
-                if m is not None:
-                    m.requires_grad_(train)
-                    if not train:
-                        self._frozen.append(m)
+                m.requires_grad_(s == stage)
+                if s != stage:
+                    m.zero_grad(set_to_none=True)  # no stale gradient of an earlier stage on a frozen net
+                    self._frozen.append(m)
         self.train(self.training)
 
     def train(self, mode: bool = True) -> AVFace:
@@ -105,50 +114,72 @@ class AVFace(nn.Module):
             m.eval()
         return self
 
+    def trainable_parameters(self) -> list[nn.Parameter]:
+        """Exactly the current stage's trainable parameters (what the optimiser gets)."""
+        return [p for m in self.stage_modules()[self.stage] for p in m.parameters() if p.requires_grad]
+
+    def _trainable_modules(self) -> dict[str, nn.Module]:
+        return {name: getattr(self, name) for name in ("coarse", "expression", "lip", "detail")
+                if getattr(self, name) is not None}
+
+    def trainable_state_dict(self) -> dict[str, torch.Tensor]:
+        """State dict of the trainable networks of ALL stages (keys as in ``state_dict``: ``coarse.*``,
+        ``expression.*``, ``lip.*``, ``detail.*``): the checkpoint's content. The face model, the renderer and
+        the frozen pretrained perceptual networks (VGG19, face recognition) are not in it."""
+        return {f"{name}.{k}": v for name, m in self._trainable_modules().items() for k, v in m.state_dict().items()}
+
+    def load_trainable_state_dict(self, state_dict: dict[str, torch.Tensor]) -> None:
+        """Load what ``trainable_state_dict`` wrote; missing or unexpected keys are a ValueError naming them."""
+        own = self.trainable_state_dict()
+        missing = sorted(set(own) - set(state_dict))
+        unexpected = sorted(set(state_dict) - set(own))
+        if missing or unexpected:
+            raise ValueError(f"trainable state dict does not match the model: missing {missing[:5]} "
+                             f"({len(missing)}), unexpected {unexpected[:5]} ({len(unexpected)})")
+        for name, m in self._trainable_modules().items():
+            prefix = name + "."
+            m.load_state_dict({k[len(prefix):]: v for k, v in state_dict.items() if k.startswith(prefix)})
+
     def _runs(self, stage: str) -> bool:
         return STAGES.index(self.stage) >= STAGES.index(stage)
 
     # ------------------------------------------------------------------------------------------ forward
-    def forward(self, batch: dict, generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
-        images = batch["images"]
-        audio = batch.get("audio")
-        b, t = images.shape[:2]
+    def forward(self, batch: Batch, generator: torch.Generator | None = None) -> AVFaceOutput:
+        images, audio = batch.images, batch.audio
         code = self.coarse(images)
-        ej = self.expression(images, audio, batch.get("audio_valid"), batch.get("video_valid"), generator)
-        out: dict[str, torch.Tensor] = {
-            "shape": code.shape, "albedo": code.albedo, "light": code.light, "global_pose": code.global_pose,
-            "cam": code.cam, "expression": ej.expression, "jaw": ej.jaw,
-            "audio_keep": ej.audio_keep, "video_keep": ej.video_keep,
-        }
+        ej = self.expression(images, audio, batch.audio_valid, batch.video_valid, generator)
+        out = AVFaceOutput(shape=code.shape, albedo=code.albedo, light=code.light, global_pose=code.global_pose,
+                           cam=code.cam, expression=ej.expression, jaw=ej.jaw, audio_keep=ej.audio_keep,
+                           video_keep=ej.video_keep)
         if self.face_model is None:
             return out
-        out.update(self.decode(out))
+        out = self.decode(out)
         if self._runs("lip") and self.lip is not None:
-            out.update(self.refine_lips(out, audio, ej.audio_keep if audio is not None else None))
+            out = self.refine_lips(out, audio, ej.audio_keep if audio is not None else None)
         if self.renderer is not None and self.stage in ("coarse", "lip"):
-            out.update(self._render(out, "coarse"))
+            out = self._render(out, "coarse")
         if self._runs("detail") and self.detail is not None:
             if self.renderer is None:
                 raise ValueError("the detail stage needs a renderer (UV maps and detailed rendering)")
-            out.update(self.fine(out, images, audio))
+            out = self.fine(out, images, audio, batch.occlusion_mask)
         return out
 
-    def decode(self, code: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        """Codes (B,T,...) -> FaceModel geometry: vertices (B,T,V,3), landmarks3d (B,T,68,3) (yaw-dependent
-        contour), landmarks2d (B,T,68,2) NDC, root joint (B,T,3)."""
+    def decode(self, code: AVFaceOutput) -> AVFaceOutput:
+        """Codes (B,T,...) -> ``code`` with the FaceModel geometry set: vertices (B,T,V,3), landmarks3d (B,T,68,3)
+        (yaw-dependent contour), landmarks2d (B,T,68,2) NDC, root joint (B,T,3)."""
         from avface.render.cameras import orthographic_project
 
         fm = self.face_model
-        b, t = code["shape"].shape[:2]
-        geo = fm(shape=_bt(code["shape"]), expression=_bt(code["expression"]),
-                 global_pose=_bt(code["global_pose"]), jaw_pose=_bt(code["jaw"]))
+        b, t = code.shape.shape[:2]
+        geo = fm(shape=_bt(code.shape), expression=_bt(code.expression), global_pose=_bt(code.global_pose),
+                 jaw_pose=_bt(code.jaw))
         lmk3 = geo.landmarks68_dynamic
-        lmk2 = orthographic_project(lmk3, _bt(code["cam"]))[..., :2]
-        return {"vertices": geo.vertices.reshape(b, t, -1, 3), "landmarks3d": lmk3.reshape(b, t, 68, 3),
-                "landmarks2d": lmk2.reshape(b, t, 68, 2), "root": geo.joints[:, 0].reshape(b, t, 3)}
+        lmk2 = orthographic_project(lmk3, _bt(code.cam))[..., :2]
+        return code.replace(vertices=geo.vertices.reshape(b, t, -1, 3), landmarks3d=lmk3.reshape(b, t, 68, 3),
+                            landmarks2d=lmk2.reshape(b, t, 68, 2), root=geo.joints[:, 0].reshape(b, t, 3))
 
-    def refine_lips(self, out: dict, audio: torch.Tensor | None,
-                    audio_valid: torch.Tensor | None) -> dict[str, torch.Tensor]:
+    def refine_lips(self, out: AVFaceOutput, audio: torch.Tensor | None,
+                    audio_valid: torch.Tensor | None) -> AVFaceOutput:
         """Lip offsets predicted in the canonical (un-rotated) frame, rotated into the posed mesh.
 
         With global rotation R about the root joint J0, posed = R (canonical - J0) + J0 exactly (LBS), so
@@ -158,35 +189,39 @@ class AVFace(nn.Module):
         from avface.face_model.lbs import batch_rodrigues
         from avface.render.cameras import orthographic_project
 
-        b, t = out["vertices"].shape[:2]
-        rot = batch_rodrigues(_bt(out["global_pose"])).reshape(b, t, 3, 3)
-        j0 = out["root"][:, :, None]
-        posed_lips = out["vertices"][:, :, self.lip_ids]
+        b, t = out.vertices.shape[:2]
+        rot = batch_rodrigues(_bt(out.global_pose)).reshape(b, t, 3, 3)
+        j0 = out.root[:, :, None]
+        posed_lips = out.vertices[:, :, self.lip_ids]
         canon = torch.einsum("btji,btkj->btki", rot, posed_lips - j0) + j0  # R^T (v - J0) + J0
         off = self.lip(canon, audio, audio_valid)  # (B,T,K,3)
         off_posed = torch.einsum("btij,btkj->btki", rot, off)
-        delta = torch.zeros_like(out["vertices"]).index_add(2, self.lip_ids, off_posed)
-        verts = out["vertices"] + delta
+        delta = torch.zeros_like(out.vertices).index_add(2, self.lip_ids, off_posed)
+        verts = out.vertices + delta
         fm = self.face_model
         dl = vertices2landmarks(_bt(delta), fm.faces, fm.lmk68_faces[None].expand(b * t, -1),
                                 fm.lmk68_bary[None].expand(b * t, -1, -1)).reshape(b, t, 68, 3)
-        lmk3 = out["landmarks3d"] + dl
-        lmk2 = orthographic_project(_bt(lmk3), _bt(out["cam"]))[..., :2].reshape(b, t, 68, 2)
-        return {"lip_offsets": off, "vertices_coarse": out["vertices"], "vertices": verts,
-                "landmarks3d": lmk3, "landmarks2d": lmk2}
+        lmk3 = out.landmarks3d + dl
+        lmk2 = orthographic_project(_bt(lmk3), _bt(out.cam))[..., :2].reshape(b, t, 68, 2)
+        return out.replace(lip_offsets=off, vertices_coarse=out.vertices, vertices=verts, landmarks3d=lmk3,
+                           landmarks2d=lmk2)
 
-    def _albedo(self, out: dict) -> torch.Tensor:
+    def _albedo(self, out: AVFaceOutput) -> torch.Tensor:
         fm = self.face_model
         if getattr(fm, "has_albedo", False):
-            k = min(out["albedo"].shape[-1], fm.n_albedo)
-            return fm.albedo(_bt(out["albedo"])[:, :k]).clamp(0.0, 1.0)
-        v = out["vertices"]
+            k = min(out.albedo.shape[-1], fm.n_albedo)
+            return fm.albedo(_bt(out.albedo)[:, :k]).clamp(0.0, 1.0)
+        v = out.vertices
         return torch.full((v.shape[0] * v.shape[1], v.shape[2], 3), 0.7, device=v.device, dtype=v.dtype)
 
-    def _render(self, out: dict, tag: str, uv_normals: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
-        b, t = out["vertices"].shape[:2]
-        r = self.renderer(_bt(out["vertices"]), _bt(out["cam"]), self._albedo(out), _bt(out["light"]),
-                          uv_normals=uv_normals)
+    def render(self, out: AVFaceOutput, tag: str = "coarse") -> AVFaceOutput:
+        """``out`` with ``render_{tag}``, ``alpha_{tag}``, ``normals_{tag}`` and the lip/face pixel masks of its
+        surface set (e.g. the coarse rendering of a detail-stage output, for validation against its normals)."""
+        return self._render(out, tag)
+
+    def _render(self, out: AVFaceOutput, tag: str, uv_normals: torch.Tensor | None = None) -> AVFaceOutput:
+        b, t = out.vertices.shape[:2]
+        r = self.renderer(_bt(out.vertices), _bt(out.cam), self._albedo(out), _bt(out.light), uv_normals=uv_normals)
         res = {f"render_{tag}": r.image.reshape(b, t, *r.image.shape[1:]),
                f"alpha_{tag}": r.alpha.reshape(b, t, *r.alpha.shape[1:]),
                f"normals_{tag}": r.normals.reshape(b, t, *r.normals.shape[1:])}
@@ -194,80 +229,88 @@ class AVFace(nn.Module):
         for name, flags in (("lip", self.lip_faces), ("face", self.face_faces)):
             m = flags[p2f] & (r.pix_to_face >= 0)
             res[f"{name}_mask_{tag}"] = m[:, None].to(r.image.dtype).reshape(b, t, 1, *m.shape[1:])
-        return res
+        return out.replace(**res)
 
-    def fine(self, out: dict, images: torch.Tensor, audio: torch.Tensor | None) -> dict[str, torch.Tensor]:
+    def fine(self, out: AVFaceOutput, images: torch.Tensor, audio: torch.Tensor | None,
+             occlusion_mask: torch.Tensor | None = None) -> AVFaceOutput:
         """Fine stage: unwrap the image into UV space with the (lip-refined) coarse mesh, predict D, build the
-        detailed UV positions/normals (eq. 2) and render with the detailed normals."""
+        detailed UV positions/normals (eq. 2) and render with the detailed normals.
+
+        ``uv_visible`` = texels inside the UV layout whose coarse normal faces the camera (n_z > 0.05, DECA's
+        self-occlusion test) and, with ``occlusion_mask`` (B,T,S,S), that are not covered by an occluder.
+        """
         from avface.render.cameras import orthographic_project
 
-        b, t = out["vertices"].shape[:2]
-        uv = self.renderer.uv_maps(_bt(out["vertices"]))
+        b, t = out.vertices.shape[:2]
+        uv = self.renderer.uv_maps(_bt(out.vertices))
         n, _, u, _ = uv.position.shape
-        proj = orthographic_project(uv.position.permute(0, 2, 3, 1).reshape(n, u * u, 3), _bt(out["cam"]))
+        proj = orthographic_project(uv.position.permute(0, 2, 3, 1).reshape(n, u * u, 3), _bt(out.cam))
         grid = proj[..., :2].reshape(n, u, u, 2)
         uv_image = F.grid_sample(_bt(images), grid, mode="bilinear", align_corners=False) * uv.mask
+        visible = uv.mask * (uv.normal[:, 2:3] > 0.05).to(uv.mask)
+        if occlusion_mask is not None:
+            occ = F.grid_sample(_bt(occlusion_mask)[:, None].to(grid), grid, mode="bilinear", align_corners=False)
+            visible = visible * (occ < 0.5).to(visible)
         x = uv_image if self.config.detail.in_channels == 3 else torch.cat([uv_image, uv.normal], dim=1)
         a = _bt(audio) if audio is not None else None
-        if a is not None and "audio_keep" in out:
-            a = a * _bt(out["audio_keep"])[:, None, None]
+        if a is not None and out.audio_keep is not None:
+            a = a * _bt(out.audio_keep)[:, None, None]
         d = self.detail(x, a) * uv.mask
         v_d, n_d = displacement_to_detail(uv.position, uv.normal, d, uv.mask)
-        res = {"displacement": d.reshape(b, t, 1, u, u), "uv_mask": uv.mask.reshape(b, t, 1, u, u),
-               "uv_normals_detail": n_d.reshape(b, t, 3, u, u), "uv_positions_detail": v_d.reshape(b, t, 3, u, u)}
-        res.update(self._render(out, "detail", uv_normals=n_d))
-        return res
+        out = out.replace(displacement=d.reshape(b, t, 1, u, u), uv_mask=uv.mask.reshape(b, t, 1, u, u),
+                          uv_visible=visible.detach().reshape(b, t, 1, u, u),
+                          uv_normals_detail=n_d.reshape(b, t, 3, u, u), uv_positions_detail=v_d.reshape(b, t, 3, u, u))
+        return self._render(out, "detail", uv_normals=n_d)
 
     # ------------------------------------------------------------------------------------------ losses
-    def losses(self, batch: dict, outputs: dict) -> dict[str, torch.Tensor]:
+    def losses(self, batch: Batch, outputs: AVFaceOutput) -> dict[str, torch.Tensor]:
         """Weighted loss terms of the current stage + ``total``. A term whose inputs are missing (no renderer,
         no pseudo-GT normals, no VGG19/face-recognition weights) is absent, never a fake zero."""
         w = self.config.losses
         terms: dict[str, torch.Tensor] = {}
-        images = batch["images"]
+        images = batch.images
         h, wd = images.shape[-2:]
-        occ = batch.get("occlusion_mask")
+        occ = batch.occlusion_mask
         visible = None if occ is None else (1.0 - occ.to(images.dtype))[:, :, None]
         if self.stage in ("coarse", "lip"):
             # ---- L_coarse (DECA + EMOCA lip terms)
-            if "landmarks2d" in outputs and "landmarks" in batch:
-                gt = L.pixels_to_ndc(batch["landmarks"].to(images.dtype), h, wd)
-                pred, valid = outputs["landmarks2d"], batch.get("landmarks_valid")
+            if outputs.landmarks2d is not None:
+                gt = L.pixels_to_ndc(batch.landmarks.to(images.dtype), h, wd)
+                pred, valid = outputs.landmarks2d, batch.landmarks_valid
                 terms["landmark"] = w.landmark * L.landmark_loss(pred, gt, valid)
                 terms["eye"] = w.eye * L.eye_closure_loss(pred, gt, valid)
                 terms["mouth_closure"] = w.lip * L.mouth_closure_loss(pred, gt, valid)
                 terms["lip_corner"] = w.lip * L.lip_corner_loss(pred, gt, valid)
-            terms["reg_shape"] = w.reg_shape * M.coefficient_regularizer(outputs["shape"])
-            terms["reg_expression"] = w.reg_expression * M.coefficient_regularizer(outputs["expression"])
-            terms["reg_albedo"] = w.reg_albedo * M.coefficient_regularizer(outputs["albedo"])
-            terms["shape_consistency"] = w.shape_consistency * M.shape_consistency_loss(
-                outputs["shape"], batch.get("identity"))
-            if "render_coarse" in outputs:
-                mask = outputs["alpha_coarse"] if visible is None else outputs["alpha_coarse"] * visible
+            terms["reg_shape"] = w.reg_shape * M.coefficient_regularizer(outputs.shape)
+            terms["reg_expression"] = w.reg_expression * M.coefficient_regularizer(outputs.expression)
+            terms["reg_albedo"] = w.reg_albedo * M.coefficient_regularizer(outputs.albedo)
+            terms["shape_consistency"] = w.shape_consistency * M.shape_consistency_loss(outputs.shape, batch.identity)
+            if outputs.render_coarse is not None:
+                mask = outputs.alpha_coarse if visible is None else outputs.alpha_coarse * visible
                 terms["photometric"] = w.photometric * M.photometric_loss(
-                    _bt(outputs["render_coarse"]), _bt(images), _bt(mask))
+                    _bt(outputs.render_coarse), _bt(images), _bt(mask))
                 if self.identity_loss is not None:
-                    idl = self.identity_loss(_bt(outputs["render_coarse"]), _bt(images))
+                    idl = self.identity_loss(_bt(outputs.render_coarse), _bt(images))
                     if idl is not None:
                         terms["identity"] = w.identity * idl
-            if self.stage == "lip" and "normals" in batch and "normals_coarse" in outputs:
-                mask = outputs["lip_mask_coarse"] if visible is None else outputs["lip_mask_coarse"] * visible
+            if self.stage == "lip" and batch.normals is not None and outputs.normals_coarse is not None:
+                mask = outputs.lip_mask_coarse if visible is None else outputs.lip_mask_coarse * visible
                 terms["normals_lip"] = w.normals * M.laplacian_normals_loss(
-                    _bt(outputs["normals_coarse"]), _bt(batch["normals"].to(images.dtype)), _bt(mask))
-        elif self.stage == "detail" and "displacement" in outputs:
-            mask = outputs["alpha_detail"] if visible is None else outputs["alpha_detail"] * visible
+                    _bt(outputs.normals_coarse), _bt(batch.normals.to(images.dtype)), _bt(mask))
+        elif self.stage == "detail" and outputs.displacement is not None:
+            mask = outputs.alpha_detail if visible is None else outputs.alpha_detail * visible
             terms["photometric_detail"] = w.detail_photometric * M.photometric_loss(
-                _bt(outputs["render_detail"]), _bt(images), _bt(mask))
-            if "normals" in batch:
-                fmask = outputs["face_mask_detail"] if visible is None else outputs["face_mask_detail"] * visible
+                _bt(outputs.render_detail), _bt(images), _bt(mask))
+            if batch.normals is not None:
+                fmask = outputs.face_mask_detail if visible is None else outputs.face_mask_detail * visible
                 terms["normals"] = w.normals * M.laplacian_normals_loss(
-                    _bt(outputs["normals_detail"]), _bt(batch["normals"].to(images.dtype)), _bt(fmask))
+                    _bt(outputs.normals_detail), _bt(batch.normals.to(images.dtype)), _bt(fmask))
             if self.mrf_loss is not None:
                 m = _bt(mask)
-                mrf = self.mrf_loss(_bt(outputs["render_detail"]) * m, _bt(images) * m)
+                mrf = self.mrf_loss(_bt(outputs.render_detail) * m, _bt(images) * m)
                 if mrf is not None:
                     terms["mrf"] = w.mrf * mrf
-            d, um = _bt(outputs["displacement"]), _bt(outputs["uv_mask"])
+            d, um = _bt(outputs.displacement), _bt(outputs.uv_mask)
             terms["symmetry"] = w.symmetry * M.symmetry_loss(d, um)
             terms["displacement"] = w.displacement * M.displacement_l1(d, um)
         terms["total"] = sum(terms.values()) if terms else images.new_zeros(())

@@ -81,6 +81,9 @@ class CoarseConfig:
     n_shape: int = 100
     n_albedo: int = 50
     n_light: int = 27
+    # Initial orthographic camera scale of a randomly initialised E_c (NDC per model unit); the trainer sets it
+    # from the data (the synthetic corpus's cameras are about 5.6). DECA's weights replace it.
+    init_cam_scale: float = 8.0
     deca_checkpoint: str | None = None
 
     @property

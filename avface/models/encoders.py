@@ -38,10 +38,11 @@ class CoarseEncoder(nn.Module):
 
     ``cfg.residual``: c = embedding + head(transformer(embedding)) with the head's last layer initialised near zero, so
     the model starts close to the per-frame (DECA-initialised) estimate; the paper does not specify this. A bias sets
-    the initial camera scale to a plausible value so an untrained model sees the mean face frontally.
+    the initial camera scale to ``cfg.init_cam_scale`` (set from the data) so an untrained model sees the mean face
+    frontally at about the right size.
     """
 
-    def __init__(self, cfg: CoarseConfig, init_scale: float = 8.0):
+    def __init__(self, cfg: CoarseConfig):
         super().__init__()
         self.cfg = cfg
         self.backbone = ResNet(cfg.backbone)
@@ -61,7 +62,7 @@ class CoarseEncoder(nn.Module):
             # centred) with a plausible camera scale, instead of random poses/translations off-screen.
             nn.init.normal_(self.layers[-1].weight, std=1e-5)  # random ResNet features are O(10)
             nn.init.zeros_(self.layers[-1].bias)
-            (self.layers[-1] if cfg.residual else last).bias[d - 3] += init_scale
+            (self.layers[-1] if cfg.residual else last).bias[d - 3] += cfg.init_cam_scale
         self.residual = cfg.residual
         self.split_sizes = [cfg.n_shape, cfg.n_albedo, cfg.n_light, 3, 3]
 

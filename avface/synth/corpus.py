@@ -28,8 +28,8 @@ import pyarrow.parquet as pq
 
 from avface.synth.config import SynthesizeConfig, resolve_config
 from avface.synth.multiface import MultifaceJob, finish_multiface_identity, identity_dirname, make_multiface_segment
-from avface.synth.stages import StageError
 from avface.synth.vox import VoxClipJob, clip_paths, make_vox_clip, rng_for, write_meta_csv
+from avface.utils.failures import ClipFailure
 from avface.utils.files import atomic_path
 
 __all__ = ["plan_vox", "plan_multiface", "synthesize_corpus", "run_local", "job_id", "FAILURES_FILE",
@@ -107,7 +107,7 @@ def _run_job(kind: str, job, cfg_dict: dict, root: str) -> dict:
             out = make_vox_clip(job, cfg, Path(root))
         else:
             out = make_multiface_segment(job, cfg, Path(root))
-    except StageError as e:
+    except ClipFailure as e:
         return _failure(kind, job, root, e.stage, e.message)
     except Exception as e:  # noqa: BLE001 - one bad clip must not stop the corpus: recorded, retried by a re-run
         return _failure(kind, job, root, "unexpected", f"{type(e).__name__}: {e}\n{traceback.format_exc(limit=4)}")

@@ -12,6 +12,7 @@ import numpy as np
 from scipy.ndimage import gaussian_filter1d
 
 from avface.face_model.data import FaceModelData
+from avface.face_model.starter import EXPRESSION_NAMES
 from avface.speech.espeak import Phoneme
 from avface.speech.visemes import articulation_curves
 from avface.synth.config import FaceConfig, SpeechConfig
@@ -105,8 +106,6 @@ class MouthRig:
         self.n_expression = min(n_expression, data.exprdirs.shape[-1])
         self.index: dict[str, int] = {}
         if data.name.startswith("avface-starter"):
-            from avface.face_model.starter import EXPRESSION_NAMES
-
             self.index = {n: i for i, n in enumerate(EXPRESSION_NAMES) if i < self.n_expression}
         self.n_semantic = len(self.index)
 

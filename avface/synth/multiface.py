@@ -33,8 +33,8 @@ from avface.synth.config import SynthesizeConfig
 from avface.synth.face import MouthRig, face_sequence, sample_identity
 from avface.synth.render import FaceContext, render_perspective
 from avface.synth.scene import studio_sh
-from avface.synth.stages import stage
 from avface.synth.vox import rng_for, speech_audio
+from avface.utils.failures import stage
 from avface.utils.files import atomic_path
 from avface.viz import save_png
 

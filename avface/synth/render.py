@@ -9,6 +9,7 @@ import numpy as np
 import torch
 
 from avface.face_model import FaceModel, FaceModelData, load_face_model
+from avface.face_model.flame_loader import load_flame
 from avface.render import FaceRenderer
 from avface.render.cameras import PerspectiveCamera
 from avface.synth.face import FaceSequence, Identity
@@ -46,8 +47,6 @@ class FaceContext:
                 if face_model is None:
                     data = load_face_model(None)
                 else:
-                    from avface.face_model.flame_loader import load_flame
-
                     data = load_flame(face_model, landmark_embedding=landmark_embedding)
                 cls._cache[key] = cls(data)
             return cls._cache[key]

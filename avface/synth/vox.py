@@ -26,7 +26,7 @@ from avface.synth.config import SynthesizeConfig
 from avface.synth.face import Identity, MouthRig, face_sequence, sample_identity, smooth_noise
 from avface.synth.render import FaceContext, render_vox
 from avface.synth.scene import add_sensor_noise, random_background, random_sh
-from avface.synth.stages import stage
+from avface.utils.failures import stage
 from avface.utils.files import atomic_path
 
 log = logging.getLogger(__name__)

@@ -1,0 +1,49 @@
+"""MediaPipe FaceMesh in this process, for environments where mediapipe imports next to the main packages (it pins
+numpy<2; the usual route is the side venv worker, :mod:`avface.landmarks.mediapipe_process`)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from avface.landmarks.detector import LandmarkDetector
+from avface.landmarks.mapping import mediapipe_to_ibug68
+
+
+class MediaPipeDetector(LandmarkDetector):  # pragma: no cover - mediapipe is optional, not installed in CI
+    """MediaPipe 0.10.21 FaceMesh (``mp.solutions.face_mesh``; models ship in the wheel, offline) in video mode."""
+
+    name = "mediapipe"
+
+    def __init__(self, min_detection_confidence: float = 0.5, min_tracking_confidence: float = 0.5):
+        import mediapipe as mp  # noqa: F401
+
+        self._kw = dict(static_image_mode=False, max_num_faces=1, refine_landmarks=True,
+                        min_detection_confidence=min_detection_confidence,
+                        min_tracking_confidence=min_tracking_confidence)
+        self._mesh = None
+        self.reset()
+
+    def reset(self) -> None:
+        import mediapipe as mp
+
+        self.close()
+        self._mesh = mp.solutions.face_mesh.FaceMesh(**self._kw)
+
+    def close(self) -> None:
+        if self._mesh is not None:
+            self._mesh.close()
+            self._mesh = None
+
+    def __call__(self, frames: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        t, h, w, _ = frames.shape
+        lm = np.zeros((t, 68, 2), np.float32)
+        valid = np.zeros((t,), bool)
+        for i in range(t):
+            res = self._mesh.process(np.ascontiguousarray(frames[i]))
+            if not res.multi_face_landmarks:
+                continue
+            pts = np.array([(p.x, p.y) for p in res.multi_face_landmarks[0].landmark], np.float32)
+            # MediaPipe gives normalised [0, 1] image coordinates; pixel coords: u = x * W (pixel centre c + 0.5)
+            lm[i] = mediapipe_to_ibug68(pts) * np.array([w, h], np.float32)
+            valid[i] = True
+        return lm, valid

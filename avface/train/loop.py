@@ -1,0 +1,291 @@
+"""The per-worker training loop of one stage (run by Ray Train's ``TorchTrainer`` on every worker).
+
+Numbered steps, as in Ray's training examples:
+
+1. context: rank, world size, device, seeds;
+2. model: face model + AVFace, initial weights (resume checkpoint > previous stage > pretrained files), stage;
+3. optimiser: Adam over exactly the stage's trainable parameters (paper 3.5: lr 1e-4, weight decay 5e-4);
+4. data: this rank's speaker-grouped, exactly-once batches from the resume point (avface.train.data);
+5. loop: forward, the stage's losses, backward, gradients averaged over ranks, step;
+6. validation on held-out speakers (rank 0), early stopping decided by rank 0 and broadcast;
+7. checkpoint + report: ``ray.train.report`` on every rank at the same steps (a barrier); rank 0 writes the
+   checkpoint and logs to MLflow; at the end rank 0 exports the best model as ``final.pt``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import ray.train
+import torch
+import torch.distributed as dist
+
+from avface.face_model import FaceModel, load_face_model
+from avface.losses.params import parameter_loss
+from avface.models.avface import AVFace
+from avface.models.checkpoints import load_deca_encoder, load_normals_net
+from avface.train.checkpoints import CHECKPOINT_FILE, check_compatible, read_checkpoint, save_checkpoint
+from avface.train.config import MODEL_STAGE, TrainConfig
+from avface.train.data import BatchStream, ShardIndex, make_loader
+from avface.train.tracking import StageTracker
+from avface.train.validation import Baselines, validate
+from avface.train.viz import validation_strip
+
+log = logging.getLogger(__name__)
+
+__all__ = ["STAGE_MONITOR", "stage_worker", "pretrain_losses", "average_gradients"]
+
+#: the validation metric each stage early-stops and selects its final model on (lower is better); without
+#: ground truth (real data) every stage falls back to the landmark NME
+STAGE_MONITOR = {"pretrain": "val/v3d_mm", "coarse": "val/v3d_mm", "lip": "val/lip_mm",
+                 "detail": "val/normal_deg_detail", "occlusion": "val_occ/v3d_mm"}
+FALLBACK_MONITOR = "val/nme"
+
+
+def pretrain_losses(out, batch, scales: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """The pretraining stage's supervised terms: each predicted parameter group against the synthetic ground
+    truth, divided by its spread over the corpus (``scales``: name -> (k,) std). Albedo and light are per clip in
+    the targets and per frame in the prediction."""
+    tg = batch.targets
+    t = batch.window
+    pred = {"shape": out.shape, "expression": out.expression, "jaw": out.jaw, "global_pose": out.global_pose,
+            "cam": out.cam}
+    target = {"shape": tg.shape, "expression": tg.expression, "jaw": tg.jaw, "global_pose": tg.global_pose,
+              "cam": tg.cam}
+    if tg.albedo is not None:
+        pred["albedo"] = out.albedo
+        target["albedo"] = tg.albedo[:, None].expand(-1, t, -1)
+    if tg.light is not None:
+        pred["light"] = out.light.reshape(*out.light.shape[:2], -1)
+        target["light"] = tg.light.reshape(tg.light.shape[0], 1, -1).expand(-1, t, -1)
+    terms = parameter_loss(pred, {k: v.to(pred[k]) for k, v in target.items()},
+                           {k: scales[k].to(pred[k]) for k in pred})
+    terms = {f"param_{k}": v for k, v in terms.items()}
+    terms["total"] = sum(terms.values())
+    return terms
+
+
+def average_gradients(params: list[torch.nn.Parameter], world: int) -> None:
+    """Mean of the gradients over ranks, one all-reduce over a flat buffer (the model's outputs are dataclasses
+    and its losses a method, so we average by hand instead of wrapping it in DDP)."""
+    if world <= 1:
+        return
+    grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in params]
+    flat = torch.cat([g.reshape(-1) for g in grads])
+    dist.all_reduce(flat)
+    flat /= world
+    at = 0
+    for p, g in zip(params, grads, strict=True):
+        n = g.numel()
+        p.grad = flat[at:at + n].view_as(p).clone()
+        at += n
+
+
+def _broadcast_model(model: AVFace, world: int) -> None:
+    """Every rank starts from rank 0's weights (random init differs per process otherwise)."""
+    if world <= 1:
+        return
+    for t in list(model.trainable_state_dict().values()):
+        if t.is_floating_point():
+            dist.broadcast(t.data, src=0)
+
+
+def _broadcast_flag(flag: bool, world: int, device: torch.device) -> bool:
+    if world <= 1:
+        return flag
+    x = torch.tensor([1.0 if flag else 0.0], device=device)
+    dist.broadcast(x, src=0)
+    return bool(x.item() > 0.5)
+
+
+def _load_pretrained(model: AVFace, tracker: StageTracker | None) -> dict[str, str]:
+    """DECA's encoder / the face-normals network when the config names them; what was loaded is returned (and
+    logged to MLflow)."""
+    done: dict[str, str] = {}
+    cfg = model.config
+    if cfg.coarse.deca_checkpoint:
+        rep = load_deca_encoder(model.coarse, cfg.coarse.deca_checkpoint)
+        done["deca_checkpoint"] = f"{cfg.coarse.deca_checkpoint}: {rep.summary()}"
+    if cfg.detail.normals_checkpoint and model.detail is not None:
+        rep = load_normals_net(model.detail, cfg.detail.normals_checkpoint)
+        done["normals_checkpoint"] = f"{cfg.detail.normals_checkpoint}: {rep.summary()}"
+    for k, v in done.items():
+        log.info("initialised from %s", v)
+        if tracker is not None:
+            tracker.set_tag(f"init.{k}", v)
+    return done
+
+
+def _val_batches(index: ShardIndex | None, n: int, image_size: int) -> list:
+    """A fixed, evenly spaced subset of ``n`` held-out windows, in batches of 8 (same windows every validation)."""
+    from avface.data.batch import samples_to_batch
+
+    if index is None or n <= 0 or len(index) == 0:
+        return []
+    rows = np.unique(np.linspace(0, len(index) - 1, num=min(n, len(index))).astype(int))
+    samples = [index.read(int(r)) for r in rows]
+    return [samples_to_batch(samples[i:i + 8], image_size) for i in range(0, len(samples), 8)]
+
+
+def stage_worker(payload: dict[str, Any]) -> None:
+    """Train one stage. ``payload`` (plain data, resolved on the driver): ``config`` (TrainConfig dict), ``stage``,
+    ``init`` (checkpoint to start from or None), ``export`` (final.pt path), ``scales`` (pretraining parameter
+    std, name -> list), ``baselines`` (mean expression/jaw), ``audio_kind``, ``tracking`` (uri, run_id)."""
+    # 1. context ---------------------------------------------------------------------------------------------
+    cfg = TrainConfig.from_dict(payload["config"])
+    stage = payload["stage"]
+    scfg = cfg.stages[stage]
+    ctx = ray.train.get_context()
+    rank, world = ctx.get_world_rank(), ctx.get_world_size()
+    device = ray.train.torch.get_device() if cfg.scaling.use_gpu else torch.device("cpu")
+    torch.manual_seed(cfg.seed)
+    tracker = StageTracker(payload["tracking"]) if rank == 0 and payload.get("tracking") else None
+
+    # 2. model -----------------------------------------------------------------------------------------------
+    mcfg = cfg.model
+    face_model = FaceModel(load_face_model(cfg.face_model, **({"landmark_embedding": cfg.landmark_embedding}
+                                                               if cfg.landmark_embedding else {})),
+                           n_shape=mcfg.coarse.n_shape, n_expression=mcfg.expression.n_expression)
+    model = AVFace(mcfg, face_model)
+    resume = ray.train.get_checkpoint()
+    step, epoch, step_in_epoch, best, stale = 0, 0, 0, math.inf, 0
+    opt_state = None
+    if resume is not None:
+        with resume.as_directory() as d:
+            ck = read_checkpoint(Path(d) / CHECKPOINT_FILE)
+        check_compatible(ck, face_model=face_model, audio_kind=payload["audio_kind"], audio_dim=mcfg.audio_dim)
+        model.load_trainable_state_dict(ck["model"])
+        opt_state = ck.get("optimizer")
+        step, epoch = int(ck["step"]), int(ck["epoch"])
+        step_in_epoch = int(ck["extras"].get("step_in_epoch", 0))
+        best, stale = float(ck["extras"].get("best", math.inf)), int(ck["extras"].get("stale", 0))
+        log.info("rank %d resumes %s at step %d (epoch %d, batch %d)", rank, stage, step, epoch, step_in_epoch)
+    elif payload.get("init"):
+        ck = read_checkpoint(payload["init"])
+        check_compatible(ck, face_model=face_model, audio_kind=payload["audio_kind"], audio_dim=mcfg.audio_dim)
+        model.load_trainable_state_dict(ck["model"])
+        if tracker is not None:
+            tracker.set_tag("init.checkpoint", str(payload["init"]))
+    else:
+        _load_pretrained(model, tracker)
+    model.set_stage(MODEL_STAGE[stage])
+    model.to(device)
+    _broadcast_model(model, world)
+    model.train()
+
+    # 3. optimiser -------------------------------------------------------------------------------------------
+    params = model.trainable_parameters()
+    optimiser = torch.optim.Adam(params, lr=scfg.lr, weight_decay=scfg.weight_decay)
+    if opt_state is not None:
+        optimiser.load_state_dict(opt_state)
+    scales = {k: torch.tensor(v, dtype=torch.float32).clamp_min(1e-2) for k, v in (payload.get("scales") or {}).items()}
+    baselines = Baselines.from_statistics(payload["statistics"]) if payload.get("statistics") else None
+
+    # 4. data ------------------------------------------------------------------------------------------------
+    d = cfg.data
+    splits = [d.train_split] + ([d.train_split + "_occ"] if scfg.occluded_ratio > 0 else [])
+    index = ShardIndex.build(d.shards, splits)
+    stream = BatchStream(index, rank, world, d.batch_windows, d.windows_per_speaker, mcfg.image_size, cfg.seed,
+                         occluded_ratio=scfg.occluded_ratio, start_epoch=epoch, start_step=step_in_epoch)
+    loader = make_loader(stream, d.loader_workers)
+    val, val_occ = [], []
+    if rank == 0:
+        val = _val_batches(ShardIndex.build(d.shards, [d.val_split]), d.val_windows, mcfg.image_size)
+        if d.val_occluded_windows > 0:
+            try:
+                val_occ = _val_batches(ShardIndex.build(d.shards, [d.val_split + "_occ"]), d.val_occluded_windows,
+                                       mcfg.image_size)
+            except ValueError:
+                val_occ = []  # no occluded held-out windows were preprocessed
+    monitor = STAGE_MONITOR[stage]
+    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.scaling.mixed_precision)
+
+    def evaluate() -> dict[str, float]:
+        m = validate(model, [b.to(device) for b in val], baselines, "val/")
+        if val_occ:
+            m.update(validate(model, [b.to(device) for b in val_occ], baselines, "val_occ/"))
+        return m
+
+    def snapshot(extras: dict[str, Any], path: Path, with_optimiser: bool) -> Path:
+        return save_checkpoint(path, model=model, stage=stage, step=step, epoch=epoch, audio_kind=payload["audio_kind"],
+                               face_model_source=cfg.face_model, train_config=payload["config"],
+                               optimizer=optimiser if with_optimiser else None, extras=extras)
+
+    # 5. loop ------------------------------------------------------------------------------------------------
+    sums: dict[str, float] = {}
+    n_sum, t0, samples_seen, stop = 0, time.perf_counter(), 0, False
+    best_state: dict[str, torch.Tensor] | None = None
+    last_val: dict[str, float] = {}
+    for epoch, step_in_epoch, batch in loader:
+        if step >= scfg.steps or stop:
+            break
+        batch = batch.to(device)
+        with autocast:
+            out = model(batch)
+            terms = pretrain_losses(out, batch, scales) if stage == "pretrain" else model.losses(batch, out)
+        optimiser.zero_grad(set_to_none=True)
+        terms["total"].backward()
+        average_gradients(params, world)
+        optimiser.step()
+        step += 1
+        step_in_epoch += 1
+        samples_seen += batch.batch_size
+        for k, v in terms.items():
+            sums[k] = sums.get(k, 0.0) + float(v.detach())
+        n_sum += 1
+        last = step >= scfg.steps
+        do_val = (scfg.val_every > 0 and step % scfg.val_every == 0) or last
+        do_ckpt = (scfg.checkpoint_every > 0 and step % scfg.checkpoint_every == 0) or last or do_val
+        if not (step % scfg.report_every == 0 or do_val or do_ckpt):
+            continue
+        # 6. validation (rank 0), early stopping -------------------------------------------------------------
+        elapsed = time.perf_counter() - t0
+        metrics = {f"train/{k}": v / max(n_sum, 1) for k, v in sums.items()}
+        metrics.update({"lr": optimiser.param_groups[0]["lr"], "samples_per_s": samples_seen * world / elapsed,
+                        "step": step, "epoch": epoch})
+        sums, n_sum, samples_seen, t0 = {}, 0, 0, time.perf_counter()
+        if do_val and rank == 0 and val:
+            last_val = evaluate()
+            metrics.update(last_val)
+            score = last_val.get(monitor, last_val.get(FALLBACK_MONITOR, math.nan))
+            if score < best:
+                best, stale = score, 0
+                best_state = {k: v.detach().cpu().clone() for k, v in model.trainable_state_dict().items()}
+            else:
+                stale += 1
+            stop = scfg.patience > 0 and stale >= scfg.patience
+            if tracker is not None:
+                tracker.log_image(validation_strip(model, val[0].to(device)), f"validation/step_{step:06d}.png")
+        if do_val:
+            stop = _broadcast_flag(stop, world, device)
+        # 7. checkpoint + report (every rank, same steps) ----------------------------------------------------
+        checkpoint = None
+        if do_ckpt and rank == 0:
+            tmp = Path(tempfile.mkdtemp(prefix="avface-ckpt-"))
+            snapshot({"step_in_epoch": step_in_epoch, "best": best, "stale": stale, "monitor": monitor},
+                     tmp / CHECKPOINT_FILE, with_optimiser=True)
+            checkpoint = ray.train.Checkpoint.from_directory(tmp)
+        if tracker is not None:
+            tracker.log_metrics(metrics, step)
+        ray.train.report(metrics, checkpoint=checkpoint if do_ckpt else None)
+    # 8. export (rank 0): the best validated weights, else the last ------------------------------------------
+    if rank == 0:
+        if best_state is not None:
+            model.load_trainable_state_dict(best_state)
+        final_metrics = evaluate() if val else {}
+        snapshot({"best": best, "monitor": monitor, "metrics": final_metrics, "model_stage": MODEL_STAGE[stage],
+                  "statistics": payload.get("statistics") or {}}, Path(payload["export"]), with_optimiser=False)
+        Path(payload["export"]).with_suffix(".json").write_text(json.dumps(
+            {"stage": stage, "steps": step, "best": best, "monitor": monitor, "metrics": final_metrics}, indent=2))
+        if tracker is not None:
+            tracker.log_metrics({f"final/{k}": v for k, v in final_metrics.items()}, step)
+            if val:
+                tracker.log_image(validation_strip(model, val[0].to(device)), "validation/final.png")
+            tracker.log_artifact(payload["export"], "model")

@@ -1,0 +1,182 @@
+"""The training driver: what the shards hold -> the stage chain -> one Ray Train ``TorchTrainer`` per stage.
+
+``run_training(cfg)`` is what ``pipelines/train.py`` calls, locally (it starts a local Ray) and under
+``ray job submit`` (it joins the cluster). Re-running the same ``name`` and ``out`` resumes: finished stages are
+skipped (their ``final.pt`` is there), an unfinished stage continues from its last Ray Train checkpoint with its
+step counter, and MLflow continues the same runs.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from avface.face_model import FaceModel, load_face_model
+from avface.train.checkpoints import FINAL_FILE, check_compatible, read_checkpoint
+from avface.train.config import TrainConfig
+from avface.train.data import ShardIndex, data_summary, target_statistics
+from avface.train.loop import stage_worker
+from avface.train.tracking import (
+    default_tracking_uri,
+    find_or_create_run,
+    flatten_params,
+    log_params,
+    register_final_model,
+    setup_tracking,
+)
+from avface.utils.files import atomic_path
+from avface.utils.ray_utils import init_ray
+
+log = logging.getLogger(__name__)
+
+__all__ = ["run_training", "plan_stages", "estimate_cam_scale"]
+
+
+def plan_stages(cfg: TrainConfig, summary: dict[str, Any], shards: Path) -> list[str]:
+    """The stages to run, checked against what the shards hold (a stage whose targets are missing stops here,
+    before any training, with the preprocessing option that provides them)."""
+    chain = cfg.chain()
+    if cfg.stage == "all" and "pretrain" in chain and (not summary["has_targets"] or cfg.model.coarse.deca_checkpoint):
+        why = "DECA's encoder is given" if cfg.model.coarse.deca_checkpoint else "the shards carry no ground truth"
+        log.info("stage=all: skipping pretrain (synthetic ground truth) because %s", why)
+        chain.remove("pretrain")
+    for stage in chain:
+        if stage == "pretrain" and not summary["has_targets"]:
+            raise ValueError(f"stage pretrain needs ground-truth parameters, but the shards in {shards} carry none: "
+                             "it trains on the synthetic corpus (pipelines/synthesize.py, then preprocess with "
+                             "data.carry_ground_truth=true); for real data set model.coarse.deca_checkpoint instead")
+        if stage in ("lip", "detail") and not summary["has_normals"]:
+            raise ValueError(f"stage {stage} needs pseudo-ground-truth normals, but the shards in {shards} have "
+                             "none: preprocess with normals.source=auto (the renderer's exact normals for synthetic "
+                             "clips; normals.checkpoint=<face-normals network> for real ones)")
+        if stage == "occlusion" and summary["occluded_windows"] == 0 and cfg.stages["occlusion"].occluded_ratio > 0:
+            raise ValueError(f"stage occlusion needs occluded windows ({cfg.data.train_split}_occ shards), but "
+                             f"{shards} has none: preprocess with occlusion.windows={{train: 3000}}")
+    return chain
+
+
+def estimate_cam_scale(index: ShardIndex, face_model: FaceModel, stats: dict | None, probe: int = 64) -> float:
+    """The orthographic camera scale the data implies: the ground-truth mean where the shards carry it, else the
+    ratio of the landmarks' inter-ocular distance (NDC) to the mean face's (metres)."""
+    if stats is not None and "cam" in stats:
+        return float(stats["cam"]["mean"][0])
+    with torch.no_grad():
+        lm3 = face_model(shape=torch.zeros(1, face_model.n_shape),
+                         expression=torch.zeros(1, face_model.n_expression),
+                         global_pose=torch.zeros(1, 3)).landmarks68[0]
+    model_iod = float((lm3[36, :2] - lm3[45, :2]).norm())
+    ratios = []
+    rows = np.linspace(0, len(index) - 1, num=min(probe, len(index))).astype(int)
+    for r in rows:
+        s = index.read(int(r))
+        size = s["frames"].shape[1]
+        lm = s["landmarks"][s["landmarks_valid"]]
+        if len(lm):
+            iod = np.linalg.norm(lm[:, 36] - lm[:, 45], axis=-1) * 2.0 / size
+            ratios.append(np.median(iod) / model_iod)
+    if not ratios:
+        raise ValueError(f"{index.root}: no valid landmarks to estimate the camera scale from")
+    return float(np.median(ratios))
+
+
+def run_training(cfg: TrainConfig | dict[str, Any], start_ray: bool = True) -> dict[str, Any]:
+    """Train the configured stage(s); returns (and writes to ``<out>/<name>/summary.json``) what each stage
+    reached, the final model and its registered version."""
+    from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
+    from ray.train.torch import TorchTrainer
+
+    # 1. configuration and data ------------------------------------------------------------------------------
+    cfg = cfg if isinstance(cfg, TrainConfig) else TrainConfig.from_dict(cfg)
+    out = Path(cfg.out).resolve()
+    run_dir = out / cfg.name
+    shards = Path(cfg.data.shards).expanduser().resolve()
+    cfg.data.shards = str(shards)
+    index = ShardIndex.build(shards, [cfg.data.train_split])
+    summary = data_summary(index)
+    chain = plan_stages(cfg, summary, shards)
+    if cfg.model.audio_dim != summary["audio_dim"]:
+        log.info("model.audio_dim %d -> %d (%s features in the shards)", cfg.model.audio_dim, summary["audio_dim"],
+                 summary["audio_kind"])
+        cfg.model.audio_dim = summary["audio_dim"]
+    stats = target_statistics(index) if summary["has_targets"] else None
+    face_model = FaceModel(load_face_model(cfg.face_model, **({"landmark_embedding": cfg.landmark_embedding}
+                                                               if cfg.landmark_embedding else {})),
+                           n_shape=cfg.model.coarse.n_shape, n_expression=cfg.model.expression.n_expression)
+    if stats is not None and summary["gt_face_model"] and summary["gt_face_model"] != [face_model.name]:
+        raise ValueError(f"{shards}: ground truth made with face model {summary['gt_face_model']}, training with "
+                         f"{face_model.name!r}: use the corpus's face model (face_model=...)")
+    if cfg.cam_scale_from_data:
+        cfg.model.coarse.init_cam_scale = estimate_cam_scale(index, face_model, stats)
+        log.info("camera scale initialised from the data: %.3f", cfg.model.coarse.init_cam_scale)
+    if not getattr(face_model, "has_albedo", False):
+        log.warning("the face model has no albedo model: the photometric loss sees shading only")
+    if cfg.init:
+        check_compatible(read_checkpoint(cfg.init), face_model=face_model, audio_kind=summary["audio_kind"],
+                         audio_dim=summary["audio_dim"])
+
+    # 2. tracking (created here, before any worker: REFERENCE 5) ---------------------------------------------
+    uri = cfg.tracking.tracking_uri or default_tracking_uri(out)
+    experiment = setup_tracking(uri, cfg.tracking.experiment)
+    parent, resumed = find_or_create_run(uri, experiment, str(run_dir), cfg.name)
+    log_params(uri, parent, flatten_params({**cfg.to_dict(), "data_summary": summary}))
+    log.info("MLflow %s run %s (%s)", uri, parent, "resumed" if resumed else "new")
+
+    # 3. Ray ------------------------------------------------------------------------------------------------
+    if start_ray:
+        init_ray(cfg.ray_address, cfg.num_cpus)
+
+    # 4. the stages -----------------------------------------------------------------------------------------
+    results: dict[str, Any] = {}
+    prev = cfg.init
+    sc = cfg.scaling
+    resources = {"CPU": sc.cpus_per_worker, **({"GPU": 1} if sc.use_gpu else {})}
+    for stage in chain:
+        export = run_dir / stage / FINAL_FILE
+        report = export.with_suffix(".json")
+        if export.exists() and report.exists():
+            log.info("stage %s already finished (%s): skipping", stage, export)
+            results[stage] = json.loads(report.read_text())
+            prev = str(export)
+            continue
+        child, _ = find_or_create_run(uri, experiment, str(run_dir), f"{cfg.name}/{stage}", parent, stage)
+        log_params(uri, child, flatten_params({"stage": stage, **dataclasses.asdict(cfg.stages[stage]),
+                                               "init": prev or "", "model.coarse.init_cam_scale":
+                                                   cfg.model.coarse.init_cam_scale}))
+        payload = {"config": cfg.to_dict(), "stage": stage, "init": prev, "export": str(export),
+                   "scales": {k: v["std"] for k, v in stats.items()} if stats else None, "statistics": stats,
+                   "audio_kind": summary["audio_kind"], "tracking": {"uri": uri, "run_id": child}}
+        trainer = TorchTrainer(
+            stage_worker, train_loop_config=payload,
+            scaling_config=ScalingConfig(num_workers=sc.num_workers, use_gpu=sc.use_gpu,
+                                         resources_per_worker=resources),
+            run_config=RunConfig(name=f"{cfg.name}-{stage}", storage_path=str(out / "ray"),
+                                 failure_config=FailureConfig(max_failures=sc.max_failures),
+                                 checkpoint_config=CheckpointConfig(num_to_keep=2)))
+        log.info("stage %s: %d worker(s), %d steps", stage, sc.num_workers, cfg.stages[stage].steps)
+        trainer.fit()
+        if not report.exists():
+            raise RuntimeError(f"stage {stage} ended without exporting {export}")
+        results[stage] = json.loads(report.read_text())
+        from mlflow.tracking import MlflowClient
+
+        MlflowClient(uri).set_terminated(child)
+        prev = str(export)
+
+    # 5. the final model ------------------------------------------------------------------------------------
+    version = register_final_model(uri, parent, prev, cfg.tracking.registered_model) if prev else None
+    from mlflow.tracking import MlflowClient
+
+    MlflowClient(uri).set_terminated(parent)
+    result = {"name": cfg.name, "stages": results, "final": prev, "chain": chain, "data": summary,
+              "tracking_uri": uri, "mlflow_run_id": parent,
+              "registered": f"models:/{cfg.tracking.registered_model}/{version}" if version else None}
+    run_dir.mkdir(parents=True, exist_ok=True)
+    with atomic_path(run_dir / "summary.json") as tmp:
+        tmp.write_text(json.dumps(result, indent=2, default=str))
+    return result

@@ -1,0 +1,130 @@
+"""Validation on held-out speakers: landmark NME (inter-ocular), lip NME, and on clips with ground truth the 3D
+errors, always beside the two baselines computed the same way on the same windows.
+
+3D errors (mm, mean over frames): ``v3d`` all vertices after a per-frame similarity alignment (fit on all
+vertices), ``lip`` the lip vertices under that same alignment, ``expression`` the predicted expression and jaw on
+the true shape and pose (no alignment: only the expression differs). Baselines:
+``mean_face`` (zero shape and expression, the tracked pose) and ``constant`` (zero shape, the training set's mean
+expression and jaw: on the synthetic corpus already well below the mean face, so the one to beat).
+Normals (detail stage): mean angle in degrees between the rendered normals and the shards' pseudo-ground-truth
+normals on the face pixels, for the coarse and the detailed surface.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from avface.face_model import FaceModel
+from avface.metrics import apply_similarity, landmark_nme, lip_nme, similarity_procrustes
+from avface.models.avface import AVFace
+
+__all__ = ["Baselines", "ground_truth_vertices", "vertex_errors", "normal_angle_deg", "validate"]
+
+
+@dataclass
+class Baselines:
+    """Training-set mean expression (NE,) and jaw (3,) (the constant-expression baseline)."""
+
+    mean_expression: torch.Tensor
+    mean_jaw: torch.Tensor
+
+    @classmethod
+    def from_statistics(cls, stats: dict[str, dict[str, list]]) -> Baselines:
+        return cls(torch.tensor(stats["expression"]["mean"], dtype=torch.float32),
+                   torch.tensor(stats["jaw"]["mean"], dtype=torch.float32))
+
+
+def _flat(x: torch.Tensor) -> torch.Tensor:
+    """(B, T, ...) -> (B*T, ...)."""
+    return x.reshape(x.shape[0] * x.shape[1], *x.shape[2:])
+
+
+def ground_truth_vertices(face_model: FaceModel, targets, expression: torch.Tensor | None = None,
+                          jaw: torch.Tensor | None = None, shape: torch.Tensor | None = None) -> torch.Tensor:
+    """Vertices (N, V, 3) of the true parameters (full pose: global, neck, jaw, eyes), N = B*T; ``expression``
+    (N, NE) / ``jaw`` (N, 3) / ``shape`` (N, NS) replace the true ones (baselines, expression error)."""
+    out = face_model(shape=_flat(targets.shape) if shape is None else shape,
+                     expression=_flat(targets.expression) if expression is None else expression,
+                     global_pose=_flat(targets.global_pose), neck_pose=_flat(targets.neck_pose),
+                     jaw_pose=_flat(targets.jaw) if jaw is None else jaw, eye_pose=_flat(targets.eye_pose))
+    return out.vertices
+
+
+def vertex_errors(pred: torch.Tensor, gt: torch.Tensor, lip_ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-frame mean distance (mm) of all vertices and of the lip vertices after the similarity that best maps
+    ``pred`` onto ``gt`` over all vertices. pred, gt: (N, V, 3) metres -> ((N,), (N,))."""
+    sim = similarity_procrustes(pred.double(), gt.double())
+    err = torch.linalg.norm(apply_similarity(pred.double(), sim) - gt.double(), dim=-1) * 1000.0
+    return err.mean(1).float(), err[:, lip_ids].mean(1).float()
+
+
+def normal_angle_deg(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Mean angle (degrees) between unit normal maps pred, target (N, 3, H, W) where mask (N, 1, H, W) > 0.5 and
+    the target has a normal."""
+    m = (mask[:, 0] > 0.5) & (target.norm(dim=1) > 0.5)
+    cos = (torch.nn.functional.normalize(pred, dim=1) * target).sum(1).clamp(-1, 1)
+    return torch.rad2deg(torch.acos(cos[m])).mean() if m.any() else torch.tensor(float("nan"))
+
+
+def _pixels(ndc: torch.Tensor, size: int) -> torch.Tensor:
+    return (ndc + 1.0) * size / 2.0
+
+
+@torch.no_grad()
+def validate(model: AVFace, batches: list, baselines: Baselines | None = None,
+             prefix: str = "val/") -> dict[str, float]:
+    """Metrics of ``model`` (eval mode, its current stage) over ``batches`` (a fixed list of held-out Batches)."""
+    fm = model.face_model
+    lip_ids = torch.as_tensor(fm.region("lips")).long()
+    was_training = model.training
+    model.eval()
+    acc: dict[str, list[np.ndarray]] = {}
+
+    def add(name: str, v: torch.Tensor | np.ndarray) -> None:
+        acc.setdefault(name, []).append(np.asarray(v.detach().cpu() if isinstance(v, torch.Tensor) else v).ravel())
+
+    for batch in batches:
+        out = model(batch)
+        size = batch.images.shape[-1]
+        valid = _flat(batch.landmarks_valid).cpu().numpy()
+        pred = _pixels(_flat(out.landmarks2d), size).cpu().numpy()[valid]
+        gt = _flat(batch.landmarks).cpu().numpy()[valid]
+        if len(gt):
+            add("nme", landmark_nme(pred, gt))
+            add("lip_nme", lip_nme(pred, gt))
+        if batch.targets is not None:
+            tg = batch.targets
+            gt_v = ground_truth_vertices(fm, tg)
+            v3d, lip = vertex_errors(_flat(out.vertices), gt_v, lip_ids)
+            add("v3d_mm", v3d)
+            add("lip_mm", lip)
+            expr_v = ground_truth_vertices(fm, tg, expression=_flat(out.expression), jaw=_flat(out.jaw))
+            add("expression_mm", (expr_v - gt_v).norm(dim=-1).mean(1) * 1000.0)
+            if baselines is not None:
+                n = gt_v.shape[0]
+                zero_shape = torch.zeros_like(_flat(tg.shape))
+                mean_e = baselines.mean_expression.to(gt_v)[None].expand(n, -1)
+                mean_j = baselines.mean_jaw.to(gt_v)[None].expand(n, -1)
+                for name, verts in (
+                        ("mean_face", ground_truth_vertices(fm, tg, torch.zeros_like(mean_e),
+                                                            torch.zeros_like(mean_j), zero_shape)),
+                        ("constant", ground_truth_vertices(fm, tg, mean_e, mean_j, zero_shape))):
+                    v, lp = vertex_errors(verts, gt_v, lip_ids)
+                    add(f"{name}/v3d_mm", v)
+                    add(f"{name}/lip_mm", lp)
+                const_e = ground_truth_vertices(fm, tg, expression=mean_e, jaw=mean_j)
+                add("constant/expression_mm", (const_e - gt_v).norm(dim=-1).mean(1) * 1000.0)
+        if batch.normals is not None and model.renderer is not None:
+            target = _flat(batch.normals)
+            for tag in ("coarse", "detail"):
+                normals, alpha = getattr(out, f"normals_{tag}", None), getattr(out, f"alpha_{tag}", None)
+                if normals is None and tag == "coarse" and out.vertices is not None:
+                    coarse = model.render(out, "coarse")
+                    normals, alpha = coarse.normals_coarse, coarse.alpha_coarse
+                if normals is not None:
+                    add(f"normal_deg_{tag}", normal_angle_deg(_flat(normals), target, _flat(alpha)))
+    model.train(was_training)
+    return {f"{prefix}{k}": float(np.nanmean(np.concatenate(v))) for k, v in acc.items()}
