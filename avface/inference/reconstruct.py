@@ -43,6 +43,7 @@ from avface.inference.video import (
 )
 from avface.inference.windows import SlidingWindows, frame_features, split_codes
 from avface.landmarks.crop import crop_resize
+from avface.models.outputs import AVFaceOutput
 from avface.render.renderer import uv_to_grid
 
 log = logging.getLogger(__name__)
@@ -147,14 +148,17 @@ class Reconstructor:
         self.config = config or ReconstructConfig()
         self.meta = meta
         self._detector = None
-        have = tuple(s for s in STAGES if s in model.config.stages)
+        # the stages the model has trained: up to its current stage (load_trained sets the furthest one)
+        upto = STAGES.index(getattr(model, "stage", None) or model.config.stages[-1])
+        have = tuple(s for s in STAGES[:upto + 1] if s in model.config.stages)
         want = tuple(self.config.stages) if self.config.stages else have
         bad = [s for s in want if s not in STAGES]
         if bad:
             raise ValueError(f"unknown stage(s) {bad}; choose from {STAGES}")
         missing = [s for s in want if s not in have]
         if missing:
-            raise ValueError(f"stage(s) {missing} not in this model (it has {have})")
+            raise ValueError(f"stage(s) {missing} not trained in this model (it runs {have}; model.stage is "
+                             f"{getattr(model, 'stage', None)!r})")
         if "coarse" not in want:
             want = ("coarse", *want)
         self.stages = tuple(s for s in STAGES if s in want)
@@ -243,18 +247,19 @@ class Reconstructor:
     def _finish_frames(self, codes: torch.Tensor, payload: dict[str, torch.Tensor]) -> dict[str, np.ndarray]:
         """Aggregated codes of K frames -> decoded parameters (+ lip offsets, displacement) as numpy."""
         model = self.model
-        out: dict[str, torch.Tensor] = {k: v[None] for k, v in split_codes(codes, model).items()}
+        parts = split_codes(codes, model)
+        out = AVFaceOutput(**{k: v[None] for k, v in parts.items()})
         audio = payload.get("audio")
-        res = {k: out[k][0] for k in ("shape", "albedo", "light", "global_pose", "cam", "expression", "jaw")}
+        res = dict(parts)
         if "lip" in self.stages or "detail" in self.stages:
-            out.update(model.decode(out))
+            out = model.decode(out)
         if "lip" in self.stages and model.lip is not None:
-            out.update(model.refine_lips(out, None if audio is None else audio[None], None))
-            res["lip_offsets"] = out["lip_offsets"][0]
+            out = model.refine_lips(out, None if audio is None else audio[None], None)
+            res["lip_offsets"] = out.lip_offsets[0]
         if "detail" in self.stages:
             images = payload["images"].float().div_(255.0)[None]
-            fine = model.fine(out, images, None if audio is None else audio[None])
-            d = fine["displacement"][0]  # (K, 1, U, U)
+            out = model.fine(out, images, None if audio is None else audio[None])
+            d = out.displacement[0]  # (K, 1, U, U)
             grid = uv_to_grid(self._vertex_uv)[None, None].expand(len(d), 1, -1, -1)
             res["displacement"] = torch.nn.functional.grid_sample(d, grid, align_corners=False)[:, 0, 0]
         return {k: v.float().cpu().numpy() for k, v in res.items()}
