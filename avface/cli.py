@@ -49,7 +49,8 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--checkpoint", help="checkpoint path or models:/NAME@ALIAS (default: the newest training "
                                         "checkpoint)")
     r.add_argument("--device", default="auto", help="auto | cpu | cuda (default auto)")
-    r.add_argument("--batch-size", type=int, default=32, help="frames per CNN batch (default 32)")
+    r.add_argument("--batch-size", type=int, default=None,
+                   help="frames per CNN batch (default: 8 on CPU, 32 on GPU)")
     r.add_argument("--stages", type=_csv(STAGES, "stages"), default=None,
                    help="comma-separated subset of coarse,lip,detail (default: every stage of the model)")
     r.add_argument("--export", type=_csv(EXPORT_KINDS, "export"), default=("npz",),

@@ -56,7 +56,8 @@ class ReconstructConfig:
     """Options of :class:`Reconstructor` (the CLI's flags map onto these)."""
 
     stages: tuple[str, ...] | None = None  # None: every stage the model has
-    batch_size: int = 32  # frames per CNN batch; windows per transformer call = 2 x batch_size
+    batch_size: int | None = None  # frames per CNN batch (None: 8 on CPU, where bigger batches run slower; 32 on
+    # GPU); windows per transformer call = 2 x batch_size
     chunk: int = 256  # model frames per streaming chunk
     window: int | None = None  # None: the model's window (16)
     rule: str = "mean"  # sliding-window aggregation (avface.inference.windows)
@@ -333,7 +334,7 @@ class Reconstructor:
     def _model_pass(self, info: VideoInfo, source_index: np.ndarray, track: FaceTrack,
                     audio_track: AudioTrack | None, m: int) -> dict[str, np.ndarray]:
         cfg = self.config
-        bs = max(1, cfg.batch_size)
+        bs = max(1, cfg.batch_size or (8 if self.device == "cpu" else 32))
         sw = SlidingWindows(self.model, self.window, batch_size=2 * bs, rule=cfg.rule)
         chunks: dict[str, list[np.ndarray]] = {}
         need_images = "detail" in self.stages
