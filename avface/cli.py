@@ -58,7 +58,8 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--flame-sizes", action="store_true", help="pad shape to 300 and expression to 100 in the npz")
     r.add_argument("--crop", choices=("landmarks", "none"), default="landmarks",
                    help="landmarks: track and crop the face (default) | none: the whole frame (face-crop videos)")
-    r.add_argument("--crop-scale", type=float, default=1.6, help="crop side / landmark extent (default 1.6)")
+    r.add_argument("--crop-scale", type=float, default=2.2,
+                   help="crop side / landmark extent (default 2.2: the framing of the training clips)")
     r.add_argument("--no-audio", action="store_true", help="ignore the audio (video-only mode)")
     r.add_argument("--quiet", action="store_true", help="no progress bars")
     r.set_defaults(func=cmd_reconstruct)

@@ -62,7 +62,10 @@ class ReconstructConfig:
     window: int | None = None  # None: the model's window (16)
     rule: str = "mean"  # sliding-window aggregation (avface.inference.windows)
     crop: str = "landmarks"  # landmarks: track the face and crop like preprocessing | none: resize whole frames
-    crop_scale: float = 1.6  # box side = crop_scale x landmark extent (preprocessing's video.crop_scale)
+    # box side = crop_scale x landmark extent. 2.2 reproduces the framing of the training clips (VoxCeleb2-style
+    # face crops preprocessed with crop=none; the synthetic corpus frames the face at 1.96..2.58); videos that already
+    # are such face crops can use crop=none, exactly what training saw
+    crop_scale: float = 2.2
     smooth: int = 5  # moving average of the crop boxes, frames
     detector: str = "mediapipe"  # landmark detector (avface.landmarks.get_detector)
     mediapipe_python: str | None = None
