@@ -281,3 +281,28 @@ def test_cli_without_any_checkpoint_says_how_to_get_one(clips, tmp_path, capsys,
     rc = main(["reconstruct", str(d / "talk.mp4"), "-o", str(tmp_path / "o"), "--quiet"])
     err = capsys.readouterr().err
     assert rc == 2 and "python pipelines/train.py" in err and "runs/train" in err
+
+
+@pytest.mark.slow
+def test_checkpoint_from_the_mlflow_registry(model, tmp_path, monkeypatch):
+    from mlflow.tracking import MlflowClient
+
+    from avface.inference.checkpoint import CheckpointNotFoundError, load_for_inference
+    from avface.train.tracking import default_tracking_uri, register_final_model, setup_tracking
+
+    final = save_checkpoint(tmp_path / "run" / "lip" / "final.pt", model=model, stage="lip", step=3, epoch=1,
+                            audio_kind="mel", face_model_source=None)
+    uri = default_tracking_uri(tmp_path / "store")
+    exp = setup_tracking(uri, "avface-train")
+    client = MlflowClient(uri)
+    run = client.create_run(exp).info.run_id
+    version = register_final_model(uri, run, final, "avface")
+    client.set_registered_model_alias("avface", "champion", version)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    for spec in (f"models:/avface/{version}", "models:/avface@champion"):
+        loaded = load_for_inference(spec, "cpu")
+        assert loaded.source == spec and loaded.audio_kind == "mel" and loaded.meta_summary["step"] == 3
+        sd = loaded.model.trainable_state_dict()
+        assert all(torch.equal(sd[k], v) for k, v in model.trainable_state_dict().items())
+    with pytest.raises(CheckpointNotFoundError, match="models:/avface@nope"):
+        load_for_inference("models:/avface@nope", "cpu")
