@@ -6,7 +6,8 @@
    *naive* runs both encoders on every window, so each frame's CNN features are computed 16 times; *cached*
    (:mod:`avface.inference.windows`) computes them once per frame and batches the windows through the
    transformers. Naive frames/s is the steady state (one new window per frame: windows / second, measured on a few
-   windows); cached frames/s is measured on a whole clip. Ratio = cached / naive (goal >= 12 for paper).
+   windows); cached frames/s is measured on a whole clip. Best of 3 alternating runs of each (shared CPU).
+   Ratio = cached / naive (goal >= 12 for paper).
 2. End to end, tiny config: decode + MediaPipe landmarks + face track + model (coarse + lip) + npz, on a real face
    (skimage astronaut) clip, frames/s; and the same without landmarks (``crop=none``) to show the model's share.
    The paper config end to end on a shorter clip unless ``--skip-paper``.
@@ -55,26 +56,30 @@ def _sync(device: str) -> None:
         torch.cuda.synchronize()
 
 
-def bench_windows(name: str, frames: int, naive_windows: int, device: str, batch: int) -> dict:
+def bench_windows(name: str, frames: int, naive_windows: int, device: str, batch: int, repeats: int = 3) -> dict:
+    """Best of ``repeats`` alternating runs of each path (the CPU is shared: alternating keeps both paths under the
+    same load, the best time is the least disturbed one)."""
     model = build_model(name, device)
     s = model.config.image_size
     g = torch.Generator().manual_seed(0)
     x = torch.rand(frames, 3, s, s, generator=g).to(device)
     a = torch.randn(frames, 16, 80, generator=g).to(device)
+    w = 16
+    n = w + naive_windows - 1
+    t_cached = t_naive = float("inf")
     with torch.no_grad():
-        cached_codes(model, x[:16], a[:16], batch_size=batch)  # warm-up
-        _sync(device)
-        t0 = time.perf_counter()
-        cached_codes(model, x, a, batch_size=batch)
-        _sync(device)
-        t_cached = time.perf_counter() - t0
-        w = 16
-        naive_codes(model, x[:w], a[:w])  # warm-up (one window)
-        _sync(device)
-        t0 = time.perf_counter()
-        naive_codes(model, x[: w + naive_windows - 1], a[: w + naive_windows - 1])
-        _sync(device)
-        t_naive = time.perf_counter() - t0
+        cached_codes(model, x[:w], a[:w], batch_size=batch)  # warm-up
+        naive_codes(model, x[:w], a[:w])
+        for _ in range(repeats):
+            _sync(device)
+            t0 = time.perf_counter()
+            cached_codes(model, x, a, batch_size=batch)
+            _sync(device)
+            t_cached = min(t_cached, time.perf_counter() - t0)
+            t0 = time.perf_counter()
+            naive_codes(model, x[:n], a[:n])
+            _sync(device)
+            t_naive = min(t_naive, time.perf_counter() - t0)
     return {"config": name, "cached_fps": frames / t_cached, "naive_fps": naive_windows / t_naive,
             "frames": frames, "naive_windows": naive_windows}
 
@@ -172,6 +177,7 @@ def main() -> None:
     ap.add_argument("--batch-size", type=int, default=None, help="frames per CNN batch (default: 8 CPU, 32 GPU)")
     ap.add_argument("--skip-paper", action="store_true", help="no paper-config end to end")
     ap.add_argument("--skip-memory", action="store_true")
+    ap.add_argument("--only", choices=("windows", "e2e", "memory"), help="run one part")
     ap.add_argument("--child-memory", help=argparse.SUPPRESS)
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
@@ -182,30 +188,39 @@ def main() -> None:
     dev = args.device
     args.batch_size = args.batch_size or (8 if dev == "cpu" else 32)
     print(f"# bench_reconstruct: device {dev}, torch threads {torch.get_num_threads()}, batch {args.batch_size}")
-    print("\n## sliding windows (model only): frames/s")
-    print(f"{'config':8s} {'naive':>10s} {'cached':>10s} {'ratio':>8s}")
-    for name, frames, nw in (("tiny", 96 if q else 256, 8 if q else 32), ("paper", 24 if q else 48, 2 if q else 4)):
-        r = bench_windows(name, frames, nw, dev, args.batch_size)
-        print(f"{name:8s} {r['naive_fps']:10.2f} {r['cached_fps']:10.2f} {r['cached_fps'] / r['naive_fps']:7.1f}x")
+    part = args.only
+    if part in (None, "windows"):
+        bench_all_windows(q, dev, args.batch_size)
     with tempfile.TemporaryDirectory() as d:
         tmp = Path(d)
-        print("\n## end to end (decode + landmarks + track + model + npz): frames/s")
-        print(f"{'config':8s} {'crop':10s} {'frames':>7s} {'seconds':>8s} {'fps':>8s}")
-        video = face_clip(tmp / "face.mp4", 100 if q else 250)
-        runs = [("tiny", "landmarks"), ("tiny", "none")]
-        if not args.skip_paper:
-            runs.append(("paper", "landmarks"))
-        for name, crop in runs:
-            v = video if name == "tiny" else face_clip(tmp / "face_short.mp4", 25 if q else 50)
-            r = bench_e2e(name, v, dev, args.batch_size, crop)
-            print(f"{name:8s} {crop:10s} {r['frames']:7d} {r['seconds']:8.2f} {r['fps']:8.1f}")
-        if not args.skip_memory:
+        if part in (None, "e2e"):
+            bench_all_e2e(tmp, q, dev, args.batch_size, args.skip_paper)
+        if part in (None, "memory") and not args.skip_memory:
             print("\n## peak memory (tiny, crop=none, npz), a fresh process per video")
             print(f"{'minutes':>8s} {'frames':>7s} {'peak MB':>9s} {'seconds':>8s}")
             rows = bench_memory(tmp, (0.2, 1.0) if q else (1.0, 10.0))
             for r in rows:
                 print(f"{r['minutes']:8g} {r['frames']:7d} {r['peak_mb']:9.1f} {r['seconds']:8.1f}")
             print(f"ratio long/short peak: {rows[1]['peak_mb'] / rows[0]['peak_mb']:.3f} (goal <= 1.2)")
+
+
+def bench_all_windows(q: bool, dev: str, batch: int) -> None:
+    print("\n## sliding windows (model only): frames/s")
+    print(f"{'config':8s} {'naive':>10s} {'cached':>10s} {'ratio':>8s}")
+    for name, frames, nw in (("tiny", 96 if q else 256, 8 if q else 32), ("paper", 16 if q else 32, 1 if q else 2)):
+        r = bench_windows(name, frames, nw, dev, batch)
+        print(f"{name:8s} {r['naive_fps']:10.2f} {r['cached_fps']:10.2f} {r['cached_fps'] / r['naive_fps']:7.1f}x")
+
+
+def bench_all_e2e(tmp: Path, q: bool, dev: str, batch: int, skip_paper: bool) -> None:
+    print("\n## end to end (decode + landmarks + track + model + npz): frames/s")
+    print(f"{'config':8s} {'crop':10s} {'frames':>7s} {'seconds':>8s} {'fps':>8s}")
+    video = face_clip(tmp / "face.mp4", 100 if q else 250)
+    runs = [("tiny", "landmarks"), ("tiny", "none")] + ([] if skip_paper else [("paper", "landmarks")])
+    for name, crop in runs:
+        v = video if name == "tiny" else face_clip(tmp / "face_short.mp4", 25 if q else 50)
+        r = bench_e2e(name, v, dev, batch, crop)
+        print(f"{name:8s} {crop:10s} {r['frames']:7d} {r['seconds']:8.2f} {r['fps']:8.1f}")
 
 
 if __name__ == "__main__":

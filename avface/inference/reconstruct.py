@@ -94,6 +94,8 @@ def _progress(total: int, desc: str, enabled: bool):
 def interpolate_to_times(values: np.ndarray, model_times: np.ndarray, times: np.ndarray) -> np.ndarray:
     """Linear interpolation of per-model-frame ``values (M, ...)`` onto ``times (N,)`` (held at the ends)."""
     m = len(model_times)
+    if len(times) == m and np.allclose(times, model_times, rtol=0, atol=1e-9):
+        return values  # the input is on the model's timeline (25 fps): nothing to interpolate, no copy
     if m == 1:
         return np.repeat(values[:1], len(times), axis=0)
     pos = np.clip(np.interp(times, model_times, np.arange(m, dtype=np.float64)), 0, m - 1)
@@ -303,7 +305,9 @@ class Reconstructor:
             audio_valid_m = np.zeros(m, bool)
 
         n = len(times)
-        interp = {k: interpolate_to_times(v, model_times, times) for k, v in per_frame.items()}
+        interp = {}
+        for k in list(per_frame):  # one array at a time: a long video never holds two copies of everything
+            interp[k] = interpolate_to_times(per_frame.pop(k), model_times, times)
         boxes = interpolate_to_times(track.boxes, model_times, times)
         detected = interpolate_to_times(track.detected, model_times, times)
         audio_valid = interpolate_to_times(audio_valid_m, model_times, times)
@@ -339,7 +343,7 @@ class Reconstructor:
         cfg = self.config
         bs = max(1, cfg.batch_size or (8 if self.device == "cpu" else 32))
         sw = SlidingWindows(self.model, self.window, batch_size=2 * bs, rule=cfg.rule)
-        chunks: dict[str, list[np.ndarray]] = {}
+        store: dict[str, np.ndarray] = {}  # (m, ...) per model frame, filled as frames become final
         need_images = "detail" in self.stages
         chunk = max(cfg.chunk, 1)
         buf: list[np.ndarray] = []
@@ -348,8 +352,11 @@ class Reconstructor:
         def take(out) -> None:
             if out is None:
                 return
+            first = out[0]
             for k, v in self._finish_frames(out[1], out[2]).items():
-                chunks.setdefault(k, []).append(v)
+                if k not in store:
+                    store[k] = np.zeros((m, *v.shape[1:]), v.dtype)
+                store[k][first:first + len(v)] = v
 
         def push(frames: list[np.ndarray], a: int) -> None:
             b = a + len(frames)
@@ -376,7 +383,7 @@ class Reconstructor:
             take(sw.finish())
         if a != m:  # pragma: no cover - iter_model_frames always yields m frames
             raise RuntimeError(f"{info.path}: {a} model frames decoded, expected {m}")
-        return {k: np.concatenate(v) for k, v in chunks.items()}
+        return store
 
 
 def summary_lines(rec: Reconstruction, outputs: list[Path]) -> list[str]:

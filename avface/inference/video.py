@@ -239,7 +239,7 @@ def scan_times(info: VideoInfo, limits: InputLimits | None = None) -> np.ndarray
 
 
 class AudioTrack:
-    """16 kHz mono audio of an input on the video's clock, in a temporary float32 file (memory-mapped, so a long
+    """16 kHz mono audio of an input on the video's clock, in a temporary float32 file read on demand (a long
     video's audio does not sit in memory). ``window(t0, n)`` -> ``n`` samples from video time ``t0`` s, zeros where
     the audio has none. Use as a context manager or call :meth:`close`."""
 
@@ -280,7 +280,8 @@ class AudioTrack:
             self._file.unlink(missing_ok=True)
             raise
         self.num_samples = n
-        self._data = np.memmap(self._file, "<f4", "r", shape=(n,)) if n else np.zeros(0, np.float32)
+        # read on demand (not memory-mapped: touched pages of a map would count as the process's memory)
+        self._fh = open(self._file, "rb")  # noqa: SIM115 - closed by close()
         if n == 0:
             log.warning("%s: the audio stream has no samples", self.path)
 
@@ -294,11 +295,13 @@ class AudioTrack:
         out = np.zeros(n, np.float32)
         lo, hi = max(a, 0), min(a + n, self.num_samples)
         if hi > lo:
-            out[lo - a: hi - a] = self._data[lo:hi]
+            self._fh.seek(4 * lo)
+            out[lo - a: hi - a] = np.fromfile(self._fh, "<f4", count=hi - lo)
         return out
 
     def close(self) -> None:
-        self._data = np.zeros(0, np.float32)
+        if not self._fh.closed:
+            self._fh.close()
         self._file.unlink(missing_ok=True)
 
     def __enter__(self) -> AudioTrack:
