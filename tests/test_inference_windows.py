@@ -47,7 +47,7 @@ def test_encoder_split_equals_forward(model):
 def test_cached_equals_naive(model, rule, t, chunk):
     x, a = _inputs(t, seed=t)
     naive = naive_codes(model, x, a, window=16, rule=rule)
-    cached = cached_codes(model, x, a, window=16, rule=rule, batch_size=3, chunk=chunk)
+    cached = cached_codes(model, x, a, window=16, rule=rule, batch_size=3, chunk=chunk, window_batch=5)
     assert cached.shape == naive.shape == (t, 236)
     assert torch.allclose(cached, naive, atol=1e-5, rtol=0), (cached - naive).abs().max()
     # the frames really differ from a per-frame (window 1) estimate: the temporal part mixes frames

@@ -57,7 +57,8 @@ class ReconstructConfig:
 
     stages: tuple[str, ...] | None = None  # None: every stage the model has
     batch_size: int | None = None  # frames per CNN batch (None: 8 on CPU, where bigger batches run slower; 32 on
-    # GPU); windows per transformer call = 2 x batch_size
+    # GPU); windows per transformer call: window_batch
+    window_batch: int = 128  # windows per transformer call (cheap per window: large batches amortise the overhead)
     chunk: int = 256  # model frames per streaming chunk
     window: int | None = None  # None: the model's window (16)
     rule: str = "mean"  # sliding-window aggregation (avface.inference.windows)
@@ -342,7 +343,7 @@ class Reconstructor:
                     audio_track: AudioTrack | None, m: int) -> dict[str, np.ndarray]:
         cfg = self.config
         bs = max(1, cfg.batch_size or (8 if self.device == "cpu" else 32))
-        sw = SlidingWindows(self.model, self.window, batch_size=2 * bs, rule=cfg.rule)
+        sw = SlidingWindows(self.model, self.window, batch_size=max(1, cfg.window_batch), rule=cfg.rule)
         store: dict[str, np.ndarray] = {}  # (m, ...) per model frame, filled as frames become final
         need_images = "detail" in self.stages
         chunk = max(cfg.chunk, 1)

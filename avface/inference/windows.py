@@ -215,10 +215,11 @@ def _collect(parts: list[tuple[int, torch.Tensor, dict]]) -> torch.Tensor:
 
 @torch.no_grad()
 def cached_codes(model: torch.nn.Module, images: torch.Tensor, audio: torch.Tensor | None, window: int = 16,
-                 rule: str = "mean", batch_size: int = 32, chunk: int = 256) -> torch.Tensor:
+                 rule: str = "mean", batch_size: int = 32, chunk: int = 256, window_batch: int = 128) -> torch.Tensor:
     """Per-frame aggregated codes ``(T, 236)`` with cached per-frame features, streamed in chunks of ``chunk``
-    frames (the streaming path of :class:`avface.inference.Reconstructor`, without decoding)."""
-    sw = SlidingWindows(model, window, batch_size=max(batch_size, 1), rule=rule)
+    frames (the streaming path of :class:`avface.inference.Reconstructor`, without decoding); ``batch_size`` frames
+    per CNN call, ``window_batch`` windows per transformer call."""
+    sw = SlidingWindows(model, window, batch_size=max(window_batch, 1), rule=rule)
     parts = []
     for i in range(0, len(images), chunk):
         a = None if audio is None else audio[i:i + chunk]
