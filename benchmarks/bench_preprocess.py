@@ -28,9 +28,9 @@ def _warm_body() -> None:
 
     import avface.audio.mel  # noqa: F401
     import avface.data.shards  # noqa: F401
-    from avface.audio import extract_audio_features
+    from avface.audio import AudioConfig, extract_audio_features
 
-    extract_audio_features(__import__("numpy").zeros(16000, "float32"), 25, 25.0, "mel")
+    extract_audio_features(__import__("numpy").zeros(16000, "float32"), 25, 25.0, AudioConfig(kind="mel"))
     _t.sleep(0.5)
 
 

@@ -14,7 +14,6 @@ from .sequence import (
     HandConfig,
     OcclusionConfig,
     OcclusionResult,
-    boxes_from_landmarks,
     occlude_sequence,
     replay,
 )
@@ -32,7 +31,6 @@ __all__ = [
     "OcclusionResult",
     "PlacementConfig",
     "ProceduralHandSource",
-    "boxes_from_landmarks",
     "make_strip",
     "occlude_sequence",
     "procedural_hand",

@@ -19,14 +19,17 @@ from __future__ import annotations
 import hashlib
 import shutil
 import subprocess
+import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol
 
 import cv2
 import numpy as np
 
-POSES: tuple[str, ...] = ("open", "flat", "relaxed", "point", "peace", "fist")
+#: The procedural hand poses.
+HandPose = Literal["open", "flat", "relaxed", "point", "peace", "fist"]
+POSES: tuple[str, ...] = typing.get_args(HandPose)
 
 
 @dataclass

@@ -17,10 +17,11 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 
+from avface.utils.boxes import extent_boxes
 from avface.utils.config import dataclass_from_dict
 
 from .color_transfer import transfer_hand_colors
@@ -28,6 +29,7 @@ from .hands import (
     POSES,
     HandFolderSource,
     HandImage,
+    HandPose,
     HandSource,
     ProceduralHandSource,
     resize_hand,
@@ -45,6 +47,9 @@ from .placement import (
 )
 
 PARAMS_VERSION = 1
+#: face boxes derived from landmarks reach this fraction of the landmark box height above the brows (the
+#: forehead, where hands also occlude)
+FOREHEAD = 0.2
 
 
 @dataclass
@@ -52,11 +57,11 @@ class HandConfig:
     """source: "procedural" (default, no assets) or "folder" (RGBA cut-outs in `folder`).
     poses/size: procedural hands; orientation: "up" or "auto" for folder cut-outs."""
 
-    source: str = "procedural"
+    source: Literal["procedural", "folder"] = "procedural"
     folder: str | None = None
-    poses: list[str] = field(default_factory=lambda: list(POSES))
+    poses: list[HandPose] = field(default_factory=lambda: list(POSES))
     size: int = 256
-    orientation: str = "up"
+    orientation: Literal["up", "auto"] = "up"
 
 
 @dataclass
@@ -126,15 +131,6 @@ def _check_frames(frames: Any) -> tuple[int, int, int]:
     return frames.shape[0], frames.shape[1], frames.shape[2]
 
 
-def boxes_from_landmarks(landmarks: np.ndarray, forehead: float = 0.2) -> np.ndarray:
-    """(T, 68, 2) pixel landmarks -> (T, 4) xyxy face boxes. The 68 points stop at the brows, so the box is
-    extended upwards by `forehead` x its height to cover the forehead, where hands also occlude."""
-    lo = landmarks.min(axis=1)
-    hi = landmarks.max(axis=1)
-    top = lo[:, 1] - forehead * (hi[:, 1] - lo[:, 1])
-    return np.stack([lo[:, 0], top, hi[:, 0], hi[:, 1]], axis=1)
-
-
 def _resolve_boxes(face_boxes: Any, landmarks: Any, T: int, H: int, W: int) -> np.ndarray:
     if face_boxes is None and landmarks is None:
         raise ValueError("no face box: pass face_boxes (T, 4) xyxy or landmarks (T, 68, 2)")
@@ -145,7 +141,7 @@ def _resolve_boxes(face_boxes: Any, landmarks: Any, T: int, H: int, W: int) -> n
         if not np.isfinite(lm).all():
             bad = np.flatnonzero(~np.isfinite(lm).all(axis=(1, 2)))
             raise ValueError(f"no face box: landmarks are not finite in frames {bad.tolist()}")
-        boxes = boxes_from_landmarks(lm)
+        boxes = extent_boxes(lm, forehead=FOREHEAD)
     else:
         boxes = np.asarray(face_boxes, dtype=np.float64)
         if boxes.ndim == 1 and boxes.shape == (4,):

@@ -11,7 +11,7 @@ paths every node can read and write (a shared file system). Re-running the same 
 are skipped, the result is the same set of samples as one clean run. Exit status 0 when every shard was written
 (clips that could not be used are in ``<out>/failures.parquet``), 1 when some shard task failed after its retries
 (re-run to finish it). See avface/data/preprocess.py for the output layout and avface/data/sample.py for the
-sample schema.
+sample schema, avface/data/config.py (PreprocessConfig) for every key.
 """
 
 from __future__ import annotations
@@ -21,19 +21,19 @@ import logging
 import sys
 
 import hydra
-from omegaconf import OmegaConf
 
-from avface.data.config import PreprocessConfig, register_configs
+from avface.configs import register_all
+from avface.data.config import PreprocessConfig
 from avface.data.preprocess import run_preprocess
+from avface.utils.config import dataclass_from_dict
 
 log = logging.getLogger("avface.preprocess")
-register_configs()
+register_all()
 
 
 @hydra.main(config_path="../conf", config_name="preprocess", version_base="1.3")
 def main(cfg) -> None:
-    config = PreprocessConfig.from_dict(OmegaConf.to_container(cfg, resolve=True))
-    summary = run_preprocess(config)
+    summary = run_preprocess(dataclass_from_dict(PreprocessConfig, cfg))
     print(json.dumps({k: v for k, v in summary.items() if k != "shards"}, indent=1))
     if summary["shards_failed"]:
         log.error("%d shard(s) failed: re-run the same command to resume", len(summary["shards_failed"]))

@@ -7,7 +7,7 @@
     RAY_ADDRESS=... python pipelines/synthesize.py ...                  # on a cluster (one Ray task per clip)
 
 Re-running with the same config skips what is already on disk. Library: ``avface.synth``; layout and sidecar
-keys: ``avface/synth/README.md``.
+keys: ``avface/synth/README.md``; every key: ``avface/synth/config.py`` (SynthesizeConfig).
 """
 
 from __future__ import annotations
@@ -16,22 +16,22 @@ import json
 import logging
 
 import hydra
-from omegaconf import DictConfig, OmegaConf
 
-from avface.synth.config import register_configs
+from avface.configs import register_all
+from avface.synth.config import SynthesizeConfig
+from avface.synth.corpus import synthesize_corpus
+from avface.utils.config import dataclass_from_dict
 
 log = logging.getLogger("avface.synthesize")
-register_configs()
+register_all()
 
 
-@hydra.main(version_base=None, config_path="../conf", config_name="synthesize")
-def main(cfg: DictConfig) -> dict:
-    from avface.synth.corpus import synthesize_corpus
-
-    plain = OmegaConf.to_container(cfg, resolve=True)
-    summary = synthesize_corpus(plain)
+@hydra.main(config_path="../conf", config_name="synthesize", version_base="1.3")
+def main(cfg) -> dict:
+    config = dataclass_from_dict(SynthesizeConfig, cfg)
+    summary = synthesize_corpus(config)
     summary = {k: v for k, v in summary.items() if k != "config"}
-    log.info("synthesized corpus in %s: %s", plain["out"], json.dumps(summary))
+    log.info("synthesized corpus in %s: %s", config.out, json.dumps(summary))
     print(json.dumps(summary, indent=2))
     return summary
 

@@ -16,7 +16,10 @@ import logging
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
+from avface.configs import register_all
+
 log = logging.getLogger("avface.train")
+register_all()
 
 
 @hydra.main(version_base=None, config_path="../conf", config_name="train")

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from avface.audio import MissingModelError, extract_audio_features, feature_dim
+from avface.audio import AudioConfig, MissingModelError, extract_audio_features, feature_dim
 from avface.audio.deepspeech import audio_to_input_vector, psf_mfcc, to_int16
 from avface.audio.windows import frame_windows
 
@@ -34,11 +34,11 @@ def test_mel_shape_and_alignment():
     n = 25
     x = np.zeros(16000, np.float32)
     x[8000:8320] = np.sin(np.arange(320) * 0.5)  # a burst at 0.5 s = frame 12.5
-    f = extract_audio_features(x, n, 25.0, "mel")
+    f = extract_audio_features(x, n, 25.0, AudioConfig(kind="mel"))
     assert f.shape == (n, 16, 80) and f.dtype == np.float32
     energy = f[:, 8, :].mean(axis=1)  # the row at each frame's own time
     assert int(np.argmax(energy)) in (12, 13)
-    assert feature_dim("mel") == 80
+    assert feature_dim(AudioConfig(kind="mel")) == 80
 
 
 def test_deepspeech_inputs_match_psf_definition():
@@ -64,11 +64,11 @@ def test_deepspeech_inputs_match_psf_definition():
 def test_deepspeech_pipeline_with_stand_in_graph_and_missing_file(tmp_path):
     x = _speechy()
     n = 30
-    f = extract_audio_features(x, n, 25.0, "deepspeech", logits_fn=lambda v: v[:, :29])
+    f = extract_audio_features(x, n, 25.0, AudioConfig(kind="deepspeech"), logits_fn=lambda v: v[:, :29])
     assert f.shape == (n, 16, 29)
     missing = tmp_path / "nope" / "output_graph.pb"
     with pytest.raises(MissingModelError, match="output_graph.pb") as e:
-        extract_audio_features(x, n, 25.0, "deepspeech", deepspeech_graph=str(missing))
+        extract_audio_features(x, n, 25.0, AudioConfig(kind="deepspeech", deepspeech_graph=str(missing)))
     assert str(missing) in str(e.value) and "v0.1.0" in str(e.value)
 
 
@@ -84,16 +84,17 @@ def test_wav2vec2_user_weights(tmp_path):
     model = torchaudio.models.wav2vec2_model(**arch)
     path = tmp_path / "w2v.pt"
     torch.save(model.state_dict(), path)
-    f = extract_audio_features(_speechy(), 30, 25.0, "wav2vec2", wav2vec2_weights=str(path), wav2vec2_arch=arch)
+    f = extract_audio_features(_speechy(), 30, 25.0,
+                               AudioConfig(kind="wav2vec2", wav2vec2_weights=str(path), wav2vec2_arch=arch))
     assert f.shape == (30, 16, 32) and np.isfinite(f).all()
-    assert feature_dim("wav2vec2", wav2vec2_arch=arch) == 32
+    assert feature_dim(AudioConfig(kind="wav2vec2", wav2vec2_arch=arch)) == 32
     with pytest.raises(MissingModelError, match="wav2vec2"):
-        extract_audio_features(_speechy(), 30, 25.0, "wav2vec2", wav2vec2_weights=str(tmp_path / "missing.pt"))
+        extract_audio_features(_speechy(), 30, 25.0,
+                               AudioConfig(kind="wav2vec2", wav2vec2_weights=str(tmp_path / "missing.pt")))
 
 
 def test_phones_posteriors():
-    pytest.importorskip("pocketsphinx")
-    f = extract_audio_features(_speechy(2.0), 50, 25.0, "phones")
+    f = extract_audio_features(_speechy(2.0), 50, 25.0, AudioConfig(kind="phones"))
     assert f.shape == (50, 16, 42)
     inner = f[8:-8]
     np.testing.assert_allclose(inner.sum(-1), 1.0, atol=1e-5)  # a posterior per 20 ms row
@@ -101,4 +102,4 @@ def test_phones_posteriors():
 
 def test_unknown_kind():
     with pytest.raises(Exception, match="unknown audio feature kind"):
-        extract_audio_features(_speechy(), 10, 25.0, "mfcc")
+        extract_audio_features(_speechy(), 10, 25.0, AudioConfig(kind="mfcc"))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Literal
 
 import pytest
 from omegaconf import OmegaConf
@@ -91,3 +92,51 @@ def test_path_prefix_in_message():
 def test_non_mapping_raises():
     with pytest.raises(ValueError, match="inner"):
         dataclass_from_dict(Outer, {"inner": 3})
+
+
+# ------------------------------------------------------------------------------------------ Literal options
+@dataclass
+class Options:
+    kind: Literal["mel", "phones"] = "mel"
+    maybe: Literal["a", "b"] | None = None
+    stages: tuple[Literal["coarse", "lip"], ...] = ("coarse",)
+    names: list[Literal["x", "y"]] = field(default_factory=list)
+    table: dict[str, Literal["on", "off"]] = field(default_factory=dict)
+    level: Literal[1, 2] = 1
+
+
+@dataclass
+class Holder:
+    options: Options = field(default_factory=Options)
+    extra: Options | None = None
+
+
+def test_literal_values_pass():
+    cfg = dataclass_from_dict(Holder, {"options": {"kind": "phones", "maybe": "b", "stages": ["coarse", "lip"],
+                                                   "names": ["y"], "table": {"k": "off"}, "level": 2}})
+    assert cfg.options == Options(kind="phones", maybe="b", stages=("coarse", "lip"), names=["y"],
+                                  table={"k": "off"}, level=2)
+    assert dataclass_from_dict(Holder, {"options": {"maybe": None}}).options.maybe is None
+
+
+@pytest.mark.parametrize(("data", "where", "value", "allowed"), [
+    ({"options": {"kind": "mfcc"}}, "options.kind", "'mfcc'", ["'mel'", "'phones'"]),
+    ({"options": {"maybe": "c"}}, "options.maybe", "'c'", ["'a'", "'b'"]),
+    ({"options": {"stages": ["coarse", "detail"]}}, r"options.stages\[1\]", "'detail'", ["'coarse'", "'lip'"]),
+    ({"options": {"names": ["x", "z"]}}, r"options.names\[1\]", "'z'", ["'x'", "'y'"]),
+    ({"options": {"table": {"k": "maybe"}}}, "options.table.k", "'maybe'", ["'on'", "'off'"]),
+    ({"options": {"level": 3}}, "options.level", "3", ["1", "2"]),
+    ({"options": {"level": True}}, "options.level", "True", ["1", "2"]),  # True == 1, but not an int option
+    ({"extra": {"kind": "MEL"}}, "extra.kind", "'MEL'", ["'mel'", "'phones'"]),
+])
+def test_bad_literal_names_path_value_and_allowed_values(data, where, value, allowed):
+    with pytest.raises(ValueError, match=rf"{where}={value} is not allowed") as e:
+        dataclass_from_dict(Holder, data)
+    assert all(a in str(e.value).split("allowed values:")[1] for a in allowed)
+
+
+def test_literal_checked_from_omegaconf_and_instances():
+    with pytest.raises(ValueError, match=r"options\.kind='wav' is not allowed; allowed values: 'mel', 'phones'"):
+        dataclass_from_dict(Holder, OmegaConf.create({"options": {"kind": "wav"}}))
+    with pytest.raises(ValueError, match=r"options\.kind='wav'"):
+        dataclass_from_dict(Holder, Holder(options=Options(kind="wav")))  # type: ignore[arg-type]

@@ -178,7 +178,8 @@ def test_synthetic_corpus_clip_with_the_flame_file(flame_files, tmp_path):
 def test_main_job_with_the_flame_file(flame_files, tmp_path: Path):
     import decord
 
-    from pipelines.main import CorpusStage, MainConfig, run
+    from avface.demo.config import CorpusStage, MainConfig
+    from avface.demo.job import run_main_job as run
 
     paths = run(MainConfig(out=str(tmp_path / "demo"), face_model=str(flame_files.model),
                            landmark_embedding=str(flame_files.landmark_embedding),

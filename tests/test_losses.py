@@ -17,8 +17,11 @@ from avface.losses import (
     landmark_loss,
     landmark_weights,
     laplacian_normals_loss,
+    light_regularizer,
     lip_corner_loss,
     mouth_closure_loss,
+    nonvisible_region,
+    parameter_loss,
     photometric_loss,
     shape_consistency_loss,
     symmetry_loss,
@@ -105,7 +108,8 @@ def test_photometric_regularisers_consistency_symmetry():
     assert photometric_loss(other, img, mask).item() == 0.0
     assert photometric_loss(other, img).item() > 0
     assert coefficient_regularizer(torch.zeros(2, 3, 100)).item() == 0
-    assert coefficient_regularizer(torch.ones(2, 3, 100)).item() == pytest.approx(100.0)
+    # DECA's sum(code**2)/2, per frame, averaged over frames
+    assert coefficient_regularizer(torch.ones(2, 3, 100)).item() == pytest.approx(50.0)
     same = torch.randn(1, 1, 100, generator=g).repeat(2, 4, 1)
     assert shape_consistency_loss(same).item() == pytest.approx(0.0, abs=1e-10)
     varied = same + 0.1 * torch.randn(same.shape, generator=g)
@@ -201,3 +205,120 @@ def test_mouth_closure_is_emoca_inner_lip_distance():
     inner = (opened[:, [61, 62, 63]] - opened[:, [67, 66, 65]]).norm(dim=-1)
     inner_gt = (gt[:, [61, 62, 63]] - gt[:, [67, 66, 65]]).norm(dim=-1)
     assert mouth_closure_loss(opened, gt).item() == pytest.approx((inner - inner_gt).abs().mean().item(), rel=1e-5)
+
+
+# ------------------------------------------------------------------------------------------ reference formulas
+def _deca_batch_kp_2d_l1_loss(real_2d_kp, predicted_2d_kp, weights=None):
+    """DECA (decalib/utils/lossfunc.py), transcribed literally (``.cuda()`` dropped)."""
+    if weights is not None:
+        real_2d_kp[:, :, 2] = weights[None, :] * real_2d_kp[:, :, 2]
+    kp_gt = real_2d_kp.view(-1, 3)
+    kp_pred = predicted_2d_kp.contiguous().view(-1, 2)
+    vis = kp_gt[:, 2]
+    k = torch.sum(vis) * 2.0 + 1e-8
+    dif_abs = torch.abs(kp_gt[:, :2] - kp_pred).sum(1)
+    return torch.matmul(dif_abs, vis) * 1.0 / k
+
+
+def _deca_weighted_landmark_loss(predicted_landmarks, landmarks_gt, weight=1.0):
+    real_2d = landmarks_gt
+    weights = torch.ones((68,))
+    weights[5:7] = 2
+    weights[10:12] = 2
+    # nose points
+    weights[27:36] = 1.5
+    weights[30] = 3
+    weights[31] = 3
+    weights[35] = 3
+    # inner mouth
+    weights[60:68] = 1.5
+    weights[48:60] = 1.5
+    weights[48] = 3
+    weights[54] = 3
+    loss_lmk_2d = _deca_batch_kp_2d_l1_loss(real_2d, predicted_landmarks, weights)
+    return loss_lmk_2d * weight
+
+
+def test_landmark_loss_is_decas_weighted_landmark_loss():
+    g = torch.Generator().manual_seed(11)
+    pred = torch.rand(3, 4, 68, 2, generator=g) * 2 - 1
+    gt = torch.rand(3, 4, 68, 2, generator=g) * 2 - 1
+    valid = torch.rand(3, 4, generator=g) > 0.3
+    conf = torch.rand(3, 4, 68, generator=g)
+    # DECA's ground truth is (N, 68, 3) with the visibility in the last column
+    gt3 = torch.cat([gt, (valid[..., None] * conf)[..., None]], dim=-1).reshape(12, 68, 3)
+    ref = _deca_weighted_landmark_loss(pred.reshape(12, 68, 2), gt3.clone())
+    ours = landmark_loss(pred, gt, valid, confidence=conf)
+    assert ours.item() == pytest.approx(ref.item(), rel=1e-5)
+    all_visible = torch.cat([gt, torch.ones(3, 4, 68, 1)], dim=-1).reshape(12, 68, 3)
+    assert landmark_loss(pred, gt).item() == pytest.approx(
+        _deca_weighted_landmark_loss(pred.reshape(12, 68, 2), all_visible).item(), rel=1e-5)
+    # batch-size invariant: the same frames twice give the same value
+    assert landmark_loss(torch.cat([pred, pred]), torch.cat([gt, gt]), torch.cat([valid, valid])).item() == \
+        pytest.approx(landmark_loss(pred, gt, valid).item(), rel=1e-6)
+
+
+def test_photometric_light_and_coefficient_terms_are_decas():
+    g = torch.Generator().manual_seed(12)
+    r, i = torch.rand(2, 3, 8, 8, generator=g), torch.rand(2, 3, 8, 8, generator=g)
+    m = (torch.rand(2, 1, 8, 8, generator=g) > 0.5).float()
+    assert photometric_loss(r, i, m).item() == pytest.approx((m * (r - i).abs()).mean().item(), rel=1e-6)
+    light = torch.randn(2, 5, 9, 3, generator=g)
+    deca = ((torch.mean(light, dim=-1)[..., None] - light) ** 2).mean()  # DECA: light (B,9,3), mean over dim 2
+    assert light_regularizer(light).item() == pytest.approx(deca.item(), rel=1e-6)
+    assert light_regularizer(light.mean(-1, keepdim=True).expand_as(light)).item() == pytest.approx(0.0, abs=1e-12)
+    code = torch.randn(4, 16, 50, generator=g)
+    # at DECA's batch of 64 frames, 64 x our per-frame mean is exactly DECA's sum(code**2)/2 over the batch
+    assert 64 * coefficient_regularizer(code).item() == pytest.approx((torch.sum(code**2) / 2).item(), rel=1e-5)
+    assert coefficient_regularizer(torch.cat([code, code])).item() == pytest.approx(
+        coefficient_regularizer(code).item(), rel=1e-6)
+
+
+def test_symmetry_is_on_the_hidden_region_with_the_mirror_detached():
+    g = torch.Generator().manual_seed(13)
+    d = torch.randn(2, 1, 8, 8, generator=g).requires_grad_(True)
+    visible = torch.zeros(2, 1, 8, 8)
+    visible[..., :, :5] = 1  # columns 0-4 seen; 5-7 hidden
+    nonvis = nonvisible_region(visible)
+    # DECA's 1 - erode(visible): the eroded visible region loses its border column
+    assert nonvis[0, 0, 3, :4].sum() == 0 and nonvis[0, 0, 3, 4:].min() == 1
+    loss = symmetry_loss(d, nonvis)
+    ref = (nonvis * (d - torch.flip(d, [-1]).detach()).abs()).sum() / d.numel()
+    assert loss.item() == pytest.approx(ref.item(), rel=1e-6)
+    loss.backward()
+    assert d.grad[..., :4].abs().sum() == 0 and d.grad[..., 4:].abs().sum() > 0  # only hidden texels move
+    assert symmetry_loss(torch.cat([d, d]).detach(), torch.cat([nonvis, nonvis])).item() == pytest.approx(
+        loss.item(), rel=1e-6)
+
+
+def test_id_mrf_is_a_batch_mean():
+    g = torch.Generator().manual_seed(14)
+    tar = torch.randn(2, 16, 6, 6, generator=g)
+    gen = torch.randn(2, 16, 6, 6, generator=g)
+    one = id_mrf(gen, tar)
+    assert id_mrf(torch.cat([gen, gen]), torch.cat([tar, tar])).item() == pytest.approx(one.item(), rel=1e-5)
+
+
+def test_parameter_loss_is_mse_in_units_of_the_spread():
+    g = torch.Generator().manual_seed(15)
+    tgt = {"shape": torch.randn(2, 4, 10, generator=g), "jaw": torch.randn(2, 4, 3, generator=g)}
+    scale = {"shape": torch.linspace(0.5, 2.0, 10), "jaw": 0.1}
+    pred = {k: v + 0.05 * torch.randn(v.shape, generator=g) for k, v in tgt.items()}
+    pred["extra"] = torch.zeros(1)  # predictions without a target are not scored
+    out = parameter_loss(pred, tgt, scale, weights={"jaw": 2.0})
+    assert set(out) == {"shape", "jaw"}
+    assert out["shape"].item() == pytest.approx((((pred["shape"] - tgt["shape"]) / scale["shape"]) ** 2).mean().item(),
+                                                rel=1e-6)
+    assert out["jaw"].item() == pytest.approx(2.0 * (((pred["jaw"] - tgt["jaw"]) / 0.1) ** 2).mean().item(), rel=1e-6)
+    assert parameter_loss(tgt, tgt, scale)["shape"].item() == 0.0
+    dup = parameter_loss({k: torch.cat([v, v]) for k, v in pred.items() if k != "extra"},
+                         {k: torch.cat([v, v]) for k, v in tgt.items()}, scale, weights={"jaw": 2.0})
+    assert all(dup[k].item() == pytest.approx(out[k].item(), rel=1e-6) for k in out)
+    assert "jaw" not in parameter_loss(pred, tgt, scale, weights={"jaw": 0.0})
+    p = {k: v.clone().requires_grad_(True) for k, v in pred.items()}
+    sum(parameter_loss(p, tgt, scale).values()).backward()
+    assert p["shape"].grad.abs().sum() > 0 and p["jaw"].grad.abs().sum() > 0
+    with pytest.raises(ValueError, match="shape"):
+        parameter_loss({**pred, "shape": torch.zeros(2, 4, 9)}, tgt, scale)
+    with pytest.raises(KeyError, match="scale"):
+        parameter_loss(pred, tgt, {"shape": 1.0})

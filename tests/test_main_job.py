@@ -7,10 +7,11 @@ from pathlib import Path
 import decord
 import numpy as np
 
+from avface.demo.config import CorpusStage, MainConfig
+from avface.demo.job import run_main_job as run
 from avface.face_model import load_face_model
 from avface.face_model.testing import random_face_model_data
 from avface.viz.turntable import TurntableConfig, render_turntable
-from pipelines.main import CorpusStage, MainConfig, run
 
 
 def test_turntable_shows_a_turning_talking_face():

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import decord
 import numpy as np
 import pytest
+import torchaudio
 
 from avface.io import MediaError, probe, read_audio, read_video, read_wav, write_mp4, write_wav
 
@@ -45,8 +47,6 @@ def test_mp4_roundtrip_pyav(tmp_path):
 
 
 def test_mp4_independent_decoders(tmp_path):
-    decord = pytest.importorskip("decord")
-    torchaudio = pytest.importorskip("torchaudio")
     frames, audio = _clip()
     path = write_mp4(tmp_path / "b.mp4", frames, FPS, audio, SR, threads=1)
     vr = decord.VideoReader(str(path))

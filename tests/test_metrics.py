@@ -21,6 +21,7 @@ from avface.metrics import (
     landmark_nme,
     lip_nme,
     lip_vertex_error,
+    mesh_vertex_errors,
     nme_normalizer,
     occluded_nme,
     point_mesh_distance_allpairs,
@@ -129,10 +130,10 @@ def test_index_is_exact_against_all_pairs(rng):
     p = np.concatenate([v[rng.integers(len(v), size=300)] + rng.normal(0, 3, (300, 3)),
                         rng.uniform(-300, 300, (200, 3))])
     ref = point_mesh_distance_allpairs(p, v, f)
-    for k in (1, 4, 16):
-        got = TriangleIndex(v, f).query(p, k=k)
-        assert np.allclose(got.distances, ref.distances, atol=1e-9), k
+    for k, spacing in ((1, None), (4, None), (16, None), (4, 5.0), (8, 1e3)):
+        got = TriangleIndex(v, f, spacing=spacing).query(p, k=k)
         assert np.allclose(np.linalg.norm(got.closest - p, axis=1), got.distances)
+        assert np.allclose(got.distances, ref.distances, atol=1e-9), (k, spacing)
 
 
 # ---------------------------------------------------------------- scan to mesh
@@ -175,6 +176,11 @@ def test_known_similarity_transform_is_undone(rng):
     assert r.scale == pytest.approx(1 / s, rel=1e-4)
     assert np.allclose(r.rotation, R.T, atol=1e-4)
     assert np.allclose(r.aligned, v, atol=1e-2)
+    assert mesh_vertex_errors(r.aligned, v, f).max() < 1e-2  # the per-vertex (Fig. 6) error on the prediction
+    # NoW's metrical variant (unit scale, rigid refinement) undoes a rigid transform
+    rigid = v @ R.T + t
+    m = scan_to_mesh(v, v[lm], rigid, f, rigid[lm] + rng.normal(0, 2.0, (7, 3)), scale=False)
+    assert m.scale == 1.0 and m.mean < 1e-3 and np.allclose(m.rotation, R.T, atol=1e-4)
 
 
 def test_scan_offset_along_normals_without_refinement(rng):

@@ -7,7 +7,6 @@ from pathlib import Path
 
 import pytest
 import torch
-import yaml
 
 from avface.models import (
     AVFaceConfig,
@@ -258,13 +257,23 @@ def test_normals_net_loader(tmp_path):
 
 # ------------------------------------------------------------------------------------- config
 @pytest.mark.parametrize("name", ["paper", "tiny"])
-def test_yaml_mirrors_dataclass(name):
-    y = yaml.safe_load((ROOT / "conf" / "model" / f"{name}.yaml").read_text())
-    cfg = getattr(AVFaceConfig, name)()
-    assert y == cfg.to_dict()
-    assert AVFaceConfig.from_dict(y) == cfg
+def test_model_group_option_is_the_preset(name):
+    """Hydra's ``model`` group (registered by ``avface.configs.register_all``) holds exactly the Python presets:
+    composed with ``+model=<name>``, turned into a plain dict and rebuilt, it is
+    ``AVFaceConfig.<name>()``, field by field."""
+    from hydra import compose, initialize_config_dir
     from omegaconf import OmegaConf
 
+    from avface.configs import register_all
+
+    register_all()
+    cfg = getattr(AVFaceConfig, name)()
+    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+        node = compose(overrides=[f"+model={name}"]).model
+    y = OmegaConf.to_container(node, resolve=True)
+    assert y == cfg.to_dict()
+    assert AVFaceConfig.from_dict(y) == cfg
+    assert AVFaceConfig.from_dict(node) == cfg
     assert AVFaceConfig.from_dict(OmegaConf.create(y)) == cfg
     with pytest.raises(ValueError, match="bogus"):
         AVFaceConfig.from_dict({**y, "bogus": 1})
@@ -294,3 +303,14 @@ def test_detail_normals_at_uv_chart_border_ignore_texels_outside_the_mask():
     n_c[:, 2] = 1.0
     _, n_d = displacement_to_detail(pos, n_c, torch.zeros(1, 1, u, u), mask)
     assert torch.allclose(n_d, n_c, atol=1e-6)
+
+
+@pytest.mark.parametrize("scale", [8.0, 5.6])
+def test_coarse_camera_scale_starts_at_the_configured_value(scale):
+    """The trainer sets the initial camera scale from the data (CoarseConfig.init_cam_scale)."""
+    cfg = AVFaceConfig.tiny()
+    torch.manual_seed(0)
+    ce = CoarseEncoder(dataclasses.replace(cfg.coarse, init_cam_scale=scale)).eval()
+    with torch.no_grad():
+        cam = ce(_inputs(cfg, 2, 3)[0]).cam
+    assert torch.allclose(cam[..., 0], torch.full((2, 3), scale), atol=0.05)

@@ -9,7 +9,7 @@ import torch
 
 from avface.face_model import FaceModel, load_face_model
 from avface.models import AVFaceConfig
-from avface.models.avface import AVFace
+from avface.models.avface import STAGES, AVFace
 from avface.models.inputs import Batch
 from avface.models.outputs import AVFaceOutput
 
@@ -50,9 +50,9 @@ def test_all_stages_shapes_losses_and_gradients(face_model):
     b, t, s, u = 1, 3, cfg.image_size, cfg.detail.uv_size
     expected = {
         "coarse": {"landmark", "eye", "mouth_closure", "lip_corner", "reg_shape", "reg_expression", "reg_albedo",
-                   "shape_consistency", "photometric"},
+                   "reg_light", "shape_consistency", "photometric"},
         "lip": {"landmark", "eye", "mouth_closure", "lip_corner", "reg_shape", "reg_expression", "reg_albedo",
-                "shape_consistency", "photometric", "normals_lip"},
+                "reg_light", "shape_consistency", "photometric", "normals_lip"},
         "detail": {"photometric_detail", "normals", "symmetry", "displacement"},  # no VGG19 weights: no mrf
     }
     for stage in ("coarse", "lip", "detail"):
@@ -252,3 +252,92 @@ def test_trainable_state_dict_has_every_stage_and_no_pretrained_perceptual_net(f
     assert all(torch.equal(v, other.trainable_state_dict()[k]) for k, v in sd.items())
     with pytest.raises(ValueError, match="missing"):
         other.load_trainable_state_dict({k: v for k, v in sd.items() if not k.startswith("lip.")})
+
+
+# ------------------------------------------------------------------------------------------ loss contract
+# What each weighted term must train, per stage (L_lip = L_coarse + lambda_n lip normals: the coarse regularisers
+# are in the lip stage's total but have nothing to train there).
+_TRAINS = {
+    "coarse": {"landmark": "coarse", "eye": "coarse", "photometric": "coarse", "identity": "coarse",
+               "shape_consistency": "coarse", "reg_shape": "coarse", "reg_albedo": "coarse", "reg_light": "coarse",
+               "reg_expression": "expression", "mouth_closure": "expression", "lip_corner": "expression"},
+    "lip": {"landmark": "lip", "mouth_closure": "lip", "lip_corner": "lip", "photometric": "lip",
+            "normals_lip": "lip"},
+    "detail": {"photometric_detail": "detail", "normals": "detail", "mrf": "detail", "symmetry": "detail",
+               "displacement": "detail"},
+}
+
+
+def _doubled(batch: Batch) -> Batch:
+    """The same windows twice: a batch of 2B."""
+    fields = {f.name: getattr(batch, f.name) for f in dataclasses.fields(batch)}
+    return Batch(**{k: torch.cat([v, v]) if isinstance(v, torch.Tensor) else v for k, v in fields.items()})
+
+
+@pytest.fixture(scope="module")
+def perceptual_model(face_model, tmp_path_factory) -> AVFace:
+    """Tiny model with every loss term present: VGG19 and a small face-recognition net, random weights written
+    here (loaded through the real weights_only path)."""
+    from avface.models.blocks import ResNet
+    from avface.models.config import BackboneConfig
+    from avface.models.perceptual import IdentityLoss, vgg19_features_to_relu4_2
+
+    d = tmp_path_factory.mktemp("weights")
+    torch.manual_seed(0)
+    torch.save({"features." + k: v for k, v in vgg19_features_to_relu4_2().state_dict().items()}, d / "vgg19.pth")
+    small = BackboneConfig(block="basic", layers=(1, 1, 1, 1), widths=(8, 16, 32, 64), stem=8)
+    torch.save(ResNet(small).state_dict(), d / "face_rec.pth")
+    cfg = dataclasses.replace(AVFaceConfig.tiny(), vgg19_weights=str(d / "vgg19.pth"))
+    model = AVFace(cfg, face_model)
+    model.identity_loss = IdentityLoss(d / "face_rec.pth", backbone=small, input_size=64)
+    return model.eval()
+
+
+def test_every_weighted_term_is_batch_size_invariant(perceptual_model, face_model):
+    model = perceptual_model
+    batch = _batch(model.config, face_model, b=2, t=2, seed=7)
+    batch.occlusion_mask = torch.zeros(2, 2, 64, 64)
+    batch.occlusion_mask[:, :, 40:, :32] = 1.0  # a hand over one cheek: the occlusion path of every term
+    for stage in STAGES:
+        model.set_stage(stage)
+        with torch.no_grad():
+            one = model.losses(batch, model(batch))
+            two = model.losses(_doubled(batch), model(_doubled(batch)))
+        assert set(one) - {"total"} == set(_TRAINS[stage]) | ({"reg_shape", "reg_expression", "reg_albedo",
+                                                               "reg_light", "eye", "shape_consistency",
+                                                               "identity"} if stage == "lip" else set()), stage
+        for k in one:
+            assert torch.allclose(one[k], two[k], rtol=1e-5, atol=1e-8), (stage, k, one[k].item(), two[k].item())
+
+
+def test_every_weighted_term_trains_what_it_should(perceptual_model, face_model):
+    model = perceptual_model
+    batch = _batch(model.config, face_model, b=2, t=2, seed=8)
+    for stage in STAGES:
+        model.set_stage(stage)
+        losses = model.losses(batch, model(batch))
+        for term, net in _TRAINS[stage].items():
+            model.zero_grad(set_to_none=True)
+            losses[term].backward(retain_graph=True)
+            grad = sum(p.grad.abs().sum() for p in getattr(model, net).parameters() if p.grad is not None)
+            assert torch.is_tensor(grad) and grad > 0, f"{stage}: {term} gives no gradient to {net}"
+            assert all(p.grad is None for p in model.parameters() if not p.requires_grad)
+    model.zero_grad(set_to_none=True)
+
+
+def test_symmetry_acts_on_the_hidden_uv_region_only(perceptual_model, face_model):
+    """The symmetry term sees the texels the image does not show (back-facing / occluded), not the visible ones."""
+    model = perceptual_model
+    model.set_stage("detail")
+    batch = _batch(model.config, face_model, b=1, t=1, seed=9)
+    out = model(batch)
+    vis, um = out.uv_visible[0, 0], out.uv_mask[0, 0]
+    assert 0 < (vis * um).sum() < um.sum()  # some texels seen, some hidden
+    model.zero_grad(set_to_none=True)
+    d = out.displacement.detach().requires_grad_(True)
+    from avface.losses import maps as M
+
+    nonvis = M.nonvisible_region(out.uv_visible[0], out.uv_mask[0])
+    M.symmetry_loss(d[0] / 0.01, nonvis, out.uv_mask[0]).backward()
+    g = d.grad[0, 0, 0].abs()
+    assert g[nonvis[0, 0] > 0].sum() > 0 and g[nonvis[0, 0] == 0].sum() == 0

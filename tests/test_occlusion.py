@@ -11,12 +11,12 @@ import numpy as np
 import ot
 import pytest
 
+from avface.utils.boxes import extent_boxes
 from occlusion_synth import (
     POSES,
     HandFolderSource,
     MotionConfig,
     OcclusionConfig,
-    boxes_from_landmarks,
     occlude_sequence,
     procedural_hand,
     render_svg_hands,
@@ -28,7 +28,7 @@ from occlusion_synth.demo import astronaut_sequence
 from occlusion_synth.hands import _estimate_axis
 from occlusion_synth.motion import enter_leave_profile
 from occlusion_synth.placement import box_center_size, face_region_mask
-from occlusion_synth.sequence import skin_colors
+from occlusion_synth.sequence import FOREHEAD, skin_colors
 
 
 @pytest.fixture(scope="module")
@@ -288,7 +288,7 @@ def test_landmarks_instead_of_boxes():
     c, half = (b[:2] + b[2:]) / 2, (b[2:] - b[:2]) / 2
     lm = np.stack([c[0] + half[0] * np.cos(t), c[1] + half[1] * np.sin(t)], 1)
     lms = np.broadcast_to(lm, (4, 68, 2)).copy()
-    derived = boxes_from_landmarks(lms)
+    derived = extent_boxes(lms, forehead=FOREHEAD)
     np.testing.assert_allclose(derived[:, [0, 2, 3]], boxes[:, [0, 2, 3]], atol=1e-6)
     assert (derived[:, 1] < boxes[:, 1]).all()  # extended up over the forehead
     res = occlude_sequence(frames, landmarks=lms, seed=0)

@@ -12,8 +12,9 @@ import numpy as np
 import pytest
 
 from occlusion_synth import OcclusionConfig, replay
+from occlusion_synth.config import OccludeConfig
 from occlusion_synth.demo import astronaut_sequence
-from pipelines.occlude import OccludeConfig, run
+from occlusion_synth.job import run_occlude as run
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -74,7 +75,7 @@ def test_command_frame_folder_and_errors(tmp_path: Path):
 
 def test_command_outputs_are_written_atomically(tmp_path: Path, monkeypatch):
     """A run killed while writing masks.npy / params.json leaves no half-written file under its final name."""
-    import pipelines.occlude as occlude
+    import occlusion_synth.job as occlude
 
     real_save = np.save
 

@@ -216,7 +216,6 @@ def test_missing_model_is_a_clear_error(tree, tmp_path, ray_local):
 @pytest.mark.slow
 def test_cli_hydra_phones(tree, tmp_path):
     """`python pipelines/preprocess.py data.root=... out=...` in its own process (its own local Ray)."""
-    pytest.importorskip("pocketsphinx")
     import ray
 
     if ray.is_initialized():

@@ -14,7 +14,6 @@ ROOT = Path(__file__).resolve().parents[1]
 pytestmark = [pytest.mark.slow, pytest.mark.ray]
 
 
-@pytest.mark.skipif(not (ROOT / "pipelines" / "synthesize.py").exists(), reason="pipelines/synthesize.py not there")
 def test_synthetic_corpus_to_shards(tmp_path):
     import ray
     import webdataset as wds

@@ -5,7 +5,8 @@ import pytest
 import torch
 
 from avface.landmarks import NullDetector, get_detector, mediapipe_available, mediapipe_to_ibug68
-from avface.landmarks.crop import boxes_from_landmarks, crop_resize
+from avface.landmarks.crop import crop_resize
+from avface.utils.boxes import boxes_from_landmarks
 
 
 def test_mapping_shapes_and_fixed_points(rng):

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import torch
 
+from avface.face_model import FaceModel, load_face_model
 from avface.render import SH_CONSTANTS, FaceRenderer, PerspectiveCamera, orthographic_project
 from avface.render.cameras import ndc_to_pixels, perspective_project
 from avface.render.meshes import face_like_mesh, grid_plane, icosphere
@@ -300,10 +301,8 @@ def test_backends_agree_in_renderer() -> None:
 def test_renders_the_face_model() -> None:
     """Integration with avface.face_model (the starter model): the face covers the frame's centre and its 68
     landmarks project inside the rendered silhouette."""
-    face_model = pytest.importorskip("avface.face_model.starter")
-    flame = pytest.importorskip("avface.face_model.flame")
-    data = face_model.load_face_model(None)
-    fm = flame.FaceModel(data)
+    data = load_face_model(None)
+    fm = FaceModel(data)
     out = fm(torch.zeros(2, 100), torch.zeros(2, 50), torch.tensor([[0.0, 0.2, 0.0], [0.1, -0.2, 0.0]]))
     r = FaceRenderer(data.faces, data.uv_coords, data.uv_faces, image_size=112, uv_size=64)
     v = out.vertices

@@ -7,8 +7,10 @@ import json
 import re
 from pathlib import Path
 
+import decord
 import numpy as np
 import pytest
+import torchaudio
 
 from avface.speech import phoneme_classes_at, phonemes_from_json
 from avface.synth.config import SynthesizeConfig, from_dict, resolve_config
@@ -98,8 +100,6 @@ def test_sidecar_contents(corpus):
 
 
 def test_mp4_decodes_with_pyav_decord_torchaudio(corpus):
-    decord = pytest.importorskip("decord")
-    torchaudio = pytest.importorskip("torchaudio")
     from avface.io import read_audio, read_video
 
     out, _, _ = corpus
@@ -269,9 +269,9 @@ def test_config_presets_and_hydra_yaml():
     from hydra import compose, initialize_config_dir
     from omegaconf import OmegaConf
 
-    from avface.synth.config import register_configs
+    from avface.configs import register_all
 
-    register_configs()
+    register_all()
     conf_dir = str(Path(__file__).resolve().parents[1] / "conf")
     with initialize_config_dir(config_dir=conf_dir, version_base=None):
         cfg = compose("synthesize", overrides=["out=/tmp/x", "size=small", "multiface.cameras=3"])

@@ -1,5 +1,6 @@
 """Audio features aligned to video frames: ``(num_frames, 16, F)`` windows per frame (see :mod:`.features`)."""
 
+from avface.audio.config import AudioConfig, AudioKind
 from avface.audio.features import (
     FEATURE_KINDS,
     AudioFeatureError,
@@ -8,4 +9,5 @@ from avface.audio.features import (
     feature_dim,
 )
 
-__all__ = ["FEATURE_KINDS", "AudioFeatureError", "MissingModelError", "extract_audio_features", "feature_dim"]
+__all__ = ["FEATURE_KINDS", "AudioConfig", "AudioFeatureError", "AudioKind", "MissingModelError",
+           "extract_audio_features", "feature_dim"]

@@ -15,81 +15,86 @@ kind           F     rows                                                       
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 
+from avface.audio.config import FEATURE_KINDS, AudioConfig
 from avface.audio.errors import AudioFeatureError, MissingModelError
 
-FEATURE_KINDS = ("mel", "deepspeech", "wav2vec2", "phones")
-
-__all__ = ["FEATURE_KINDS", "AudioFeatureError", "MissingModelError", "check_available", "extract_audio_features",
-           "feature_dim"]
+__all__ = ["FEATURE_KINDS", "AudioConfig", "AudioFeatureError", "MissingModelError", "check_available",
+           "extract_audio_features", "feature_dim"]
 
 
-def feature_dim(kind: str, **cfg) -> int:
-    """F of :func:`extract_audio_features` for ``kind`` (wav2vec2: the architecture's embedding size)."""
+def _unknown(kind: str) -> AudioFeatureError:
+    return AudioFeatureError(f"unknown audio feature kind {kind!r}; choose one of {FEATURE_KINDS}")
+
+
+def feature_dim(config: AudioConfig) -> int:
+    """F of :func:`extract_audio_features` for ``config.kind`` (wav2vec2: the architecture's embedding size)."""
+    kind = config.kind
     if kind == "mel":
-        return int(cfg.get("n_mels", 80))
+        return int(config.n_mels)
     if kind == "deepspeech":
         return 29
     if kind == "wav2vec2":
-        arch = cfg.get("wav2vec2_arch") or {}
-        return int(arch.get("encoder_embed_dim", 768))
+        return int(config.wav2vec2_arch.get("encoder_embed_dim", 768))
     if kind == "phones":
         from avface.audio.phones import PHONES
 
         return len(PHONES)
-    raise AudioFeatureError(f"unknown audio feature kind {kind!r}; choose one of {FEATURE_KINDS}")
+    raise _unknown(kind)
 
 
-def extract_audio_features(waveform: np.ndarray, num_frames: int, fps: float = 25.0, kind: str = "mel",
-                           **cfg) -> np.ndarray:
-    """Audio features aligned to video frames.
+def extract_audio_features(waveform: np.ndarray, num_frames: int, fps: float, config: AudioConfig, *,
+                           logits_fn: Callable[[np.ndarray], np.ndarray] | None = None) -> np.ndarray:
+    """Audio features of kind ``config.kind`` aligned to video frames.
 
     Args:
         waveform: ``(N,)`` float32 in [-1, 1], 16 kHz mono, starting with video frame 0.
         num_frames: number of video frames ``T``.
         fps: video frame rate.
-        kind: ``mel`` | ``deepspeech`` | ``wav2vec2`` | ``phones``.
-        **cfg: ``window`` (16); ``n_mels`` (mel); ``deepspeech_graph`` (path), ``logits_fn`` (deepspeech);
-            ``wav2vec2_weights`` (path), ``wav2vec2_layer`` (-1), ``wav2vec2_arch`` (dict for
-            ``torchaudio.models.wav2vec2_model``; empty = base). Unknown keys are ignored.
+        config: ``kind`` and its settings (``window``; ``n_mels`` for mel; ``deepspeech_graph``;
+            ``wav2vec2_weights``, ``wav2vec2_layer``, ``wav2vec2_arch`` (empty = base)).
+        logits_fn: deepspeech only: a stand-in for the TF graph, ``(rows, 494) -> (rows, 29)`` (tests).
     Returns:
-        ``(num_frames, window, F)`` float32.
+        ``(num_frames, config.window, F)`` float32.
     """
     waveform = np.asarray(waveform, np.float32).reshape(-1)
     if not np.all(np.isfinite(waveform)):
         raise AudioFeatureError("waveform contains NaN or inf")
-    window = int(cfg.get("window", 16))
+    kind, window = config.kind, int(config.window)
     if kind == "mel":
         from avface.audio.mel import mel_features
 
-        return mel_features(waveform, num_frames, fps, n_mels=int(cfg.get("n_mels", 80)), window=window)
+        return mel_features(waveform, num_frames, fps, n_mels=int(config.n_mels), window=window)
     if kind == "deepspeech":
         from avface.audio.deepspeech import deepspeech_features
 
-        return deepspeech_features(waveform, num_frames, fps, graph_path=cfg.get("deepspeech_graph"), window=window,
-                                   logits_fn=cfg.get("logits_fn"))
+        return deepspeech_features(waveform, num_frames, fps, graph_path=config.deepspeech_graph, window=window,
+                                   logits_fn=logits_fn)
     if kind == "wav2vec2":
         from avface.audio.wav2vec2 import wav2vec2_features
 
-        return wav2vec2_features(waveform, num_frames, fps, weights=cfg.get("wav2vec2_weights"),
-                                 layer=int(cfg.get("wav2vec2_layer", -1)), arch=cfg.get("wav2vec2_arch") or None,
-                                 window=window)
+        return wav2vec2_features(waveform, num_frames, fps, weights=config.wav2vec2_weights,
+                                 layer=int(config.wav2vec2_layer), arch=config.wav2vec2_arch or None, window=window)
     if kind == "phones":
         from avface.audio.phones import phone_features
 
         return phone_features(waveform, num_frames, fps, window=window)
-    raise AudioFeatureError(f"unknown audio feature kind {kind!r}; choose one of {FEATURE_KINDS}")
+    raise _unknown(kind)
 
 
-def check_available(kind: str, **cfg) -> None:
-    """Raise the clear error of ``kind`` now (missing model file or optional package) instead of once per clip."""
+def check_available(config: AudioConfig) -> None:
+    """Raise the clear error of ``config.kind`` now (missing model file or optional package) instead of once per
+    clip."""
+    kind = config.kind
     if kind == "mel":
         return
     if kind == "deepspeech":
         from avface.audio.deepspeech import resolve_graph_path
 
-        resolve_graph_path(cfg.get("deepspeech_graph"))
+        resolve_graph_path(config.deepspeech_graph)
         import importlib.util
 
         if importlib.util.find_spec("tensorflow") is None:
@@ -101,11 +106,11 @@ def check_available(kind: str, **cfg) -> None:
     if kind == "wav2vec2":
         from avface.audio.wav2vec2 import resolve_weights
 
-        resolve_weights(cfg.get("wav2vec2_weights"))
+        resolve_weights(config.wav2vec2_weights)
         return
     if kind == "phones":
         from avface.audio.phones import _decoder
 
         _decoder()
         return
-    raise AudioFeatureError(f"unknown audio feature kind {kind!r}; choose one of {FEATURE_KINDS}")
+    raise _unknown(kind)

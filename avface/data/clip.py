@@ -26,7 +26,6 @@ failures table).
 
 from __future__ import annotations
 
-import json
 import zlib
 from dataclasses import dataclass
 from typing import Any
@@ -39,9 +38,11 @@ from avface.audio import extract_audio_features
 from avface.data.config import PreprocessConfig
 from avface.data.sample import encode_sample, sample_key
 from avface.io.media import iter_video, read_audio
-from avface.landmarks.crop import boxes_from_landmarks, crop_resize
+from avface.landmarks.crop import crop_resize
 from avface.landmarks.factory import shared_detector
+from avface.utils.boxes import boxes_from_landmarks
 from avface.utils.failures import ClipFailure, stage
+from avface.utils.jsonable import to_jsonable
 from occlusion_synth import OcclusionConfig, occlude_sequence
 
 #: Needed source frames that PyAV may miss (truncated file after decord failed) before the clip is a failure; the
@@ -283,11 +284,8 @@ def decode_audio(row: dict[str, Any], cfg: PreprocessConfig, num_frames: int) ->
 def clip_audio_features(audio: np.ndarray, n: int, cfg: PreprocessConfig) -> np.ndarray:
     """``audio_features`` over the whole clip, ``(n, 16, F)``. A missing model file is a configuration error of the
     whole job, not of this clip: ``FileNotFoundError`` propagates."""
-    v, a = cfg.video, cfg.audio
     with stage("audio_features", passthrough=(FileNotFoundError,)):
-        feats = extract_audio_features(audio, n, v.fps, a.kind, window=a.window, n_mels=a.n_mels,
-                                       deepspeech_graph=a.deepspeech_graph, wav2vec2_weights=a.wav2vec2_weights,
-                                       wav2vec2_layer=a.wav2vec2_layer, wav2vec2_arch=a.wav2vec2_arch)
+        feats = extract_audio_features(audio, n, cfg.video.fps, cfg.audio)
     return feats
 
 
@@ -425,18 +423,10 @@ def _occluded(out_split, row, start, frames, feats, lm, valid, meta, normals, cf
         else:  # boxes from the valid frames (nearest), or the centred square
             kwargs["face_boxes"] = boxes_from_landmarks(lm, valid, 1.1, (h, w), smooth=1)
         res = occlude_sequence(frames, config=OcclusionConfig.from_dict(cfg.occlusion.config), seed=seed, **kwargs)
-    params = json.loads(json.dumps(res.params, default=_jsonable))
+    params = to_jsonable(res.params)
     occ_meta = {**meta, "occluded": True, "occlusion": params, "occlusion_seed": seed}
     return encode_sample(key, res.frames, feats, lm, valid, occ_meta, normals=normals, occlusion_mask=res.masks,
                          frames_format=cfg.video.frames_format, jpeg_quality=cfg.video.jpeg_quality, gt=targets)
-
-
-def _jsonable(o: Any) -> Any:
-    if isinstance(o, np.generic):
-        return o.item()
-    if isinstance(o, np.ndarray):
-        return o.tolist()
-    return str(o)
 
 
 def _normals_source(cfg: PreprocessConfig, gt: dict, resources: ClipResources) -> str | None:

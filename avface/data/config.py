@@ -10,9 +10,21 @@ import dataclasses
 import hashlib
 import json
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
-from avface.utils.config import dataclass_from_dict
+from avface.audio.config import AudioConfig
+from avface.utils.config import dataclass_from_dict, store_config
+
+#: none: resize the whole frame | landmarks: square box around the face, smoothed over time
+Crop = Literal["none", "landmarks"]
+#: jpg: one vertical JPEG strip (T*H, W, 3) per sample | npy: raw (T, H, W, 3) u8
+FramesFormat = Literal["jpg", "npy"]
+#: auto: mediapipe in-process if importable, else in the side venv's worker, else none (with a warning)
+#: | mediapipe (error if neither) | none (all frames invalid)
+DetectorName = Literal["auto", "mediapipe", "none"]
+#: none | auto (renderer's exact normals for synthetic clips, teacher for the others when a checkpoint is set)
+#: | teacher | renderer
+NormalsSource = Literal["none", "auto", "teacher", "renderer"]
 
 
 @dataclass
@@ -32,36 +44,22 @@ class DataConfig:
 class VideoConfig:
     fps: float = 25.0  # output frame rate (nearest-frame index selection)
     image_size: int = 224  # output frames are image_size x image_size (multiple of 16: clean JPEG strips)
-    crop: str = "none"  # none: resize the whole frame | landmarks: square box around the face, smoothed
+    crop: Crop = "none"
     crop_scale: float = 1.6  # box side = crop_scale * landmark extent (crop=landmarks)
     max_width: int = 1920  # refuse larger videos ("huge resolution" failure)
     max_height: int = 1920
     min_fps: float = 5.0  # refuse clips whose frame rate is outside [min_fps, max_fps]
     max_fps: float = 120.0
     max_seconds: float = 600.0  # refuse longer clips (bounded task memory)
-    frames_format: str = "jpg"  # jpg: one vertical JPEG strip (T*H, W, 3) | npy: raw (T, H, W, 3) u8
+    frames_format: FramesFormat = "jpg"
     jpeg_quality: int = 90
     decode_threads: int = 1
 
 
 @dataclass
-class AudioConfig:
-    kind: str = "mel"  # mel | deepspeech | wav2vec2 | phones
-    sample_rate: int = 16000
-    window: int = 16
-    n_mels: int = 80
-    deepspeech_graph: str = "~/.cache/avface/deepspeech-0.1.0/output_graph.pb"
-    wav2vec2_weights: str = "~/.cache/avface/wav2vec2/wav2vec2_base.pt"
-    wav2vec2_layer: int = -1
-    wav2vec2_arch: dict[str, Any] = field(default_factory=dict)  # kwargs of torchaudio.models.wav2vec2_model
-
-
-@dataclass
 class LandmarksConfig:
     use_ground_truth: bool = True  # synthetic sidecar landmarks2d when <root>/gt/... exists
-    # auto: mediapipe in-process if importable, else in the side venv's worker, else none (with a warning)
-    # | mediapipe (error if neither) | none (all frames invalid)
-    detector: str = "auto"
+    detector: DetectorName = "auto"
     min_detection_confidence: float = 0.5
     # python of the MediaPipe side venv; None: $AVFACE_MEDIAPIPE_PYTHON, else <repo>/.venv-mediapipe/bin/python
     mediapipe_python: str | None = None
@@ -69,9 +67,7 @@ class LandmarksConfig:
 
 @dataclass
 class NormalsConfig:
-    # none | auto (renderer's exact normals for synthetic clips, teacher for the others when a checkpoint is set)
-    # | teacher | renderer
-    source: str = "none"
+    source: NormalsSource = "none"
     checkpoint: str | None = None  # UNet-ResNet normals network checkpoint (state dict)
     arch: str = "avface.data.normals_teacher:default_normals_net"  # "module:callable" building the network
     batch_size: int = 16
@@ -136,7 +132,5 @@ class PreprocessConfig:
 
 
 def register_configs() -> None:
-    """Register ``preprocess_schema`` in Hydra's ConfigStore."""
-    from hydra.core.config_store import ConfigStore
-
-    ConfigStore.instance().store(name="preprocess_schema", node=PreprocessConfig)
+    """Register ``preprocess_schema`` (every key and default of :class:`PreprocessConfig`) in Hydra's ConfigStore."""
+    store_config("preprocess_schema", PreprocessConfig)

@@ -114,8 +114,7 @@ def check_config(cfg: PreprocessConfig) -> None:
     """Fail fast, on the driver, with the clear message of a missing model file / optional package."""
     from avface.audio.features import check_available
 
-    a = cfg.audio
-    check_available(a.kind, deepspeech_graph=a.deepspeech_graph, wav2vec2_weights=a.wav2vec2_weights)
+    check_available(cfg.audio)
     if cfg.landmarks.detector in ("auto", "mediapipe"):
         from avface.landmarks import get_detector
 

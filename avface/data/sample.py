@@ -41,6 +41,8 @@ from typing import Any
 import cv2
 import numpy as np
 
+from avface.utils.jsonable import json_default
+
 __all__ = ["sample_key", "sanitize", "encode_sample", "decode_sample", "pack_gt_params", "unpack_gt_params", "FIELDS",
            "GT_FRAME_PARAMS", "GT_CLIP_PARAMS"]
 
@@ -149,7 +151,7 @@ def encode_sample(
         params, layout = pack_gt_params(gt, t)
         s["gt_params.npy"] = _npy(params)
         meta["gt_layout"] = layout
-    s["meta.json"] = json.dumps(meta, sort_keys=True, default=_json_default).encode()
+    s["meta.json"] = json.dumps(meta, sort_keys=True, default=json_default).encode()
     return s
 
 
@@ -183,14 +185,6 @@ def unpack_gt_params(params: np.ndarray, layout: dict[str, list[int]]) -> dict[s
             v = v[0].reshape(9, 3)
         out[name] = np.ascontiguousarray(v, np.float32)
     return out
-
-
-def _json_default(o: Any) -> Any:
-    if isinstance(o, np.generic):
-        return o.item()
-    if isinstance(o, np.ndarray):
-        return o.tolist()
-    raise TypeError(f"not JSON serialisable: {type(o)}")
 
 
 def _field(sample: dict[str, Any], name: str) -> Any:

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import torch
 
+from avface.losses.reduction import masked_mean
+
 # DECA's weighted_landmark_loss weights (68-point iBUG order): nose, mouth, contour points near the jaw.
 _LMK_WEIGHTS = torch.ones(68)
 _LMK_WEIGHTS[5:7] = 2
@@ -32,24 +34,26 @@ def landmark_weights() -> torch.Tensor:
     return _LMK_WEIGHTS.clone()
 
 
-def _masked_mean(per_item: torch.Tensor, valid: torch.Tensor | None) -> torch.Tensor:
-    if valid is None:
-        return per_item.mean()
-    v = valid.to(per_item).expand_as(per_item)
-    return (per_item * v).sum() / v.sum().clamp_min(1.0)
-
-
 def landmark_loss(pred: torch.Tensor, target: torch.Tensor, valid: torch.Tensor | None = None,
                   weights: torch.Tensor | None = None, confidence: torch.Tensor | None = None) -> torch.Tensor:
-    """Weighted L1 landmark loss (DECA): mean over points of w_k |pred_k - target_k|_1 (x and y summed).
+    """Weighted L1 landmark loss, normalised as DECA's ``weighted_landmark_loss`` / ``batch_kp_2d_l1_loss``:
 
-    pred, target (..., 68, 2); valid (...); weights (68,) (default DECA's); confidence (..., 68) optional.
+        sum_k w_k v_k |pred_k - target_k|_1 / (2 sum_k w_k v_k + 1e-8)
+
+    with the sums over every point of every frame, w_k the per-point weights (default DECA's) and v_k the
+    visibility (``valid`` frame flag x ``confidence``). A weighted mean of the per-coordinate absolute error, so
+    it does not change with the batch size; 0 (not NaN) when nothing is valid.
+
+    pred, target (..., 68, 2); valid (...) bool; weights (68,); confidence (..., 68) optional.
     """
     w = (landmark_weights() if weights is None else weights).to(pred)
-    err = (pred - target).abs().sum(-1) * w
+    vis = w.expand(pred.shape[:-1])
+    if valid is not None:
+        vis = vis * valid.to(pred)[..., None]
     if confidence is not None:
-        err = err * confidence.to(err)
-    return _masked_mean(err.mean(-1), valid)
+        vis = vis * confidence.to(pred)
+    err = (pred - target).abs().sum(-1)
+    return (err * vis).sum() / (2.0 * vis.sum() + 1e-8)
 
 
 def _pair_distances(lmk: torch.Tensor, pairs: tuple[tuple[int, int], ...]) -> torch.Tensor:
@@ -63,7 +67,7 @@ def relative_distance_loss(pred: torch.Tensor, target: torch.Tensor, pairs: tupl
                            valid: torch.Tensor | None = None) -> torch.Tensor:
     """Mean over pairs of |d_pred - d_target|, d = ||lmk[i] - lmk[j]|| (DECA's eye loss, EMOCA's lip losses)."""
     err = (_pair_distances(pred, pairs) - _pair_distances(target, pairs)).abs().mean(-1)
-    return _masked_mean(err, valid)
+    return masked_mean(err, valid)
 
 
 def eye_closure_loss(pred: torch.Tensor, target: torch.Tensor, valid: torch.Tensor | None = None) -> torch.Tensor:
@@ -77,8 +81,3 @@ def mouth_closure_loss(pred: torch.Tensor, target: torch.Tensor, valid: torch.Te
 def lip_corner_loss(pred: torch.Tensor, target: torch.Tensor, valid: torch.Tensor | None = None) -> torch.Tensor:
     return relative_distance_loss(pred, target, LIP_CORNER_PAIRS, valid)
 
-
-def pixels_to_ndc(landmarks_px: torch.Tensor, height: int, width: int) -> torch.Tensor:
-    """Pixel coordinates (u, v) -> NDC (x, y) in [-1, 1] (y top to bottom): x = 2u/W - 1, y = 2v/H - 1."""
-    scale = landmarks_px.new_tensor([2.0 / width, 2.0 / height])
-    return landmarks_px * scale - 1.0

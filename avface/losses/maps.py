@@ -1,8 +1,10 @@
 """Losses over images and maps: photometric, Laplacian normals (eq. 1, 3), soft symmetry, ||D||_1, and the
-coefficient regularisers and shape consistency of L_coarse. Pure functions over tensors.
+coefficient / lighting regularisers and shape consistency of L_coarse. Pure functions over tensors.
 
-Norm convention: the paper writes ||.||_{1,1} (entry-wise L1); we use the mean over the (masked) entries so the
-loss does not scale with resolution; the lambdas of the paper multiply these means.
+Each term follows the definition of the work the paper defers to (DECA, Feng et al. 2021, for every L_coarse
+term, the symmetry and the regularisers); where DECA sums over its batch, the term here is a mean over frames so
+it does not change with the batch size (see avface/models/README.md, "Loss terms"). The paper's ||.||_{1,1} is
+a mean over the (masked) entries, so no loss scales with resolution.
 """
 
 from __future__ import annotations
@@ -10,15 +12,9 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from avface.losses.reduction import masked_mean
+
 LAPLACIAN_KERNEL = torch.tensor([[0.0, 1.0, 0.0], [1.0, -4.0, 1.0], [0.0, 1.0, 0.0]])
-
-
-def _masked_mean(x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
-    """Mean of x (N,C,H,W) over entries where mask (N,1,H,W) (broadcast over channels); 0 for an empty mask."""
-    if mask is None:
-        return x.mean()
-    m = mask.to(x).expand_as(x)
-    return (x * m).sum() / m.sum().clamp_min(1.0)
 
 
 def image_laplacian(x: torch.Tensor) -> torch.Tensor:
@@ -37,32 +33,63 @@ def laplacian_normals_loss(pred: torch.Tensor, target: torch.Tensor, mask: torch
     """
     if mask is not None and erode:
         mask = -F.max_pool2d(-mask.to(pred), 3, 1, 1)
-    return _masked_mean((image_laplacian(pred) - image_laplacian(target)).abs(), mask)
+    return masked_mean((image_laplacian(pred) - image_laplacian(target)).abs(), mask)
 
 
 def photometric_loss(rendered: torch.Tensor, image: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
-    """Masked L1 photometric loss (DECA: mean over the face mask of |I - R|, channels summed).
+    """Masked L1 photometric loss as DECA's ``(mask * |R - I|).mean()``: the mean over every pixel and channel
+    (masked-out pixels count as zeros, so a smaller face region weighs less, as in DECA).
 
     rendered, image (N,3,H,W) in [0,1]; mask (N,1,H,W) (face region x visibility x not-occluded).
     """
-    err = (rendered - image).abs().sum(1, keepdim=True)
-    return _masked_mean(err, mask)
+    err = (rendered - image).abs()
+    return err.mean() if mask is None else (mask.to(err) * err).mean()
 
 
-def symmetry_loss(displacement: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
-    """Soft symmetry (DECA): || M * (D - flip_u(D)) ||_1 on the UV displacement map (N,1,U,U). The UV layout is
-    left-right symmetric about its vertical centre line; ``mask`` (N,1,U,U) = visible face region."""
-    return _masked_mean((displacement - displacement.flip(-1)).abs(), mask)
+def symmetry_loss(displacement: torch.Tensor, nonvisible: torch.Tensor | None = None,
+                  region: torch.Tensor | None = None) -> torch.Tensor:
+    """Soft symmetry (DECA's ``reg_sym``): ``nonvis_mask * |D - flip_u(D).detach()|`` on the UV displacement map
+    (N,1,U,U): texels the image does not show copy their mirror texel, never the other way round (the flipped map
+    is a fixed target). The UV layout is left-right symmetric about its vertical centre line.
+
+    ``nonvisible`` (N,1,U,U): the non-visible texels (DECA: 1 - erode(visible)); None = all. DECA sums over the
+    texels and divides by the batch size; the sum is divided here by the number of ``region`` texels (the UV
+    layout, (N,1,U,U); None = all texels), so the term keeps DECA's proportion to the hidden area but does not
+    scale with U^2.
+    """
+    err = (displacement - displacement.flip(-1).detach()).abs()
+    if nonvisible is not None:
+        err = err * nonvisible.to(err)
+    denom = region.to(err).sum() if region is not None else err.new_tensor(float(err.numel()))
+    return err.sum() / denom.clamp_min(1.0)
+
+
+def nonvisible_region(visible: torch.Tensor, region: torch.Tensor | None = None) -> torch.Tensor:
+    """DECA's ``1 - binary_erosion(uv_vis_mask)`` (3x3 erosion), restricted to ``region``: (N,1,U,U) float."""
+    dtype = visible.dtype if visible.is_floating_point() else torch.float32
+    eroded = -F.max_pool2d(-(visible > 0.5).to(dtype), 3, 1, 1)
+    nonvis = 1.0 - eroded
+    return nonvis if region is None else nonvis * (region > 0.5).to(nonvis)
 
 
 def displacement_l1(displacement: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
-    """L_reg = ||D||_1 (mean absolute displacement over the UV face region)."""
-    return _masked_mean(displacement.abs(), mask)
+    """L_reg = ||D||_1 (DECA's ``reg_z``: mean |D|), here the mean over the UV face region ``mask`` (N,1,U,U)."""
+    return masked_mean(displacement.abs(), mask)
 
 
 def coefficient_regularizer(code: torch.Tensor) -> torch.Tensor:
-    """Squared L2 norm of a coefficient vector (..., K), averaged over the leading dims (DECA's ||beta||^2)."""
-    return code.square().sum(-1).mean()
+    """DECA's coefficient regulariser ``sum(code**2) / 2`` per frame, averaged over the leading dims: code (..., K).
+
+    DECA sums over its batch; the caller multiplies this per-frame mean by a fixed frame count
+    (``LossWeights.regularizer_batch_frames``) to keep DECA's strength at that batch size, batch-size invariant.
+    """
+    return (code.square().sum(-1) / 2.0).mean()
+
+
+def light_regularizer(light: torch.Tensor) -> torch.Tensor:
+    """DECA's lighting regulariser ``((light.mean(RGB) - light)**2).mean()``: SH coefficients (..., 9, 3) pulled
+    towards white light (equal in R, G, B)."""
+    return (light.mean(dim=-1, keepdim=True) - light).square().mean()
 
 
 def shape_consistency_loss(shape: torch.Tensor, identity: torch.Tensor | None = None) -> torch.Tensor:

@@ -11,7 +11,8 @@ __all__ = ["id_mrf"]
 
 def id_mrf(gen: torch.Tensor, tar: torch.Tensor, bias: float = 1.0, sigma: float = 0.5,
            eps: float = 1e-5) -> torch.Tensor:
-    """ID-MRF term between feature maps gen, tar (N,C,H,W) (patch size 1), summed over the batch.
+    """ID-MRF term between feature maps gen, tar (N,C,H,W) (patch size 1), averaged over the batch (DECA sums
+    over its batch, which grows with the batch size).
 
     Cosine distances between every generated and target feature vector (centred on the target mean), made
     relative to the nearest one, turned into contextual similarities exp((bias - d_rel) / sigma) normalised over
@@ -31,4 +32,4 @@ def id_mrf(gen: torch.Tensor, tar: torch.Tensor, bias: float = 1.0, sigma: float
     sim = torch.exp((bias - rel) / sigma)
     cs = sim / sim.sum(dim=1, keepdim=True)
     k_max = cs.max(dim=2)[0]  # (N, Pt): best generated match per target patch
-    return (-torch.log(k_max.mean(dim=1))).sum()
+    return (-torch.log(k_max.mean(dim=1))).mean()

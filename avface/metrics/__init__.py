@@ -13,7 +13,14 @@ from avface.metrics.landmarks import (
     nme_normalizer,
     occluded_nme,
 )
-from avface.metrics.scan_to_mesh import NOW_LANDMARKS_68, ScanToMeshResult, crop_scan, distance_stats, scan_to_mesh
+from avface.metrics.scan_to_mesh import (
+    NOW_LANDMARKS_68,
+    ScanToMeshResult,
+    crop_scan,
+    distance_stats,
+    mesh_vertex_errors,
+    scan_to_mesh,
+)
 from avface.metrics.surface import (
     MeshDistances,
     TriangleIndex,
@@ -26,7 +33,7 @@ __all__ = [
     "Similarity", "apply_similarity", "similarity_procrustes",
     "LIP_POINTS", "OUTER_EYE_CORNERS", "auc", "ced_curve", "failure_rate", "landmark_nme", "lip_nme",
     "nme_normalizer", "occluded_nme",
-    "NOW_LANDMARKS_68", "ScanToMeshResult", "crop_scan", "distance_stats", "scan_to_mesh",
+    "NOW_LANDMARKS_68", "ScanToMeshResult", "crop_scan", "distance_stats", "mesh_vertex_errors", "scan_to_mesh",
     "MeshDistances", "TriangleIndex", "closest_points_on_triangles", "point_mesh_distance_allpairs",
     "aligned_vertex_error", "jitter", "lip_vertex_error", "vertex_acceleration",
 ]

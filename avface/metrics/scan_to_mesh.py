@@ -26,7 +26,7 @@ from scipy.spatial.transform import Rotation
 from avface.metrics.alignment import Similarity, similarity_procrustes
 from avface.metrics.surface import TriangleIndex
 
-__all__ = ["NOW_LANDMARKS_68", "ScanToMeshResult", "crop_scan", "scan_to_mesh", "distance_stats"]
+__all__ = ["NOW_LANDMARKS_68", "ScanToMeshResult", "crop_scan", "scan_to_mesh", "distance_stats", "mesh_vertex_errors"]
 
 NOW_LANDMARKS_68: tuple[int, ...] = (36, 39, 42, 45, 33, 48, 54)
 
@@ -148,3 +148,9 @@ def scan_to_mesh(scan: np.ndarray, scan_landmarks7: np.ndarray, pred_vertices: n
     stats = distance_stats(d)
     return ScanToMeshResult(distances=d, crop=keep, scale=s, rotation=R, translation=t,
                             aligned=s * pred @ R.T + t, iterations=it, **stats)
+
+
+def mesh_vertex_errors(vertices: np.ndarray, gt_vertices: np.ndarray, gt_faces: np.ndarray) -> np.ndarray:
+    """Per-vertex error on the prediction (the paper's Fig. 6): unsigned distance of every aligned predicted vertex
+    (V, 3) (``ScanToMeshResult.aligned``) to the ground-truth surface (gt_vertices (G, 3), gt_faces (F, 3)) -> (V,)."""
+    return TriangleIndex(gt_vertices, gt_faces).query(vertices).distances

@@ -1,11 +1,14 @@
-"""Exact unsigned point-to-triangle-mesh distances: a spatial index (KD-tree over triangle centroids with a bound
-that makes the answer exact) and the all-pairs reference it is tested and benchmarked against.
+"""Exact unsigned point-to-triangle-mesh distances: a spatial index (KD-tree over sub-triangle centroids with a
+bound that makes the answer exact) and the all-pairs reference it is tested and benchmarked against.
 
-Exactness of the index: for a triangle T with centroid c_T and R = max over all triangles of the largest
-centroid-to-vertex distance, every point of T lies within R of c_T, so dist(p, T) >= |p - c_T| - R. After the
-exact distance u to the k triangles with the nearest centroids, any triangle that could be closer has
-|p - c_T| < u + R: when the k-th centroid is at least that far no other triangle can win; otherwise the point is
-re-queried with a ball of radius u + R around it (all candidates, exact).
+The index splits every triangle into n_T^2 congruent sub-triangles (n_T = ceil(longest edge / spacing), spacing =
+the median longest edge, so large triangles do not loosen the bound) and keeps their centroids in a KD-tree.
+Exactness: with R = the largest centroid-to-vertex distance of any sub-triangle, every point of a triangle T lies
+within R of one of T's sub-centroids, so dist(p, T) >= min_c |p - c| - R. After the exact distance u to the
+triangles owning the k nearest sub-centroids, a triangle that could be closer has a sub-centroid within u + R:
+when the k-th sub-centroid is at least that far, no other triangle can win; otherwise the point is re-queried with
+4x more neighbours. Of the fetched ones only sub-triangles with |p - c| - r_c < u (r_c: that sub-triangle's own
+radius) are tested exactly.
 """
 
 from __future__ import annotations
@@ -57,15 +60,10 @@ def closest_points_on_triangles(p: np.ndarray, a: np.ndarray, b: np.ndarray, c: 
     conds = [(d1 <= 0) & (d2 <= 0), (d3 >= 0) & (d4 <= d3), (vc <= 0) & (d1 >= 0) & (d3 <= 0),
              (d6 >= 0) & (d5 <= d6), (vb <= 0) & (d2 >= 0) & (d6 <= 0),
              (va <= 0) & ((d4 - d3) >= 0) & ((d5 - d6) >= 0)]
-    out = np.empty_like(p)
-    region = np.select(conds, np.arange(6), default=6)
-    for r, fn in enumerate((lambda m: a[m], lambda m: b[m], lambda m: a[m] + v_ab[m, None] * ab[m],
-                            lambda m: c[m], lambda m: a[m] + w_ac[m, None] * ac[m],
-                            lambda m: b[m] + w_bc[m, None] * (c[m] - b[m]),
-                            lambda m: a[m] + ab[m] * v_in[m, None] + ac[m] * w_in[m, None])):
-        m = region == r
-        if m.any():
-            out[m] = fn(m)
+    # each region's closest point as barycentric (v, w): point = a + v ab + w ac
+    v = np.select(conds, [0.0, 1.0, v_ab, 0.0, 0.0, 1.0 - w_bc], v_in)
+    w = np.select(conds, [0.0, 0.0, 0.0, 1.0, w_ac, w_bc], w_in)
+    out = a + v[:, None] * ab + w[:, None] * ac
     bad = ~np.isfinite(out).all(1)
     if bad.any():  # zero-area triangle: the closest of its three edges
         pb, ab_, bb, cb = p[bad], a[bad], b[bad], c[bad]
@@ -74,6 +72,17 @@ def closest_points_on_triangles(p: np.ndarray, a: np.ndarray, b: np.ndarray, c: 
         k = np.argmin(((cands - pb) ** 2).sum(-1), axis=0)
         out[bad] = cands[k, np.arange(len(pb))]
     return out
+
+
+def _subcentroid_barycentrics(n: int) -> np.ndarray:
+    """(u, v) barycentric coordinates (point = a + u (b - a) + v (c - a)) of the centroids of the n^2 sub-triangles
+    of a triangle split n times along each edge -> (n^2, 2)."""
+    i, j = np.meshgrid(np.arange(n), np.arange(n), indexing="ij")
+    up = (i + j) <= n - 1
+    down = (i + j) <= n - 2
+    uv_up = np.stack([i[up] + 1 / 3, j[up] + 1 / 3], 1)
+    uv_down = np.stack([i[down] + 2 / 3, j[down] + 2 / 3], 1)
+    return np.concatenate([uv_up, uv_down]) / n
 
 
 def _check_mesh(vertices: np.ndarray, faces: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -93,12 +102,29 @@ class TriangleIndex:
     the mesh (as the scan-to-mesh refinement does) keeps one index valid for every iteration.
     """
 
-    def __init__(self, vertices: np.ndarray, faces: np.ndarray, workers: int = 1):
+    def __init__(self, vertices: np.ndarray, faces: np.ndarray, workers: int = 1, spacing: float | None = None):
         v, f = _check_mesh(vertices, faces)
         self.triangles = v[f]  # (F, 3, 3)
-        self.centroids = self.triangles.mean(1)
-        self.radius = float(np.linalg.norm(self.triangles - self.centroids[:, None], axis=-1).max())
-        self.tree = cKDTree(self.centroids)
+        tri = self.triangles
+        edges = np.linalg.norm(tri[:, [1, 2, 0]] - tri, axis=-1).max(1)  # (F,) longest edge
+        spacing = float(spacing or np.median(edges)) or 1.0
+        n_sub = np.maximum(1, np.ceil(edges / spacing)).astype(np.int64)  # (F,)
+        centroid = tri.mean(1)
+        r_tri = np.linalg.norm(tri - centroid[:, None], axis=-1).max(1)
+        # sub-triangles are the parent scaled by 1 / n (the "down" ones point-reflected): radius r_T / n_T
+        self.radius = float((r_tri / n_sub).max())
+        cents, owners, radii = [], [], []
+        for n in np.unique(n_sub):
+            ids = np.nonzero(n_sub == n)[0]
+            uv = _subcentroid_barycentrics(int(n))  # (n^2, 2)
+            a, ab, ac = tri[ids, 0], tri[ids, 1] - tri[ids, 0], tri[ids, 2] - tri[ids, 0]
+            cents.append((a[:, None] + uv[None, :, :1] * ab[:, None] + uv[None, :, 1:] * ac[:, None]).reshape(-1, 3))
+            owners.append(np.repeat(ids, len(uv)))
+            radii.append(np.repeat(r_tri[ids] / n, len(uv)))
+        self.samples = np.concatenate(cents)
+        self.owner = np.concatenate(owners)
+        self.sample_radius = np.concatenate(radii)  # a candidate needs |p - c| - r_c < u (tighter than R)
+        self.tree = cKDTree(self.samples)
         self.workers = workers
 
     def _distances(self, points: np.ndarray, face_ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -106,34 +132,47 @@ class TriangleIndex:
         cl = closest_points_on_triangles(points, t[:, 0], t[:, 1], t[:, 2])
         return np.linalg.norm(points - cl, axis=-1), cl
 
-    def query(self, points: np.ndarray, k: int = 8) -> MeshDistances:
+    def query(self, points: np.ndarray, k: int = 16) -> MeshDistances:
+        """Exact distances of points (N, 3) to the mesh. ``k``: sub-centroids fetched per point in the first round
+        (a speed knob only; points whose bound is not met are re-queried with 4x more)."""
         p = np.asarray(points, dtype=np.float64)
         if p.ndim != 2 or p.shape[1] != 3:
             raise ValueError(f"points must be (N, 3), got {p.shape}")
-        n, n_f = len(p), len(self.centroids)
-        k = max(1, min(k, n_f))
-        dc, idx = self.tree.query(p, k=k, workers=self.workers)
-        dc, idx = dc.reshape(n, k), idx.reshape(n, k)
-        d, cl = self._distances(np.repeat(p, k, axis=0), idx.reshape(-1))
-        d, cl = d.reshape(n, k), cl.reshape(n, k, 3)
-        j = np.argmin(d, axis=1)
-        rows = np.arange(n)
-        dist, closest, face = d[rows, j], cl[rows, j], idx[rows, j]
-        if k < n_f:
-            redo = np.nonzero(dc[:, -1] - self.radius < dist)[0]  # a triangle outside the k might be closer
-            if redo.size:
-                balls = self.tree.query_ball_point(p[redo], r=dist[redo] + self.radius, workers=self.workers)
-                counts = np.fromiter((len(b) for b in balls), dtype=np.int64, count=len(balls))
-                cand = np.fromiter((i for b in balls for i in b), dtype=np.int64, count=int(counts.sum()))
-                owner = np.repeat(redo, counts)
-                d2, cl2 = self._distances(p[owner], cand)
-                order = np.lexsort((d2, owner))  # per owner, nearest first
-                first = order[np.r_[0, np.nonzero(np.diff(owner[order]))[0] + 1]]
-                o = owner[first]
-                better = d2[first] < dist[o]
-                o, first = o[better], first[better]
-                dist[o], closest[o], face[o] = d2[first], cl2[first], cand[first]
+        n, n_s = len(p), len(self.samples)
+        dist, closest = np.full(n, np.inf), np.zeros((n, 3))
+        face = np.full(n, -1, dtype=np.int64)
+        todo, kk = np.arange(n), max(1, min(k, n_s))
+        while todo.size:
+            m = len(todo)
+            dc, sid = self.tree.query(p[todo], k=kk, workers=self.workers)
+            sid = sid.reshape(m, kk)
+            dc, tri = dc.reshape(m, kk), self.owner[sid]
+            # the nearest sub-centroid's triangle gives u; then every fetched sub-triangle that could be closer
+            self._update(p, todo, tri[:, :1], np.ones((m, 1), bool), dist, closest, face)
+            cand = dc - self.sample_radius[sid] < dist[todo][:, None]
+            cand[:, 0] = False
+            self._update(p, todo, tri, cand, dist, closest, face)
+            done = (dc[:, -1] - self.radius >= dist[todo]) | (kk >= n_s)
+            todo, kk = todo[~done], min(kk * 4, n_s)
         return MeshDistances(dist, closest, face)
+
+    def _update(self, p: np.ndarray, rows: np.ndarray, tri: np.ndarray, use: np.ndarray, dist: np.ndarray,
+                closest: np.ndarray, face: np.ndarray) -> None:
+        """Test the (row, triangle) pairs where ``use`` (m, K) and keep each row's nearest (in place)."""
+        r_idx, c_idx = np.nonzero(use)
+        if r_idx.size == 0:
+            return
+        d, cl = self._distances(p[rows[r_idx]], tri[r_idx, c_idx])
+        dense = np.full(use.shape, np.inf)
+        dense[r_idx, c_idx] = d
+        j = np.argmin(dense, axis=1)
+        best = dense[np.arange(len(rows)), j]
+        better = best < dist[rows]
+        pos = np.full(use.shape, -1, dtype=np.int64)
+        pos[r_idx, c_idx] = np.arange(r_idx.size)
+        sel = pos[np.nonzero(better)[0], j[better]]
+        target = rows[better]
+        dist[target], closest[target], face[target] = best[better], cl[sel], tri[r_idx[sel], c_idx[sel]]
 
 
 def point_mesh_distance_allpairs(points: np.ndarray, vertices: np.ndarray, faces: np.ndarray,

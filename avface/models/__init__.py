@@ -15,11 +15,13 @@ from avface.models.config import (
 )
 from avface.models.detail import DetailUNet, displacement_to_detail, position_map_normals
 from avface.models.encoders import AudioEncoder, CoarseEncoder, ExpressionJawEncoder
+from avface.models.inputs import Batch, ParamTargets
 from avface.models.lip import LipRefiner
+from avface.models.outputs import AVFaceOutput
 
 __all__ = [
-    "AVFaceConfig", "AudioEncoder", "AudioEncoderConfig", "BackboneConfig", "CoarseConfig", "CoarseEncoder",
-    "DetailConfig", "DetailUNet", "ExpressionJawConfig", "ExpressionJawEncoder", "HeadConfig", "LipRefiner",
-    "LipRefinerConfig", "LoadReport", "LossWeights", "TransformerConfig", "displacement_to_detail",
-    "load_deca_encoder", "load_normals_net", "position_map_normals", "safe_load",
+    "AVFaceConfig", "AVFaceOutput", "AudioEncoder", "AudioEncoderConfig", "BackboneConfig", "Batch", "CoarseConfig",
+    "CoarseEncoder", "DetailConfig", "DetailUNet", "ExpressionJawConfig", "ExpressionJawEncoder", "HeadConfig",
+    "LipRefiner", "LipRefinerConfig", "LoadReport", "LossWeights", "ParamTargets", "TransformerConfig",
+    "displacement_to_detail", "load_deca_encoder", "load_normals_net", "position_map_normals", "safe_load",
 ]

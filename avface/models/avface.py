@@ -19,6 +19,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from avface.face_model.flame import vertices2landmarks
+from avface.face_model.lbs import batch_rodrigues
 from avface.losses import landmarks as L
 from avface.losses import maps as M
 from avface.models.config import AVFaceConfig
@@ -28,6 +30,8 @@ from avface.models.inputs import Batch
 from avface.models.lip import LipRefiner
 from avface.models.outputs import AVFaceOutput
 from avface.models.perceptual import IdentityLoss, IDMRFLoss
+from avface.render.cameras import orthographic_project, pixels_to_ndc
+from avface.render.renderer import FaceRenderer
 
 STAGES = ("coarse", "lip", "detail")
 
@@ -55,8 +59,6 @@ class AVFace(nn.Module):
             self.detail = DetailUNet(cfg.detail, cfg.audio_dim, cfg.audio_window)
         self.renderer = None
         if renderer is True and face_model is not None:
-            from avface.render.renderer import FaceRenderer
-
             self.renderer = FaceRenderer(face_model.faces, face_model.uv_coords, face_model.uv_faces,
                                          image_size=cfg.image_size, uv_size=cfg.detail.uv_size)
         elif isinstance(renderer, nn.Module):
@@ -167,8 +169,6 @@ class AVFace(nn.Module):
     def decode(self, code: AVFaceOutput) -> AVFaceOutput:
         """Codes (B,T,...) -> ``code`` with the FaceModel geometry set: vertices (B,T,V,3), landmarks3d (B,T,68,3)
         (yaw-dependent contour), landmarks2d (B,T,68,2) NDC, root joint (B,T,3)."""
-        from avface.render.cameras import orthographic_project
-
         fm = self.face_model
         b, t = code.shape.shape[:2]
         geo = fm(shape=_bt(code.shape), expression=_bt(code.expression), global_pose=_bt(code.global_pose),
@@ -185,10 +185,6 @@ class AVFace(nn.Module):
         With global rotation R about the root joint J0, posed = R (canonical - J0) + J0 exactly (LBS), so
         canonical lips = R^T (posed - J0) + J0 and the refined posed lips = posed + R offsets.
         """
-        from avface.face_model.flame import vertices2landmarks
-        from avface.face_model.lbs import batch_rodrigues
-        from avface.render.cameras import orthographic_project
-
         b, t = out.vertices.shape[:2]
         rot = batch_rodrigues(_bt(out.global_pose)).reshape(b, t, 3, 3)
         j0 = out.root[:, :, None]
@@ -239,8 +235,6 @@ class AVFace(nn.Module):
         ``uv_visible`` = texels inside the UV layout whose coarse normal faces the camera (n_z > 0.05, DECA's
         self-occlusion test) and, with ``occlusion_mask`` (B,T,S,S), that are not covered by an occluder.
         """
-        from avface.render.cameras import orthographic_project
-
         b, t = out.vertices.shape[:2]
         uv = self.renderer.uv_maps(_bt(out.vertices))
         n, _, u, _ = uv.position.shape
@@ -275,15 +269,18 @@ class AVFace(nn.Module):
         if self.stage in ("coarse", "lip"):
             # ---- L_coarse (DECA + EMOCA lip terms)
             if outputs.landmarks2d is not None:
-                gt = L.pixels_to_ndc(batch.landmarks.to(images.dtype), h, wd)
+                gt = pixels_to_ndc(batch.landmarks.to(images.dtype), (h, wd))
                 pred, valid = outputs.landmarks2d, batch.landmarks_valid
                 terms["landmark"] = w.landmark * L.landmark_loss(pred, gt, valid)
                 terms["eye"] = w.eye * L.eye_closure_loss(pred, gt, valid)
                 terms["mouth_closure"] = w.lip * L.mouth_closure_loss(pred, gt, valid)
                 terms["lip_corner"] = w.lip * L.lip_corner_loss(pred, gt, valid)
-            terms["reg_shape"] = w.reg_shape * M.coefficient_regularizer(outputs.shape)
-            terms["reg_expression"] = w.reg_expression * M.coefficient_regularizer(outputs.expression)
-            terms["reg_albedo"] = w.reg_albedo * M.coefficient_regularizer(outputs.albedo)
+            # DECA's batch-summed sum(code**2)/2 at the paper's batch (regularizer_batch_frames), batch invariant
+            nreg = float(w.regularizer_batch_frames)
+            terms["reg_shape"] = w.reg_shape * nreg * M.coefficient_regularizer(outputs.shape)
+            terms["reg_expression"] = w.reg_expression * nreg * M.coefficient_regularizer(outputs.expression)
+            terms["reg_albedo"] = w.reg_albedo * nreg * M.coefficient_regularizer(outputs.albedo)
+            terms["reg_light"] = w.light * M.light_regularizer(outputs.light)
             terms["shape_consistency"] = w.shape_consistency * M.shape_consistency_loss(outputs.shape, batch.identity)
             if outputs.render_coarse is not None:
                 mask = outputs.alpha_coarse if visible is None else outputs.alpha_coarse * visible
@@ -310,8 +307,12 @@ class AVFace(nn.Module):
                 mrf = self.mrf_loss(_bt(outputs.render_detail) * m, _bt(images) * m)
                 if mrf is not None:
                     terms["mrf"] = w.mrf * mrf
-            d, um = _bt(outputs.displacement), _bt(outputs.uv_mask)
-            terms["symmetry"] = w.symmetry * M.symmetry_loss(d, um)
+            # Both on the network's normalised output D / displacement_scale (in [-1, 1]): on D in metres
+            # (|D| <= 0.01) they were 1e-7..1e-6 against terms of order 1 and did nothing.
+            d = _bt(outputs.displacement) / self.config.detail.displacement_scale
+            um = _bt(outputs.uv_mask)
+            nonvis = M.nonvisible_region(_bt(outputs.uv_visible), um)
+            terms["symmetry"] = w.symmetry * M.symmetry_loss(d, nonvis, um)
             terms["displacement"] = w.displacement * M.displacement_l1(d, um)
         terms["total"] = sum(terms.values()) if terms else images.new_zeros(())
         return terms

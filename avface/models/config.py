@@ -2,8 +2,9 @@
 
 Every size of every network lives here. ``AVFaceConfig.paper()`` is the configuration of the paper (ResNet-50s,
 224x224 input, sec. 3.5); ``AVFaceConfig.tiny()`` is a small one for CPU tests (64x64 input, narrow backbones).
-``conf/model/paper.yaml`` and ``conf/model/tiny.yaml`` mirror these constructors field by field (a test checks it);
-``AVFaceConfig.from_dict`` builds a config from such a (Hydra/OmegaConf) mapping.
+:func:`register_configs` registers both as the options of Hydra's ``model`` group (``model=tiny`` on the command
+line, ``- model: tiny`` in a pipeline's defaults list); ``AVFaceConfig.from_dict`` builds a config from such a
+(Hydra/OmegaConf) mapping.
 """
 
 from __future__ import annotations
@@ -12,12 +13,15 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from avface.utils.config import dataclass_from_dict
+from avface.utils.config import dataclass_from_dict, store_config
 
 # FLAME/DECA code sizes (sec. 3.1, 3.5): c = shape 100 + albedo 50 + SH light 27 + global pose 3 + camera 3 = 183.
 COARSE_SPLITS: dict[str, int] = {"shape": 100, "albedo": 50, "light": 27, "global_pose": 3, "cam": 3}
 # e = expression 50 + jaw 3 = 53.
 EXPRESSION_SPLITS: dict[str, int] = {"expression": 50, "jaw": 3}
+
+#: Training stages, in order (sec. 3.5): coarse (E_c + expression-jaw), lip (refiner), detail (UNet).
+Stage = Literal["coarse", "lip", "detail"]
 
 
 @dataclass
@@ -176,7 +180,11 @@ class LossWeights:
     two (documented in docs and the report): lambda_l weights the lip terms of L_coarse taken from EMOCA (mouth
     closure + lip corner), lambda_c weights the coefficient regularisers (shape / expression / albedo, DECA uses
     1e-4 for each). The remaining L_coarse weights are DECA's published values (landmark 1, eye 1, photometric 2,
-    identity 0.2, shape consistency 1).
+    identity 0.2, shape consistency 1, lighting regulariser 1).
+
+    ``regularizer_batch_frames``: DECA's coefficient regularisers ``sum(code**2)/2`` sum over its batch; ours take
+    the per-frame mean times this many frames (the paper's batch: 4 windows x 16 frames), which keeps DECA's
+    strength at that batch and makes the term batch-size invariant. Terms are defined in avface/models/README.md.
     """
 
     landmark: float = 1.0
@@ -188,6 +196,8 @@ class LossWeights:
     reg_shape: float = 1e-4  # lambda_c
     reg_expression: float = 1e-4  # lambda_c
     reg_albedo: float = 1e-4  # lambda_c
+    light: float = 1.0  # DECA's reg_light
+    regularizer_batch_frames: int = 64  # frames DECA's batch-summed regularisers are scaled to
     normals: float = 10.0  # lambda_n (lip-normals in the lip stage, face normals in the fine stage)
     detail_photometric: float = 1.0  # L_i in eq. (4) has weight 1
     mrf: float = 5e-2  # lambda_m
@@ -207,7 +217,7 @@ class AVFaceConfig:
     lip: LipRefinerConfig = field(default_factory=LipRefinerConfig)
     detail: DetailConfig = field(default_factory=DetailConfig)
     losses: LossWeights = field(default_factory=LossWeights)
-    stages: tuple[str, ...] = ("coarse", "lip", "detail")
+    stages: tuple[Stage, ...] = ("coarse", "lip", "detail")
     vgg19_weights: str | None = None  # ID-MRF (torchvision VGG19 state dict), user-provided
     identity_weights: str | None = None  # face recognition ResNet-50 state dict, user-provided
 
@@ -251,3 +261,9 @@ def _to_plain(x: Any) -> Any:
         return [_to_plain(v) for v in x]
     return x
 
+
+def register_configs() -> None:
+    """Register the presets as the options of Hydra's ``model`` group: ``model/paper`` (:meth:`AVFaceConfig.paper`)
+    and ``model/tiny`` (:meth:`AVFaceConfig.tiny`)."""
+    store_config("paper", AVFaceConfig.paper(), group="model")
+    store_config("tiny", AVFaceConfig.tiny(), group="model")

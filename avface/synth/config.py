@@ -9,14 +9,17 @@
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field, replace
-from typing import Any
+from typing import Any, Literal
 
-from avface.utils.config import dataclass_from_dict
+from avface.utils.config import dataclass_from_dict, store_config
 
-__all__ = ["SIZE_PRESETS", "VoxConfig", "MultifaceConfig", "FaceConfig", "SpeechConfig", "SynthesizeConfig",
-           "resolve_config", "register_configs"]
+__all__ = ["SIZE_PRESETS", "CorpusSize", "VoxConfig", "MultifaceConfig", "FaceConfig", "SpeechConfig",
+           "SynthesizeConfig", "resolve_config", "register_configs"]
 
-#: size -> counts. tiny: a few seconds (tests); large: thousands of clips.
+#: tiny: a few seconds (tests) | small | medium | large: thousands of clips
+CorpusSize = Literal["tiny", "small", "medium", "large"]
+
+#: size -> counts.
 SIZE_PRESETS: dict[str, dict[str, Any]] = {
     "tiny": {"vox": {"dev_identities": 1, "test_identities": 1, "videos_per_identity": 1, "clips_per_video": 2,
                      "sentences_per_clip": [1, 1]},
@@ -97,7 +100,7 @@ class SpeechConfig:
 @dataclass
 class SynthesizeConfig:
     out: str = "???"
-    size: str = "tiny"  # tiny | small | medium | large
+    size: CorpusSize = "tiny"
     seed: int = 0
     occlusion_share: float = 0.25  # fraction of VoxCeleb2 clips with a moving hand occlusion
     occlusion: dict[str, Any] = field(default_factory=dict)  # occlusion_synth.OcclusionConfig.from_dict overrides
@@ -145,7 +148,5 @@ def to_dict(cfg: SynthesizeConfig) -> dict:
 
 
 def register_configs() -> None:
-    """Register ``SynthesizeConfig`` as the schema of ``conf/synthesize.yaml`` (Hydra ConfigStore)."""
-    from hydra.core.config_store import ConfigStore
-
-    ConfigStore.instance().store(name="synthesize_schema", node=SynthesizeConfig)
+    """Register ``synthesize_schema`` (every key and default of :class:`SynthesizeConfig`) in Hydra's ConfigStore."""
+    store_config("synthesize_schema", SynthesizeConfig)

@@ -28,6 +28,8 @@ from avface.synth.render import FaceContext, render_vox
 from avface.synth.scene import add_sensor_noise, random_background, random_sh
 from avface.utils.failures import stage
 from avface.utils.files import atomic_path
+from avface.utils.jsonable import json_default
+from occlusion_synth import OcclusionConfig, occlude_sequence
 
 log = logging.getLogger(__name__)
 
@@ -183,8 +185,6 @@ def make_vox_clip(job: VoxClipJob, cfg: SynthesizeConfig, root: Path) -> dict:
     occ_params: dict | None = None
     occ_error: str | None = None  # the plan chose this clip for occlusion but every attempt failed
     if job.occluded:
-        from occlusion_synth import OcclusionConfig, occlude_sequence
-
         with stage("occlusion"):
             occ_cfg = OcclusionConfig.from_dict(cfg.occlusion)
         errors = []
@@ -234,7 +234,7 @@ def make_vox_clip(job: VoxClipJob, cfg: SynthesizeConfig, root: Path) -> dict:
             "landmarks2d": out.landmarks2d, "landmarks2d_static": out.landmarks2d_static,
             "landmarks3d": posed.landmarks3d, "face_mask": out.alpha.astype(np.uint8), "occlusion_mask": occ_mask,
             "articulation": seq.articulation, "blink": seq.blink,
-            "phonemes": np.array(json.dumps(shifted)), "meta": np.array(json.dumps(meta, default=_json_default)),
+            "phonemes": np.array(json.dumps(shifted)), "meta": np.array(json.dumps(meta, default=json_default)),
             "face_model": np.array(ctx.name), "image_size": np.array(size), "fps": np.array(fps),
             "sample_rate": np.array(cfg.speech.sample_rate), "num_frames": np.array(t),
         }
@@ -247,11 +247,3 @@ def make_vox_clip(job: VoxClipJob, cfg: SynthesizeConfig, root: Path) -> dict:
             "duration": t / fps, "occluded": occ_params is not None, "occlusion_failed": occ_error is not None,
             "occlusion_error": occ_error,
             "bytes": {k: p.stat().st_size for k, p in paths.items()}}
-
-
-def _json_default(o):
-    if isinstance(o, np.generic):
-        return o.item()
-    if isinstance(o, np.ndarray):
-        return o.tolist()
-    raise TypeError(f"not JSON serialisable: {type(o).__name__}")

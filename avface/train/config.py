@@ -14,10 +14,10 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from avface.models.config import AVFaceConfig
-from avface.utils.config import dataclass_from_dict
+from avface.utils.config import dataclass_from_dict, store_config
 
 __all__ = ["TRAIN_STAGES", "MODEL_STAGE", "StageConfig", "TrainDataConfig", "ScalingSettings", "TrackingConfig",
-           "TrainConfig", "default_stages"]
+           "TrainConfig", "default_stages", "register_configs"]
 
 TrainStage = Literal["pretrain", "coarse", "lip", "detail", "occlusion"]
 TRAIN_STAGES: tuple[str, ...] = ("pretrain", "coarse", "lip", "detail", "occlusion")
@@ -121,3 +121,8 @@ class TrainConfig:
     def chain(self) -> list[str]:
         """The training stages this config runs, in order."""
         return list(TRAIN_STAGES) if self.stage == "all" else [self.stage]
+
+
+def register_configs() -> None:
+    """Register ``train_schema`` (every key and default of :class:`TrainConfig`) in Hydra's ConfigStore."""
+    store_config("train_schema", TrainConfig)

@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import os
 import tempfile
 import time
 from pathlib import Path
@@ -35,7 +36,7 @@ from avface.train.checkpoints import CHECKPOINT_FILE, check_compatible, read_che
 from avface.train.config import MODEL_STAGE, TrainConfig
 from avface.train.data import BatchStream, ShardIndex, make_loader
 from avface.train.tracking import StageTracker
-from avface.train.validation import Baselines, validate
+from avface.train.validation import Baselines, ground_truth_vertices, validate
 from avface.train.viz import validation_strip
 
 log = logging.getLogger(__name__)
@@ -49,10 +50,12 @@ STAGE_MONITOR = {"pretrain": "val/v3d_mm", "coarse": "val/v3d_mm", "lip": "val/l
 FALLBACK_MONITOR = "val/nme"
 
 
-def pretrain_losses(out, batch, scales: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+def pretrain_losses(out, batch, scales: dict[str, torch.Tensor], face_model: FaceModel | None = None,
+                    lip_ids: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
     """The pretraining stage's supervised terms: each predicted parameter group against the synthetic ground
-    truth, divided by its spread over the corpus (``scales``: name -> (k,) std). Albedo and light are per clip in
-    the targets and per frame in the prediction."""
+    truth, divided by its spread over the corpus (``scales``: name -> (k,) std; albedo and light are per clip in
+    the targets and per frame in the prediction), and with ``face_model`` the mean vertex distance (mm) of the
+    predicted identity + expression + jaw under the true pose, over all vertices and over ``lip_ids``."""
     tg = batch.targets
     t = batch.window
     pred = {"shape": out.shape, "expression": out.expression, "jaw": out.jaw, "global_pose": out.global_pose,
@@ -68,8 +71,22 @@ def pretrain_losses(out, batch, scales: dict[str, torch.Tensor]) -> dict[str, to
     terms = parameter_loss(pred, {k: v.to(pred[k]) for k, v in target.items()},
                            {k: scales[k].to(pred[k]) for k in pred})
     terms = {f"param_{k}": v for k, v in terms.items()}
+    if face_model is not None:
+        # The geometry the parameters make, in mm: weighs each coefficient by how much it moves the surface
+        # (the std-normalised terms weigh a coefficient that barely moves a vertex like one that opens the jaw).
+        # The true pose is used, so these terms train identity and expression, not the camera.
+        gt_v = ground_truth_vertices(face_model, tg)
+        pred_v = ground_truth_vertices(face_model, tg, expression=_flat(out.expression), jaw=_flat(out.jaw),
+                                       shape=_flat(out.shape))
+        dist = (pred_v - gt_v).norm(dim=-1) * 1000.0  # (N, V) mm
+        terms["vertices_mm"] = dist.mean()
+        terms["lip_vertices_mm"] = dist[:, lip_ids].mean()
     terms["total"] = sum(terms.values())
     return terms
+
+
+def _flat(x: torch.Tensor) -> torch.Tensor:
+    return x.reshape(x.shape[0] * x.shape[1], *x.shape[2:])
 
 
 def average_gradients(params: list[torch.nn.Parameter], world: int) -> None:
@@ -147,6 +164,9 @@ def stage_worker(payload: dict[str, Any]) -> None:
     device = ray.train.torch.get_device() if cfg.scaling.use_gpu else torch.device("cpu")
     torch.manual_seed(cfg.seed)
     tracker = StageTracker(payload["tracking"]) if rank == 0 and payload.get("tracking") else None
+    stage_dir = Path(payload["export"]).parent
+    stage_dir.mkdir(parents=True, exist_ok=True)
+    (stage_dir / f"worker-{rank}.pid").write_text(str(os.getpid()))  # which process is which rank (ops, tests)
 
     # 2. model -----------------------------------------------------------------------------------------------
     mcfg = cfg.model
@@ -205,6 +225,7 @@ def stage_worker(payload: dict[str, Any]) -> None:
             except ValueError:
                 val_occ = []  # no occluded held-out windows were preprocessed
     monitor = STAGE_MONITOR[stage]
+    lip_ids = torch.as_tensor(face_model.region("lips")).long().to(device)
     autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.scaling.mixed_precision)
 
     def evaluate() -> dict[str, float]:
@@ -223,13 +244,24 @@ def stage_worker(payload: dict[str, Any]) -> None:
     n_sum, t0, samples_seen, stop = 0, time.perf_counter(), 0, False
     best_state: dict[str, torch.Tensor] | None = None
     last_val: dict[str, float] = {}
+    if step == 0 and scfg.val_every > 0:
+        # The starting weights are the first candidate: a stage never ends worse (on the held-out windows) than
+        # it began, and the curve shows where it started.
+        if rank == 0 and val:
+            last_val = evaluate()
+            best = last_val.get(monitor, last_val.get(FALLBACK_MONITOR, math.inf))
+            best_state = {k: v.detach().cpu().clone() for k, v in model.trainable_state_dict().items()}
+            if tracker is not None:
+                tracker.log_metrics(last_val, 0)
+        ray.train.report({**last_val, "step": 0, "epoch": epoch})
     for epoch, step_in_epoch, batch in loader:
         if step >= scfg.steps or stop:
             break
         batch = batch.to(device)
         with autocast:
             out = model(batch)
-            terms = pretrain_losses(out, batch, scales) if stage == "pretrain" else model.losses(batch, out)
+            terms = (pretrain_losses(out, batch, scales, face_model, lip_ids) if stage == "pretrain"
+                     else model.losses(batch, out))
         optimiser.zero_grad(set_to_none=True)
         terms["total"].backward()
         average_gradients(params, world)
@@ -280,7 +312,8 @@ def stage_worker(payload: dict[str, Any]) -> None:
         if best_state is not None:
             model.load_trainable_state_dict(best_state)
         final_metrics = evaluate() if val else {}
-        snapshot({"best": best, "monitor": monitor, "metrics": final_metrics, "model_stage": MODEL_STAGE[stage],
+        model_stage = payload.get("model_stage", MODEL_STAGE[stage])
+        snapshot({"best": best, "monitor": monitor, "metrics": final_metrics, "model_stage": model_stage,
                   "statistics": payload.get("statistics") or {}}, Path(payload["export"]), with_optimiser=False)
         Path(payload["export"]).with_suffix(".json").write_text(json.dumps(
             {"stage": stage, "steps": step, "best": best, "monitor": monitor, "metrics": final_metrics}, indent=2))

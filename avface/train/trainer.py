@@ -19,7 +19,7 @@ import torch
 
 from avface.face_model import FaceModel, load_face_model
 from avface.train.checkpoints import FINAL_FILE, check_compatible, read_checkpoint
-from avface.train.config import TrainConfig
+from avface.train.config import MODEL_STAGE, TrainConfig
 from avface.train.data import ShardIndex, data_summary, target_statistics
 from avface.train.loop import stage_worker
 from avface.train.tracking import (
@@ -99,6 +99,8 @@ def run_training(cfg: TrainConfig | dict[str, Any], start_ray: bool = True) -> d
     cfg.data.shards = str(shards)
     index = ShardIndex.build(shards, [cfg.data.train_split])
     summary = data_summary(index)
+    occ = ShardIndex.build(shards, [cfg.data.train_split, cfg.data.train_split + "_occ"])
+    summary["occluded_windows"] = int(occ.table["occluded"].sum())
     chain = plan_stages(cfg, summary, shards)
     if cfg.model.audio_dim != summary["audio_dim"]:
         log.info("model.audio_dim %d -> %d (%s features in the shards)", cfg.model.audio_dim, summary["audio_dim"],
@@ -136,7 +138,14 @@ def run_training(cfg: TrainConfig | dict[str, Any], start_ray: bool = True) -> d
     prev = cfg.init
     sc = cfg.scaling
     resources = {"CPU": sc.cpus_per_worker, **({"GPU": 1} if sc.use_gpu else {})}
+    order = ["coarse", "lip", "detail"]
+    furthest = "coarse"
+    if cfg.init:
+        furthest = read_checkpoint(cfg.init).get("extras", {}).get("model_stage", "coarse")
     for stage in chain:
+        # how far the final model runs: the furthest model stage trained so far (the occlusion fine-tune of the
+        # coarse stage keeps the lip refiner and detail network trained before it)
+        furthest = max(furthest, MODEL_STAGE[stage], key=order.index)
         export = run_dir / stage / FINAL_FILE
         report = export.with_suffix(".json")
         if export.exists() and report.exists():
@@ -149,6 +158,7 @@ def run_training(cfg: TrainConfig | dict[str, Any], start_ray: bool = True) -> d
                                                "init": prev or "", "model.coarse.init_cam_scale":
                                                    cfg.model.coarse.init_cam_scale}))
         payload = {"config": cfg.to_dict(), "stage": stage, "init": prev, "export": str(export),
+                   "model_stage": furthest,
                    "scales": {k: v["std"] for k, v in stats.items()} if stats else None, "statistics": stats,
                    "audio_kind": summary["audio_kind"], "tracking": {"uri": uri, "run_id": child}}
         trainer = TorchTrainer(

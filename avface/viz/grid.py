@@ -6,6 +6,8 @@ import os
 
 import numpy as np
 
+from avface.utils.files import atomic_path
+
 
 def make_grid(images: np.ndarray, ncols: int | None = None, pad: int = 2, pad_value: int = 255) -> np.ndarray:
     """Tile images into a grid.
@@ -38,8 +40,6 @@ def make_grid(images: np.ndarray, ncols: int | None = None, pad: int = 2, pad_va
 def save_png(path: str | os.PathLike, image: np.ndarray) -> None:
     """Write an (H, W, 3) uint8 RGB image as PNG (atomically)."""
     import cv2
-
-    from avface.utils.files import atomic_path
 
     image = np.asarray(image)
     if image.dtype != np.uint8 or image.ndim != 3 or image.shape[-1] != 3:

@@ -1,0 +1,218 @@
+"""Training: ground truth in the shards, the exactly-once speaker-grouped loader (also under 2 Ray Train
+workers), checkpoints and their checks, the stage requirements."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from avface.data.batch import samples_to_batch
+from avface.face_model import FaceModel, load_face_model
+from avface.face_model.starter import build_starter_model
+from avface.models import AVFaceConfig
+from avface.models.avface import AVFace
+from avface.render.cameras import orthographic_project
+from avface.train.checkpoints import (
+    CheckpointError,
+    check_compatible,
+    find_latest_checkpoint,
+    load_trained,
+    read_checkpoint,
+    save_checkpoint,
+)
+from avface.train.config import TrainConfig
+from avface.train.data import BatchStream, ShardIndex, data_summary, plan_epoch, target_statistics
+from avface.train.trainer import plan_stages
+
+
+@pytest.fixture
+def shards(train_shards) -> Path:
+    return train_shards
+
+
+def _flat(x: torch.Tensor) -> torch.Tensor:
+    return x.reshape(-1, *x.shape[2:])
+
+
+def _reprojection_error_px(index: ShardIndex, n: int = 6) -> float:
+    """Pixel distance between the shards' ground-truth landmarks and the projection of the shards' ground-truth
+    parameters (face model landmarks, carried camera)."""
+    batch = samples_to_batch([index.read(i) for i in range(min(n, len(index)))])
+    tg = batch.targets
+    fm = FaceModel(load_face_model(None))
+    out = fm(shape=_flat(tg.shape), expression=_flat(tg.expression), global_pose=_flat(tg.global_pose),
+             neck_pose=_flat(tg.neck_pose), jaw_pose=_flat(tg.jaw), eye_pose=_flat(tg.eye_pose))
+    px = (orthographic_project(out.landmarks68_dynamic, _flat(tg.cam))[..., :2] + 1) * batch.image_size / 2
+    valid = _flat(batch.landmarks_valid)
+    return float((px - _flat(batch.landmarks)).norm(dim=-1)[valid].max())
+
+
+@pytest.mark.ray
+def test_shards_carry_exact_ground_truth_parameters(shards):
+    index = ShardIndex.build(shards, ["train", "test"])
+    summary = data_summary(index)
+    assert summary["has_targets"] and summary["has_normals"] and summary["audio_kind"] == "mel"
+    assert summary["gt_face_model"] == [FaceModel(load_face_model(None)).name]
+    assert _reprojection_error_px(index) < 1e-3  # the parameters are the ones that made the landmarks
+
+
+@pytest.mark.ray
+def test_landmark_crop_keeps_the_ground_truth_camera_exact(shards, tmp_path):
+    """With video.crop=landmarks the stored frames are crops: the carried camera is re-expressed for them."""
+    from avface.data.config import PreprocessConfig
+    from avface.data.preprocess import run_preprocess
+
+    out = tmp_path / "cropped"
+    run_preprocess(PreprocessConfig.from_dict({
+        "data": {"root": str(shards.parent / "corpus" / "voxceleb2")}, "out": str(out),
+        "video": {"image_size": 64, "crop": "landmarks"}, "progress": False, "occlusion": {"windows": {}},
+        "ray": {"num_cpus": 2, "task_memory_mb": 400}}))
+    index = ShardIndex.build(out, ["train"])
+    assert index.read(0)["meta"]["crop_boxes"] is not None
+    assert _reprojection_error_px(index) < 0.05  # float32 crop arithmetic
+
+
+@pytest.mark.ray
+def test_epoch_plan_is_exactly_once_speaker_grouped_and_equal_per_rank(shards):
+    index = ShardIndex.build(shards, ["train"])
+    for world in (1, 2, 3):
+        plans = [plan_epoch(index, 5, r, world, batch_windows=4, windows_per_speaker=2, seed=1) for r in range(world)]
+        rows = np.concatenate([b for p in plans for b in p.batches])
+        assert sorted(rows.tolist()) == list(range(len(index)))  # every window once, none twice
+        assert len({p.steps for p in plans}) == 1  # the report barrier: same number of steps on every rank
+        assert all(len(b) > 0 for p in plans for b in p.batches)
+    # windows of one speaker travel together: most batches hold >= 2 windows of some speaker
+    ids = index.table["identity"].to_numpy()
+    plan = plan_epoch(index, 0, 0, 1, batch_windows=4, windows_per_speaker=2, seed=0)
+    paired = [np.unique(ids[b], return_counts=True)[1].max() >= 2 for b in plan.batches if len(b) >= 2]
+    assert np.mean(paired) > 0.7
+    # a new epoch is a new order; the same epoch the same one
+    again = plan_epoch(index, 0, 0, 1, batch_windows=4, windows_per_speaker=2, seed=0)
+    other = plan_epoch(index, 1, 0, 1, batch_windows=4, windows_per_speaker=2, seed=0)
+    assert all(np.array_equal(a, b) for a, b in zip(plan.batches, again.batches, strict=True))
+    assert not all(np.array_equal(a, b) for a, b in zip(plan.batches, other.batches, strict=False))
+
+
+@pytest.mark.ray
+def test_occlusion_stage_mixes_occluded_windows_at_the_ratio(shards):
+    index = ShardIndex.build(shards, ["train", "train_occ"])
+    plan = plan_epoch(index, 0, 0, 1, batch_windows=4, windows_per_speaker=2, seed=0, occluded_ratio=0.5)
+    rows = np.concatenate(plan.batches)
+    occ = index.table["occluded"].to_numpy()[rows]
+    n_clean = int((~index.table["occluded"]).sum())
+    assert len(rows) == n_clean and abs(occ.mean() - 0.5) < 0.5 / n_clean + 1e-9
+    clean_only = np.concatenate(plan_epoch(index, 0, 0, 1, 4, 2, 0).batches)
+    assert not index.table["occluded"].to_numpy()[clean_only].any()
+
+
+@pytest.mark.ray
+def test_stream_resumes_mid_epoch_without_reading_earlier_batches(shards):
+    index = ShardIndex.build(shards, ["train"])
+    full = [(e, s, tuple(b.keys)) for e, s, b in BatchStream(index, 0, 1, 4, 2, 32, seed=3, epochs=2)]
+    resumed = [(e, s, tuple(b.keys)) for e, s, b in BatchStream(index, 0, 1, 4, 2, 32, seed=3, start_epoch=0,
+                                                                 start_step=2, epochs=2)]
+    assert resumed == full[2:]
+
+
+@pytest.mark.ray
+@pytest.mark.slow
+def test_two_ray_train_workers_with_loader_workers_see_every_window_exactly_once(shards, tmp_path):
+    """Real Ray Train (2 workers at 0.5 CPU), each with 2 DataLoader worker processes: one epoch covers the
+    shard index exactly once."""
+    import ray
+    from ray.train import RunConfig, ScalingConfig
+    from ray.train.torch import TorchTrainer
+
+    from avface.train.data import make_loader
+    from avface.utils.ray_utils import init_ray
+
+    def loop(cfg):
+        ctx = ray.train.get_context()
+        rank, world = ctx.get_world_rank(), ctx.get_world_size()
+        idx = ShardIndex.build(cfg["shards"], ["train"])
+        keys = []
+        for _, _, batch in make_loader(BatchStream(idx, rank, world, 3, 2, 32, seed=0, epochs=1), 2):
+            keys.extend(batch.keys)
+        Path(cfg["out"], f"rank{rank}.json").write_text(json.dumps(keys))
+        ray.train.report({"n": len(keys)})
+
+    init_ray(num_cpus=2)
+    TorchTrainer(loop, train_loop_config={"shards": str(shards), "out": str(tmp_path)},
+                 scaling_config=ScalingConfig(num_workers=2, resources_per_worker={"CPU": 0.5}),
+                 run_config=RunConfig(name="once", storage_path=str(tmp_path / "ray"))).fit()
+    seen = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in range(2)]
+    everything = seen[0] + seen[1]
+    index = ShardIndex.build(shards, ["train"])
+    assert len(everything) == len(set(everything))
+    assert sorted(everything) == sorted(index.table["key"])
+    assert seen[0] and seen[1]
+
+
+def _tiny_model(audio_dim: int = 80, face_model: FaceModel | None = None) -> AVFace:
+    cfg = AVFaceConfig.tiny()
+    cfg.audio_dim = audio_dim
+    return AVFace(cfg, face_model or FaceModel(load_face_model(None)))
+
+
+def test_checkpoint_round_trip_and_every_refusal(tmp_path):
+    torch.manual_seed(0)
+    model = _tiny_model()
+    opt = torch.optim.Adam(model.trainable_parameters(), lr=1e-4)
+    path = save_checkpoint(tmp_path / "a" / "final.pt", model=model, stage="lip", step=7, epoch=1,
+                           audio_kind="mel", face_model_source=None, optimizer=opt,
+                           extras={"best": np.float32(2.5), "scales": np.ones(3)})
+    trained = load_trained(path)
+    assert trained.audio_kind == "mel" and trained.audio_dim == 80 and trained.meta["step"] == 7
+    assert trained.model.stage == "lip" and not trained.model.training
+    for k, v in model.trainable_state_dict().items():
+        assert torch.equal(v, trained.model.trainable_state_dict()[k]), k
+    assert find_latest_checkpoint(tmp_path) == path and find_latest_checkpoint(tmp_path / "none") is None
+
+    ckpt = read_checkpoint(path)
+    other = FaceModel(build_starter_model(seed=1))
+    with pytest.raises(CheckpointError, match="face model.*fingerprint"):
+        check_compatible(ckpt, face_model=other)
+    with pytest.raises(CheckpointError, match="'mel'.*'deepspeech'"):
+        check_compatible(ckpt, audio_kind="deepspeech")
+    with pytest.raises(CheckpointError, match="size 80.*size 29"):
+        check_compatible(ckpt, audio_dim=29)
+    truncated = tmp_path / "truncated.pt"
+    truncated.write_bytes(path.read_bytes()[:4000])
+    with pytest.raises(CheckpointError, match="truncated.pt.*truncated or corrupt"):
+        read_checkpoint(truncated)
+    foreign = tmp_path / "foreign.pt"
+    torch.save({"state_dict": {}}, foreign)
+    with pytest.raises(CheckpointError, match="not an avface checkpoint"):
+        read_checkpoint(foreign)
+    with pytest.raises(CheckpointError, match="no such checkpoint"):
+        read_checkpoint(tmp_path / "missing.pt")
+
+
+def test_stage_requirements_stop_before_training_naming_the_preprocessing_option():
+    cfg = TrainConfig.from_dict({"data": {"shards": "x"}})
+    full = {"has_targets": True, "has_normals": True, "occluded_windows": 4}
+    assert plan_stages(cfg, full, Path("x")) == ["pretrain", "coarse", "lip", "detail", "occlusion"]
+    real = {**full, "has_targets": False}
+    assert plan_stages(cfg, real, Path("x"))[0] == "coarse"  # stage=all skips pretrain without ground truth
+    with pytest.raises(ValueError, match=r"normals\.source=auto"):
+        plan_stages(cfg, {**full, "has_normals": False}, Path("x"))
+    with pytest.raises(ValueError, match="carry_ground_truth"):
+        plan_stages(TrainConfig.from_dict({"data": {"shards": "x"}, "stage": "pretrain"}), real, Path("x"))
+    with pytest.raises(ValueError, match=r"occlusion\.windows"):
+        plan_stages(TrainConfig.from_dict({"data": {"shards": "x"}, "stage": "occlusion"}),
+                    {**full, "occluded_windows": 0}, Path("x"))
+    with pytest.raises(ValueError, match="allowed"):
+        TrainConfig.from_dict({"data": {"shards": "x"}, "stage": "lips"})
+
+
+@pytest.mark.ray
+def test_target_statistics_are_the_corpus_spread(shards):
+    index = ShardIndex.build(shards, ["train"])
+    stats = target_statistics(index)
+    assert len(stats["shape"]["std"]) == 100 and len(stats["light"]["mean"]) == 27
+    assert 3.0 < stats["cam"]["mean"][0] < 10.0  # the synthetic corpus's orthographic scale
+    assert max(stats["expression"]["std"]) > 0.05
