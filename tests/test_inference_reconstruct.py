@@ -301,7 +301,8 @@ def test_checkpoint_from_the_mlflow_registry(model, tmp_path, monkeypatch):
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
     for spec in (f"models:/avface/{version}", "models:/avface@champion"):
         loaded = load_for_inference(spec, "cpu")
-        assert loaded.source == spec and loaded.audio_kind == "mel" and loaded.meta_summary["step"] == 3
+        assert loaded.source == spec and loaded.meta_summary["step"] == 3
+        assert loaded.audio.kind == "mel" and loaded.audio.n_mels == 80
         sd = loaded.model.trainable_state_dict()
         assert all(torch.equal(sd[k], v) for k, v in model.trainable_state_dict().items())
     with pytest.raises(CheckpointNotFoundError, match="models:/avface@nope"):

@@ -21,6 +21,7 @@ from typing import Any
 
 import torch
 
+from avface.audio.config import AudioConfig
 from avface.train.checkpoints import CHECKPOINT_FILE, FINAL_FILE, find_latest_checkpoint, load_trained
 from avface.train.config import TrainConfig
 from avface.train.tracking import default_tracking_uri
@@ -38,8 +39,7 @@ class CheckpointNotFoundError(FileNotFoundError):
 class LoadedModel:
     model: torch.nn.Module
     face_model: torch.nn.Module
-    audio_kind: str
-    audio_cfg: dict[str, Any]
+    audio: AudioConfig  # the features the model was trained on
     source: str
     meta_summary: dict[str, Any] = field(default_factory=dict)
 
@@ -122,6 +122,13 @@ def load_for_inference(checkpoint: str | os.PathLike | None, device: str) -> Loa
                 raise CheckpointNotFoundError(f"{found}: no such checkpoint; {NO_CHECKPOINT_HINT}")
             source = str(found)
         tm = load_trained(found, device)
-    audio_cfg = {"n_mels": tm.audio_dim} if tm.audio_kind == "mel" else {}
+    audio = audio_config_for(tm.model, tm.audio_kind)
     meta = {k: tm.meta.get(k) for k in ("stage", "step") if k in tm.meta}
-    return LoadedModel(tm.model, tm.face_model, tm.audio_kind, audio_cfg, source, meta)
+    return LoadedModel(tm.model, tm.face_model, audio, source, meta)
+
+
+def audio_config_for(model: torch.nn.Module, kind: str = "mel") -> AudioConfig:
+    """The audio features a model reads: ``kind`` with its window and (mel) bin count from the model's config;
+    model files of the other kinds at :class:`AudioConfig`'s default places."""
+    cfg = model.config
+    return AudioConfig(kind=kind, window=int(cfg.audio_window), n_mels=int(cfg.audio_dim) if kind == "mel" else 80)

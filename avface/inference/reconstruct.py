@@ -20,13 +20,14 @@ import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import cv2
 import numpy as np
 import torch
 
 from avface.audio import extract_audio_features
+from avface.audio.config import AudioConfig
+from avface.inference.checkpoint import audio_config_for, load_for_inference
 from avface.inference.result import Reconstruction
 from avface.inference.tracking import FaceTrack, track_face
 from avface.inference.video import (
@@ -127,31 +128,32 @@ class Reconstructor:
 
     def __init__(self, checkpoint: str | os.PathLike | None = None, device: str = "auto",
                  config: ReconstructConfig | None = None):
-        from avface.inference.checkpoint import load_for_inference
-
         dev = resolve_device(device)
         loaded = load_for_inference(checkpoint, dev)
-        self._setup(loaded.model, loaded.face_model, loaded.audio_kind, loaded.audio_cfg, dev, config,
+        self._setup(loaded.model, loaded.face_model, loaded.audio, dev, config,
                     {"checkpoint": loaded.source, **loaded.meta_summary})
 
     @classmethod
-    def from_model(cls, model: torch.nn.Module, face_model: torch.nn.Module | None = None, audio_kind: str = "mel",
-                   audio_cfg: dict[str, Any] | None = None, device: str = "cpu",
+    def from_model(cls, model: torch.nn.Module, face_model: torch.nn.Module | None = None,
+                   audio: AudioConfig | None = None, device: str = "cpu",
                    config: ReconstructConfig | None = None) -> Reconstructor:
-        """An in-memory :class:`avface.models.avface.AVFace` (e.g. untrained, in tests)."""
+        """An in-memory :class:`avface.models.avface.AVFace` (e.g. untrained, in tests); ``audio`` the features it
+        reads (default: mel with the model's ``audio_dim`` bins)."""
         self = cls.__new__(cls)
-        self._setup(model, face_model if face_model is not None else model.face_model, audio_kind, audio_cfg or {},
+        self._setup(model, face_model if face_model is not None else model.face_model,
+                    audio or audio_config_for(model),
                     resolve_device(device), config, {"checkpoint": None})
         return self
 
-    def _setup(self, model, face_model, audio_kind, audio_cfg, device, config, meta) -> None:
+    def _setup(self, model, face_model, audio: AudioConfig, device, config, meta) -> None:
         if face_model is None:
             raise ValueError("reconstruction needs the model's face model")
         self.device = device
         self.model = model.to(device).eval()
         self.face_model = face_model.to(device)
-        self.audio_kind = audio_kind
-        self.audio_cfg = dict(audio_cfg)
+        if int(audio.window) != int(model.config.audio_window):
+            raise ValueError(f"audio window {audio.window} != the model's audio_window {model.config.audio_window}")
+        self.audio = audio
         self.config = config or ReconstructConfig()
         self.meta = meta
         self._detector = None
@@ -246,8 +248,7 @@ class Reconstructor:
         fa, fb = max(0, a - g), min(m, b + g)
         n_samples = int(round((fb - fa) * SAMPLE_RATE / MODEL_FPS))
         wave = track.window(fa / MODEL_FPS, n_samples)
-        feats = extract_audio_features(wave, fb - fa, MODEL_FPS, self.audio_kind,
-                                       window=self.model.config.audio_window, **self.audio_cfg)
+        feats = extract_audio_features(wave, fb - fa, MODEL_FPS, self.audio)
         return torch.from_numpy(np.ascontiguousarray(feats[a - fa: b - fa])).to(self.device)
 
     @torch.no_grad()
@@ -318,7 +319,7 @@ class Reconstructor:
             lip_ids = self.model.lip_ids.cpu().numpy().astype(np.int64)
         seconds = time.perf_counter() - t_start
         meta = {**self.meta, "input": info.path, "audio": audio_source, "stages": list(self.stages),
-                "face_model": getattr(self.face_model, "name", None), "audio_kind": self.audio_kind,
+                "face_model": getattr(self.face_model, "name", None), "audio_kind": self.audio.kind,
                 "window": self.window, "rule": cfg.rule, "crop": cfg.crop, "crop_scale": cfg.crop_scale,
                 "detector": cfg.detector if cfg.crop == "landmarks" else None, "model_frames": m,
                 "model_times_start": float(model_times[0]), "codec": info.codec, "seconds": seconds,

@@ -8,7 +8,7 @@ are linked into tracks by overlap with the track's last box (IoU >= ``link_iou``
 the reconstruction follows the **largest tracked face**: the track with the largest sum of box areas over its
 frames (big and long-lived wins). Detections of other tracks are dropped (their frames count as "no face").
 
-Boxes are preprocessing's (:func:`avface.landmarks.crop.boxes_from_landmarks`: square, centred on the landmark
+Boxes are preprocessing's (:func:`avface.utils.boxes.boxes_from_landmarks`: square, centred on the landmark
 extent, side ``scale`` x extent); frames without a face get the box linearly interpolated between the nearest
 frames with one (held at the ends), then centres and sides are smoothed with a centred moving average of
 ``smooth`` frames so the crop does not jitter. No face in any frame -> :class:`NoFaceError`.
@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from avface.landmarks.crop import boxes_from_landmarks
+from avface.utils.boxes import boxes_from_landmarks
 
 
 class NoFaceError(ValueError):
