@@ -63,7 +63,9 @@ class ReconstructConfig:
     chunk: int = 256  # model frames per streaming chunk
     window: int | None = None  # None: the model's window (16)
     rule: str = "mean"  # sliding-window aggregation (avface.inference.windows)
-    crop: str = "landmarks"  # landmarks: track the face and crop like preprocessing | none: resize whole frames
+    # landmarks: track the face and crop like preprocessing | none: resize whole frames (no detector runs: every
+    # frame counts as face_detected)
+    crop: str = "landmarks"
     # box side = crop_scale x landmark extent. 2.2 reproduces the framing of the training clips (VoxCeleb2-style
     # face crops preprocessed with crop=none; the synthetic corpus frames the face at 1.96..2.58); videos that already
     # are such face crops can use crop=none, exactly what training saw
@@ -299,12 +301,11 @@ class Reconstructor:
 
         try:
             per_frame = self._model_pass(info, source_index, track, audio_track, m)
+            audio_valid_m = (np.zeros(m, bool) if audio_track is None
+                             else self._audio_valid(audio_track, model_times))
         finally:
             if audio_track is not None:
-                audio_valid_m = self._audio_valid(audio_track, model_times)
                 audio_track.close()
-        if audio_track is None:
-            audio_valid_m = np.zeros(m, bool)
 
         n = len(times)
         interp = {}
