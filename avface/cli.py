@@ -60,6 +60,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="landmarks: track and crop the face (default) | none: the whole frame (face-crop videos)")
     r.add_argument("--crop-scale", type=float, default=2.2,
                    help="crop side / landmark extent (default 2.2: the framing of the training clips)")
+    r.add_argument("--rule", choices=("mean", "centre"), default="mean",
+                   help="a frame's prediction from its sliding windows: their mean (default) or the centre-most")
     r.add_argument("--no-audio", action="store_true", help="ignore the audio (video-only mode)")
     r.add_argument("--quiet", action="store_true", help="no progress bars")
     r.set_defaults(func=cmd_reconstruct)
@@ -67,7 +69,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def cmd_reconstruct(args: argparse.Namespace) -> int:
-    cfg = ReconstructConfig(stages=args.stages, batch_size=args.batch_size, crop=args.crop,
+    cfg = ReconstructConfig(stages=args.stages, batch_size=args.batch_size, crop=args.crop, rule=args.rule,
                             crop_scale=args.crop_scale, use_audio=not args.no_audio, progress=not args.quiet)
     src = Path(args.input)
     try:
