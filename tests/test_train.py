@@ -207,6 +207,12 @@ def test_stage_requirements_stop_before_training_naming_the_preprocessing_option
                     {**full, "occluded_windows": 0}, Path("x"))
     with pytest.raises(ValueError, match="allowed"):
         TrainConfig.from_dict({"data": {"shards": "x"}, "stage": "lips"})
+    with pytest.raises(ValueError, match="unknown stage"):
+        TrainConfig.from_dict({"data": {"shards": "x"}, "stages": {"lips": {"steps": 1}}})
+    # a partial stages mapping overrides that stage's own defaults (pretrain keeps its learning rate)
+    partial = TrainConfig.from_dict({"data": {"shards": "x"}, "stages": {"pretrain": {"steps": 5}}})
+    assert partial.stages["pretrain"].steps == 5 and partial.stages["pretrain"].lr == 1e-3
+    assert partial.stages["lip"].lr == 1e-4 and partial.stages["occlusion"].occluded_ratio == 0.5
 
 
 @pytest.mark.ray

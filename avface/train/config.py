@@ -13,6 +13,8 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from avface.face_model import FaceModel, load_face_model
+from avface.face_model.albedo import with_uv_albedo
 from avface.models.config import AVFaceConfig
 from avface.utils.config import dataclass_from_dict, store_config
 
@@ -93,6 +95,10 @@ class TrainConfig:
     init: str | None = None  # checkpoint to start the first stage from (None: previous stage / from scratch)
     face_model: str | None = None  # None: open starter model; or a FLAME generic_model.pkl / saved .npz
     landmark_embedding: str | None = None  # FLAME: DECA's landmark_embedding.npy
+    # UV albedo model for the photometric terms with a real FLAME (FLAME_texture.npz or DECA's
+    # FLAME_albedo_from_BFM.npz); None: the face model's own (the starter model has one; FLAME alone has none and
+    # the photometric loss then sees shading only)
+    albedo_model: str | None = None
     cam_scale_from_data: bool = True  # set model.coarse.init_cam_scale from the shards (ground truth or landmarks)
     ray_address: str | None = None  # None: $RAY_ADDRESS or a local Ray
     num_cpus: int | None = None  # local Ray only
@@ -106,21 +112,43 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, d: Any) -> TrainConfig:
-        cfg = dataclass_from_dict(cls, d)
-        if isinstance(cfg.model, dict):  # pragma: no cover - dataclass_from_dict builds nested dataclasses
-            cfg.model = AVFaceConfig.from_dict(cfg.model)
-        stages = default_stages()
-        for name, s in (cfg.stages or {}).items():
+        d = dict(_plain_mapping(d))
+        # A partial ``stages`` mapping overrides each stage's own defaults (pretrain has its own lr), not the
+        # plain StageConfig defaults.
+        stages = {k: dataclasses.asdict(v) for k, v in default_stages().items()}
+        for name, s in dict(d.get("stages") or {}).items():
             if name not in TRAIN_STAGES:
                 raise ValueError(f"stages.{name}: unknown stage; stages are {list(TRAIN_STAGES)}")
-            stages[name] = s if isinstance(s, StageConfig) else dataclass_from_dict(
-                StageConfig, {**dataclasses.asdict(stages[name]), **dict(s)}, path=f"stages.{name}")
-        cfg.stages = stages
-        return cfg
+            given = dataclasses.asdict(s) if dataclasses.is_dataclass(s) else dict(s)
+            stages[name] = {**stages[name], **given}
+        d["stages"] = stages
+        return dataclass_from_dict(cls, d)
+
+    def build_face_model(self) -> FaceModel:
+        """The face model of this run (``face_model`` + ``landmark_embedding`` + ``albedo_model``) with the model
+        config's shape/expression sizes."""
+        kwargs = {"landmark_embedding": self.landmark_embedding} if self.landmark_embedding else {}
+        data = load_face_model(self.face_model, **kwargs)
+        if self.albedo_model:
+            data = with_uv_albedo(data, self.albedo_model, n_albedo=self.model.coarse.n_albedo)
+        return FaceModel(data, n_shape=self.model.coarse.n_shape, n_expression=self.model.expression.n_expression)
 
     def chain(self) -> list[str]:
         """The training stages this config runs, in order."""
         return list(TRAIN_STAGES) if self.stage == "all" else [self.stage]
+
+
+def _plain_mapping(d: Any) -> Any:
+    """OmegaConf containers -> plain dicts (the partial-stages merge needs plain mappings)."""
+    try:
+        from omegaconf import Container, OmegaConf
+    except ImportError:  # pragma: no cover
+        return d
+    if isinstance(d, Container):
+        return OmegaConf.to_container(d, resolve=True)
+    if dataclasses.is_dataclass(d) and not isinstance(d, type):
+        return dataclasses.asdict(d)
+    return d or {}
 
 
 def register_configs() -> None:

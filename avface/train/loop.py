@@ -28,7 +28,7 @@ import ray.train
 import torch
 import torch.distributed as dist
 
-from avface.face_model import FaceModel, load_face_model
+from avface.face_model import FaceModel
 from avface.losses.params import parameter_loss
 from avface.models.avface import AVFace
 from avface.models.checkpoints import load_deca_encoder, load_normals_net
@@ -170,9 +170,7 @@ def stage_worker(payload: dict[str, Any]) -> None:
 
     # 2. model -----------------------------------------------------------------------------------------------
     mcfg = cfg.model
-    face_model = FaceModel(load_face_model(cfg.face_model, **({"landmark_embedding": cfg.landmark_embedding}
-                                                               if cfg.landmark_embedding else {})),
-                           n_shape=mcfg.coarse.n_shape, n_expression=mcfg.expression.n_expression)
+    face_model = cfg.build_face_model()
     model = AVFace(mcfg, face_model)
     resume = ray.train.get_checkpoint()
     step, epoch, step_in_epoch, best, stale = 0, 0, 0, math.inf, 0

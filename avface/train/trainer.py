@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from avface.face_model import FaceModel, load_face_model
+from avface.face_model import FaceModel
 from avface.train.checkpoints import FINAL_FILE, check_compatible, read_checkpoint
 from avface.train.config import MODEL_STAGE, TrainConfig
 from avface.train.data import ShardIndex, data_summary, target_statistics
@@ -107,9 +107,7 @@ def run_training(cfg: TrainConfig | dict[str, Any], start_ray: bool = True) -> d
                  summary["audio_kind"])
         cfg.model.audio_dim = summary["audio_dim"]
     stats = target_statistics(index) if summary["has_targets"] else None
-    face_model = FaceModel(load_face_model(cfg.face_model, **({"landmark_embedding": cfg.landmark_embedding}
-                                                               if cfg.landmark_embedding else {})),
-                           n_shape=cfg.model.coarse.n_shape, n_expression=cfg.model.expression.n_expression)
+    face_model = cfg.build_face_model()
     if stats is not None and summary["gt_face_model"] and summary["gt_face_model"] != [face_model.name]:
         raise ValueError(f"{shards}: ground truth made with face model {summary['gt_face_model']}, training with "
                          f"{face_model.name!r}: use the corpus's face model (face_model=...)")
