@@ -24,6 +24,7 @@ from avface.face_model import FaceModel, load_face_model
 from avface.face_model.lbs import batch_rodrigues
 from avface.inference import NoFaceError, ReconstructConfig, Reconstructor, load_reconstruction
 from avface.inference.export import export_all, write_glb
+from avface.inference.reconstruct import interpolate_to_times
 from avface.io.media import read_audio, write_mp4
 from avface.models import AVFaceConfig
 from avface.models.avface import AVFace
@@ -147,6 +148,26 @@ def test_rotated_variable_frame_rate_input(recon, clips):
     assert rec.meta["model_frames"] == int(np.floor((pts[-1] + 0.04) * 25 + 1e-6))
     assert rec.face_detected.all()  # upright frames: MediaPipe finds the face in every one
     assert rec.audio_valid.all()
+
+
+def test_60fps_input_outputs_at_its_own_frame_times(recon, tmp_path):
+    write_mp4(tmp_path / "v60.mp4", face_frames(30), 60.0, synthetic_audio(0.5, seed=4))
+    rec = recon.run(tmp_path / "v60.mp4")
+    assert rec.num_frames == 30 and np.allclose(rec.times, np.arange(30) / 60, atol=1e-6)
+    assert rec.meta["model_frames"] == 12 and rec.source_fps == pytest.approx(60)
+    assert rec.face_detected.all() and np.all(np.isfinite(rec.expression)) and np.all(np.isfinite(rec.crop_box))
+
+
+def test_interpolation_to_input_times():
+    model_times = np.arange(12) / 25
+    values = np.stack([np.arange(12.0), -np.arange(12.0)], 1).astype(np.float32)
+    times = np.arange(30) / 60 + 0.003  # (no ties between two model frames for the nearest-frame flags)
+    got = interpolate_to_times(values, model_times, times)
+    want = np.clip(times * 25, 0, 11)
+    assert np.allclose(got[:, 0], want, atol=1e-5) and np.allclose(got[:, 1], -want, atol=1e-5)
+    flags = np.arange(12) % 2 == 0
+    assert interpolate_to_times(flags, model_times, times).tolist() == [bool(round(x) % 2 == 0) for x in want]
+    assert interpolate_to_times(values, model_times, model_times + 1e-12) is values  # 25 fps input: no copy
 
 
 def test_npz_round_trip_and_flame_sizes(recon, clips, face_model, tmp_path):
