@@ -89,6 +89,7 @@ class _Accumulator:
     def add(self, starts: torch.Tensor, codes: torch.Tensor) -> None:
         """Add window predictions ``codes (N, W', C)`` of windows starting at frames ``starts (N,)``."""
         n, w, c = codes.shape
+        starts = starts.to(codes.device)
         frames = (starts[:, None] + torch.arange(w, device=starts.device)[None]).reshape(-1) - self.start
         flat = codes.reshape(-1, c)
         self._grow(self.start + int(frames.max()) + 1, flat)
@@ -157,8 +158,9 @@ class SlidingWindows:
     def _run_windows(self, stop_start: int, window: int) -> None:
         """Compute windows starting at ``[_next_start, stop_start]`` of length ``window``."""
         coarse, expr = self._buffer()
-        starts = torch.arange(self._next_start, stop_start + 1)
-        idx = starts[:, None] - self._buf_start + torch.arange(window)[None]
+        dev = coarse.device
+        starts = torch.arange(self._next_start, stop_start + 1, device=dev)
+        idx = starts[:, None] - self._buf_start + torch.arange(window, device=dev)[None]
         for i in range(0, len(starts), self.batch_size):
             sl = idx[i:i + self.batch_size]
             codes = window_codes(self.model, coarse[sl], expr[sl])
