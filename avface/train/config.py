@@ -43,7 +43,7 @@ class StageConfig:
 
 
 def default_stages() -> dict[str, StageConfig]:
-    return {"pretrain": StageConfig(steps=1500, lr=1e-3, patience=4),
+    return {"pretrain": StageConfig(steps=1500, lr=1e-3, patience=6),
             "coarse": StageConfig(steps=300, patience=3),
             "lip": StageConfig(steps=300, patience=3),
             "detail": StageConfig(steps=300, patience=3),

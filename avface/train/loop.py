@@ -45,8 +45,8 @@ __all__ = ["STAGE_MONITOR", "stage_worker", "pretrain_losses", "average_gradient
 
 #: the validation metric each stage early-stops and selects its final model on (lower is better); without
 #: ground truth (real data) every stage falls back to the landmark NME
-STAGE_MONITOR = {"pretrain": "val/v3d_mm", "coarse": "val/v3d_mm", "lip": "val/lip_mm",
-                 "detail": "val/normal_deg_detail", "occlusion": "val_occ/v3d_mm"}
+STAGE_MONITOR = {"pretrain": "val/score_mm", "coarse": "val/score_mm", "lip": "val/lip_mm",
+                 "detail": "val/normal_deg_detail", "occlusion": "val_occ/score_mm"}
 FALLBACK_MONITOR = "val/nme"
 
 

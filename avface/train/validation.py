@@ -21,7 +21,10 @@ from avface.face_model import FaceModel
 from avface.metrics import apply_similarity, landmark_nme, lip_nme, similarity_procrustes
 from avface.models.avface import AVFace
 
-__all__ = ["Baselines", "ground_truth_vertices", "vertex_errors", "normal_angle_deg", "validate"]
+#: the errors whose mean is the selection score ``score_mm``
+SCORE_TERMS = ("v3d_mm", "lip_mm", "expression_mm")
+
+__all__ = ["SCORE_TERMS", "Baselines", "ground_truth_vertices", "vertex_errors", "normal_angle_deg", "validate"]
 
 
 @dataclass
@@ -127,4 +130,8 @@ def validate(model: AVFace, batches: list, baselines: Baselines | None = None,
                 if normals is not None:
                     add(f"normal_deg_{tag}", normal_angle_deg(_flat(normals), target, _flat(alpha)))
     model.train(was_training)
-    return {f"{prefix}{k}": float(np.nanmean(np.concatenate(v))) for k, v in acc.items()}
+    out = {f"{prefix}{k}": float(np.nanmean(np.concatenate(v))) for k, v in acc.items()}
+    if all(f"{prefix}{k}" in out for k in SCORE_TERMS):
+        # one number for model selection: the identity (3D), the mouth (lip) and the expression errors alike
+        out[f"{prefix}score_mm"] = float(np.mean([out[f"{prefix}{k}"] for k in SCORE_TERMS]))
+    return out
