@@ -1,10 +1,11 @@
 """Does the tiny model learn? The staged recipe on a synthetic corpus with exact ground truth, on held-out
 speakers, beside the mean face and the constant-expression baseline, and the paper's recipe from scratch.
 
-    python benchmarks/bench_train_learning.py [--out runs/bench_learning] [--identities 120] [--test-identities 20]
+    python benchmarks/bench_train_learning.py [--out runs/bench_learning] [--identities 600] [--test-identities 20]
         [--pretrain-steps 1000] [--stage-steps 150] [--scratch-steps 1000]
 
-1. corpus: ``--identities`` training speakers and ``--test-identities`` held-out ones, 3 short clips each, 64 px
+1. corpus: ``--identities`` training speakers and ``--test-identities`` held-out ones, ``--clips`` short clips each,
+   64 px
    (``avface.train.testing.make_training_shards``: synthesize + preprocess with normals and occluded copies);
 2. recipe: ``pipelines/train.py stage=all`` (pretrain on the synthetic ground truth -> coarse -> lip -> detail ->
    occlusion, each stage early-stopped and selected on the held-out validation);
@@ -51,8 +52,9 @@ def _fmt(v) -> str:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", default="runs/bench_learning")
-    ap.add_argument("--identities", type=int, default=120)
+    ap.add_argument("--identities", type=int, default=600)
     ap.add_argument("--test-identities", type=int, default=20)
+    ap.add_argument("--clips", type=int, default=2, help="clips per training speaker")
     ap.add_argument("--pretrain-steps", type=int, default=1000)
     ap.add_argument("--stage-steps", type=int, default=150)
     ap.add_argument("--scratch-steps", type=int, default=1000)
@@ -66,7 +68,7 @@ def main() -> None:
     out = Path(args.out).resolve()
     t0 = time.perf_counter()
     data = make_training_shards(out / "data", dev_identities=args.identities, test_identities=args.test_identities,
-                                clips_per_identity=3, occluded_windows=300, use_ray_for_synthesis=True,
+                                clips_per_identity=args.clips, occluded_windows=300, use_ray_for_synthesis=True,
                                 num_cpus=args.num_cpus)
     t_data = time.perf_counter() - t0
     common = {"data": {"shards": str(data["shards"]), "val_windows": 64, "val_occluded_windows": 32},
