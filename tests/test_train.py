@@ -222,3 +222,29 @@ def test_target_statistics_are_the_corpus_spread(shards):
     assert len(stats["shape"]["std"]) == 100 and len(stats["light"]["mean"]) == 27
     assert 3.0 < stats["cam"]["mean"][0] < 10.0  # the synthetic corpus's orthographic scale
     assert max(stats["expression"]["std"]) > 0.05
+
+
+def test_pretrained_files_named_in_the_config_are_loaded_and_reported(tmp_path):
+    """model.coarse.deca_checkpoint / model.detail.normals_checkpoint are read when a stage starts from scratch."""
+    import dataclasses
+
+    from test_models import _deca_style_checkpoint
+
+    from avface.models import DetailUNet
+    from avface.train.loop import load_pretrained
+
+    cfg = AVFaceConfig.tiny()
+    deca, e_flame = _deca_style_checkpoint(cfg, tmp_path)
+    normals = tmp_path / "normals.pth"
+    donor = DetailUNet(dataclasses.replace(cfg.detail, use_audio=False), 80)
+    torch.save({("base_model." + k[8:] if k.startswith("encoder.") else k): v + 0.25
+                for k, v in donor.state_dict().items()}, normals)
+    cfg.audio_dim = 80
+    cfg.coarse.deca_checkpoint, cfg.detail.normals_checkpoint = str(deca), str(normals)
+    model = AVFace(cfg, FaceModel(load_face_model(None)))
+    loaded = load_pretrained(model)
+    assert set(loaded) == {"deca_checkpoint", "deca_checkpoint.expression", "normals_checkpoint"}
+    assert all("loaded" in v for v in loaded.values())
+    assert torch.equal(model.coarse.backbone.conv1.weight, e_flame["encoder.conv1.weight"])
+    assert torch.equal(model.expression.video_backbone.conv1.weight, e_flame["encoder.conv1.weight"])
+    assert torch.equal(model.detail.encoder.conv1.weight, donor.encoder.conv1.weight + 0.25)

@@ -41,7 +41,7 @@ from avface.train.viz import validation_strip
 
 log = logging.getLogger(__name__)
 
-__all__ = ["STAGE_MONITOR", "stage_worker", "pretrain_losses", "average_gradients"]
+__all__ = ["STAGE_MONITOR", "stage_worker", "pretrain_losses", "average_gradients", "load_pretrained"]
 
 #: the validation metric each stage early-stops and selects its final model on (lower is better); without
 #: ground truth (real data) every stage falls back to the landmark NME
@@ -122,7 +122,7 @@ def _broadcast_flag(flag: bool, world: int, device: torch.device) -> bool:
     return bool(x.item() > 0.5)
 
 
-def _load_pretrained(model: AVFace, tracker: StageTracker | None) -> dict[str, str]:
+def load_pretrained(model: AVFace, tracker: StageTracker | None = None) -> dict[str, str]:
     """DECA's encoder / the face-normals network when the config names them; what was loaded is returned (and
     logged to MLflow)."""
     done: dict[str, str] = {}
@@ -130,6 +130,9 @@ def _load_pretrained(model: AVFace, tracker: StageTracker | None) -> dict[str, s
     if cfg.coarse.deca_checkpoint:
         rep = load_deca_encoder(model.coarse, cfg.coarse.deca_checkpoint)
         done["deca_checkpoint"] = f"{cfg.coarse.deca_checkpoint}: {rep.summary()}"
+        # E_v of the expression branch starts from DECA's ResNet too (as EMOCA's expression encoder does)
+        rep = load_deca_encoder(model.expression, cfg.coarse.deca_checkpoint)
+        done["deca_checkpoint.expression"] = f"{cfg.coarse.deca_checkpoint}: {rep.summary()}"
     if cfg.detail.normals_checkpoint and model.detail is not None:
         rep = load_normals_net(model.detail, cfg.detail.normals_checkpoint)
         done["normals_checkpoint"] = f"{cfg.detail.normals_checkpoint}: {rep.summary()}"
@@ -192,7 +195,7 @@ def stage_worker(payload: dict[str, Any]) -> None:
         if tracker is not None:
             tracker.set_tag("init.checkpoint", str(payload["init"]))
     else:
-        _load_pretrained(model, tracker)
+        load_pretrained(model, tracker)
     model.set_stage(MODEL_STAGE[stage])
     model.to(device)
     _broadcast_model(model, world)
