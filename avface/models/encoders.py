@@ -80,6 +80,19 @@ class CoarseEncoder(nn.Module):
         shape, albedo, light, pose, cam = torch.split(c, self.split_sizes, dim=-1)
         return CoarseCode(shape, albedo, light.reshape(*light.shape[:2], -1, 3), pose, cam, c)
 
+    def code_from_embeddings(self, e: torch.Tensor, key_padding_mask: torch.Tensor | None = None) -> CoarseCode:
+        """Temporal part of :meth:`forward`: per-frame embeddings ``e (B,T,183)`` from :meth:`embed` -> the code.
+
+        ``forward(images) == code_from_embeddings(embed(images))``; inference computes :meth:`embed` once per frame
+        and runs only this part per sliding window (:mod:`avface.inference.windows`).
+        """
+        h = self.transformer(e, key_padding_mask) if self.temporal else e
+        c = self.head(h)
+        if self.residual:
+            c = e + c
+        shape, albedo, light, pose, cam = torch.split(c, self.split_sizes, dim=-1)
+        return CoarseCode(shape, albedo, light.reshape(*light.shape[:2], -1, 3), pose, cam, c)
+
 
 class AudioEncoder(nn.Module):
     """E_a: 1D convolutions over a (16, F) window (F = feature channels, convolution along the 16 steps)
@@ -201,3 +214,42 @@ class ExpressionJawEncoder(nn.Module):
         e = self.head(h)
         return ExpressionJawOutput(e[..., : self.cfg.n_expression], e[..., self.cfg.n_expression:], f_a, f_v,
                                    keep_a, keep_v)
+
+    def frame_features(self, images: torch.Tensor | None, audio: torch.Tensor | None,
+                       audio_valid: torch.Tensor | None = None,
+                       video_valid: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Per-frame part of :meth:`forward` without modality dropout (inference): ``images (B,T,3,H,W)``,
+        ``audio (B,T,16,F)`` (either may be None: the zero embedding) -> ``(h (B,T,D) = [f_a | f_v], keep_a (B,T),
+        keep_v (B,T))``. In eval mode ``forward(...) == code_from_features(frame_features(...)[0])``."""
+        ref = images if images is not None else audio
+        if ref is None:
+            raise ValueError("need images or audio")
+        b, t = ref.shape[:2]
+        dev = ref.device
+        keep_a = torch.ones(b, t, device=dev) if audio_valid is None else audio_valid.to(dev, torch.float32)
+        keep_v = torch.ones(b, t, device=dev) if video_valid is None else video_valid.to(dev, torch.float32)
+        feats = []
+        if self.use_audio:
+            if audio is None:
+                keep_a = torch.zeros_like(keep_a)
+                feats.append(torch.zeros(b, t, self.cfg.audio.embed, device=dev))
+            else:
+                feats.append(self.audio_encoder(audio) * keep_a[..., None])
+        if self.use_video:
+            if images is None:
+                keep_v = torch.zeros_like(keep_v)
+                feats.append(torch.zeros(b, t, self.cfg.video_embed, device=dev))
+            else:
+                x, _, _ = _flatten_frames(images)
+                feats.append(self.video_fc(self.video_backbone(x)).reshape(b, t, -1) * keep_v[..., None])
+        return torch.cat(feats, dim=-1), keep_a, keep_v
+
+    def code_from_features(self, h: torch.Tensor,
+                           key_padding_mask: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Temporal part of :meth:`forward`: ``h (B,T,D)`` from :meth:`frame_features` -> ``(expression (B,T,50),
+        jaw (B,T,3))``."""
+        if self.cfg.temporal:
+            h = self.transformer(h, key_padding_mask)
+        e = self.head(h)
+        return e[..., : self.cfg.n_expression], e[..., self.cfg.n_expression:]
+
