@@ -141,7 +141,8 @@ def evaluate_segment(checkpoint: str, seg: MultifaceSegment, cfg: MultifaceEvalC
         rec = Reconstructor.from_model(tm.model, fm, audio_config_for(tm.model, tm.audio_kind), device,
                                        rec_cfg).run(clip)
     if rec.num_frames != len(timeline):
-        raise ValueError(f"{seg.identity}/{seg.segment}: {rec.num_frames} frames reconstructed, {len(timeline)} written")
+        raise ValueError(f"{seg.identity}/{seg.segment}: {rec.num_frames} frames reconstructed, "
+                         f"{len(timeline)} written")
     preds = {OURS: rec.vertices(fm, canonical=True) * 1000.0}
     if rec.displacement is not None:
         preds[DETAILED] = rec.vertices(fm, detailed=True, canonical=True) * 1000.0
@@ -158,7 +159,8 @@ def evaluate_segment(checkpoint: str, seg: MultifaceSegment, cfg: MultifaceEvalC
         for method, verts in [*((m, v[k]) for m, v in preds.items()), (MEAN_FACE, template[0])]:
             try:
                 v = np.asarray(verts, dtype=np.float64)
-                lm7 = _landmarks(torch.as_tensor(v, dtype=torch.float32)[None], fm)[0].double().numpy()[list(NOW_LANDMARKS_68)]
+                lm = _landmarks(torch.as_tensor(v, dtype=torch.float32)[None], fm)[0].double().numpy()
+                lm7 = lm[list(NOW_LANDMARKS_68)]
                 r = scan_to_mesh(meshes[i], scan7, v, faces, lm7, refine=cfg.refine)
             except (ValueError, np.linalg.LinAlgError) as e:
                 res.failures.append({"table": "multiface", "item": f"{seg.identity}/{seg.segment}/{int(f)}",
