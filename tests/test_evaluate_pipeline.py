@@ -206,3 +206,30 @@ def test_evaluate_end_to_end_trained_registered_model_nightly(corpus, tmp_path):
     assert {"multiface/median", "multiface/mean"} <= gone
     assert client.get_run(second["run_id"]).data.tags["regression"] == "true"
     assert str(client.get_model_version_by_alias("avface", "champion").version) == "1"
+
+
+def test_multiface_segment_coarse_and_detailed_rows_and_parquet(corpus, tmp_path):
+    """A detail-stage model gives the detailed row too; one segment evaluated in this process (the pipeline runs
+    the same function as a Ray task) writes its distances as partitioned parquet."""
+    from avface.data.multiface import read_multiface
+    from avface.evaluate.config import MultifaceEvalConfig
+    from avface.evaluate.multiface_eval import evaluate_segment
+    from avface.evaluate.tables import aggregate_frame_results
+
+    torch.manual_seed(0)
+    cfg = TrainConfig()
+    cfg.model.audio_dim = 80
+    model = AVFace(cfg.model, cfg.build_face_model())
+    model.set_stage("detail")
+    ckpt = save_checkpoint(tmp_path / "detail.pt", model=model.eval(), stage="detail", step=0, epoch=0,
+                           audio_kind="mel", face_model_source=None)
+    (seg,) = read_multiface(corpus["multiface"]).segments
+    res = evaluate_segment(str(ckpt), seg, MultifaceEvalConfig(max_frames=2), str(tmp_path / "out"), heatmap_frames=1)
+    assert res.frames_scored == 2 and res.failures == []
+    assert set(res.jitter) == {OURS, DETAILED, MEAN_FACE} and res.jitter[MEAN_FACE] == 0.0
+    assert res.jitter[OURS] > 0 and res.gt_jitter > 0
+    assert [p["title"].split("\n")[0] for p in res.panels] == [OURS, DETAILED, MEAN_FACE]
+    agg = aggregate_frame_results(tmp_path / "out" / "parquet" / "multiface_distances", by=["method"],
+                                  metrics=["distance"], scheduler="sync")
+    assert sorted(agg["method"]) == sorted([OURS, DETAILED, MEAN_FACE])
+    assert (agg["distance_median"] > 0).all() and (agg["distance_median"] < 20).all()

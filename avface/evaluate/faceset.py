@@ -152,6 +152,7 @@ def evaluate_faceset(model: AVFace, cfg: FaceSetEvalConfig, baselines: Baselines
     fm = model.face_model
     lip_ids = torch.as_tensor(fm.region("lips")).long()
     size = int(model.config.image_size)
+    dev = next(model.parameters()).device
     failures: list[dict] = []
     acc, vsum, vcount = _Acc(), {}, {}
     rows_out: list[dict] = []
@@ -174,19 +175,21 @@ def evaluate_faceset(model: AVFace, cfg: FaceSetEvalConfig, baselines: Baselines
         for i in range(0, len(samples), max(cfg.batch_windows, 1)):
             chunk = samples[i:i + cfg.batch_windows]
             batch = samples_to_batch(chunk, size)
+            mb = batch if dev.type == "cpu" else batch.to(dev)  # the model's copy; metrics on the CPU
             b, t = batch.images.shape[:2]
             valid = batch.landmarks_valid.reshape(-1).numpy()
             gt_lmk = batch.landmarks.reshape(b * t, 68, 2).numpy()
             tg = batch.targets
-            gt_v = ground_truth_vertices(fm, tg) if tg is not None else None
+            gt_v = ground_truth_vertices(fm, mb.targets).cpu() if tg is not None else None
             if gt_v is not None and not occluded:
                 gt_jitter += [jitter(w) for w in gt_v.reshape(b, t, -1, 3).double()]
             methods = list(MODEL_METHODS) + (list(BASELINE_METHODS) if tg is not None and baselines else [])
             for method in methods:
                 if method in MODEL_METHODS:
-                    verts, lmk2 = _run_method(model, batch, method)
+                    verts, lmk2 = _run_method(model, mb, method)
                 else:
-                    verts, lmk2 = _baseline(model, batch, method, baselines)
+                    verts, lmk2 = _baseline(model, mb, method, baselines)
+                verts, lmk2 = verts.float().cpu(), lmk2.float().cpu()
                 pred = ((lmk2.reshape(b * t, 68, 2) + 1.0) * size / 2.0).numpy()
                 nme = np.full(b * t, np.nan)
                 nme_l = np.full(b * t, np.nan)

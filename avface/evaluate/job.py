@@ -32,6 +32,7 @@ from avface.evaluate.results import MethodResult, write_results
 from avface.evaluate.tables import write_frame_results
 from avface.evaluate.tracking import log_evaluation, resolve_model_version
 from avface.inference.checkpoint import CheckpointNotFoundError, default_training_out, resolve_registered
+from avface.inference.reconstruct import resolve_device
 from avface.train.checkpoints import find_latest_checkpoint, load_trained
 from avface.train.data import ShardIndex, target_statistics
 from avface.train.tracking import default_tracking_uri, setup_tracking
@@ -120,7 +121,8 @@ def run_evaluate(cfg: EvaluateConfig | dict[str, Any]) -> dict[str, Any]:
     uri = tracking_uri_of(cfg)
     ensure_tracking_store(uri)
     checkpoint, registered = resolve_checkpoint(cfg.model_uri, uri, out / "model")
-    tm = load_trained(checkpoint, "cpu" if cfg.device == "auto" else cfg.device)
+    device = resolve_device(cfg.device)
+    tm = load_trained(checkpoint, device)
     log.info("evaluating %s (%s, stage %s)", checkpoint, registered or "not registered", tm.meta.get("stage"))
     results: list[MethodResult] = []
     failures: list[dict] = []
@@ -150,8 +152,7 @@ def run_evaluate(cfg: EvaluateConfig | dict[str, Any]) -> dict[str, Any]:
         started = not ray.is_initialized()
         init_ray(cfg.ray_address, num_cpus=cfg.num_cpus)
         try:
-            mf = evaluate_multiface(str(checkpoint), cfg.multiface, out,
-                                    device="cpu" if cfg.device == "auto" else cfg.device)
+            mf = evaluate_multiface(str(checkpoint), cfg.multiface, out, device=device)
         finally:
             if started:
                 ray.shutdown()

@@ -87,8 +87,9 @@ def face_boxes(points2d: np.ndarray, crop_scale: float) -> np.ndarray:
 def _landmarks(vertices: torch.Tensor, fm) -> torch.Tensor:
     """Static 68-point embedding of the face model on (N, V, 3) vertices -> (N, 68, 3)."""
     n = vertices.shape[0]
-    return vertices2landmarks(vertices, fm.faces, fm.lmk68_faces[None].expand(n, -1),
-                              fm.lmk68_bary[None].expand(n, -1, -1))
+    v = vertices.to(fm.faces.device, torch.float32)
+    return vertices2landmarks(v, fm.faces, fm.lmk68_faces[None].expand(n, -1),
+                              fm.lmk68_bary[None].expand(n, -1, -1)).cpu()
 
 
 def _scan_landmarks(seg: MultifaceSegment, meshes: np.ndarray, fm) -> np.ndarray:
@@ -171,7 +172,7 @@ def evaluate_segment(checkpoint: str, seg: MultifaceSegment, cfg: MultifaceEvalC
             frame_rows.append({"method": method, "speaker": seg.identity, "segment": seg.segment, "frame": int(f),
                                "median": r.median, "mean": r.mean, "std": r.std, "iterations": r.iterations})
             if n_done < heatmap_frames:
-                res.panels.append({"title": f"{method}\n{seg.identity[-10:]} {seg.segment} {int(f)}",
+                res.panels.append({"title": f"{method}\nframe {int(f)}",
                                    "vertices": r.aligned, "faces": faces,
                                    "errors": mesh_vertex_errors(r.aligned, meshes[i], gt_faces)})
         res.frames_scored += 1
@@ -201,7 +202,8 @@ def evaluate_multiface(checkpoint: str, cfg: MultifaceEvalConfig, out: str | Pat
     if use_ray and segs:
         import ray
 
-        task = ray.remote(num_cpus=1, max_retries=0)(evaluate_segment)
+        gpus = 1 if str(device).startswith("cuda") else 0  # a task sees a GPU only when it asks for one
+        task = ray.remote(num_cpus=1, num_gpus=gpus, max_retries=0)(evaluate_segment)
         refs = [task.remote(checkpoint, s, cfg, str(out), h, device) for s, h in zip(segs, heat, strict=True)]
         pending = list(zip(segs, refs, strict=True))
         for s, ref in pending:
