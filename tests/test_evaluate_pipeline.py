@@ -111,7 +111,7 @@ def test_faceset_rows_for_every_method_and_baseline(corpus):
     assert rows["constant expression"].metrics["vertex_error_mm"] < rows["mean face"].metrics["vertex_error_mm"]
     # one frame per window: the per-frame method is a different computation of the same model
     assert rows["per-frame (window 1)"].metrics["nme"] != rows[OURS].metrics["nme"]
-    assert fs.failures == [] and len(fs.frame_rows) == 6 * (4 + 2) * 16
+    assert fs.failures == [] and len(fs.frame_rows) == fs.num_frame_rows == 6 * (4 + 2) * 16
     assert set(fs.vertex_errors) == set(rows) and all(v.shape == (tm.face_model.num_vertices,)
                                                       for v in fs.vertex_errors.values())
 
@@ -176,6 +176,8 @@ def test_evaluate_end_to_end_trained_registered_model_nightly(corpus, tmp_path):
     # per-frame distances as partitioned parquet, readable by pandas
     import pandas as pd
 
+    frames = pd.read_parquet(out / "parquet" / "faceset_frames")
+    assert len(frames) == 6 * (4 + 2) * 16 and frames["occluded"].sum() == 6 * 2 * 16
     dist = pd.read_parquet(out / "parquet" / "multiface_distances")
     assert set(dist["method"].astype(str)) == {OURS, MEAN_FACE} and dist["frame"].nunique() == 3
     # MLflow: the run, linked to the registered version, the nightly decision (first nightly: promoted)

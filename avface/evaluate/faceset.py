@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -31,6 +32,7 @@ import torch
 from avface.data.batch import Batch, samples_to_batch
 from avface.evaluate.config import FaceSetEvalConfig
 from avface.evaluate.results import MethodResult, faceset_summary
+from avface.evaluate.tables import write_frame_results
 from avface.metrics import apply_similarity, jitter, landmark_nme, lip_nme, lip_vertex_error, similarity_procrustes
 from avface.models.avface import AVFace
 from avface.models.outputs import AVFaceOutput
@@ -47,7 +49,8 @@ BASELINE_METHODS: tuple[str, ...] = ("mean face", "constant expression")
 @dataclass
 class FaceSetOutcome:
     """Rows of Table 4, per-frame NMEs by method (CED plot), mean per-vertex aligned error (V,) mm by method (heat
-    maps), per-frame rows for the parquet data set, failures (one dict per bad window / split) and notes."""
+    maps), per-frame rows for the parquet data set (empty when they were written as they came), failures (one
+    dict per bad window / split) and notes."""
 
     results: list[MethodResult]
     nme: dict[str, np.ndarray]
@@ -55,6 +58,7 @@ class FaceSetOutcome:
     frame_rows: list[dict]
     failures: list[dict]
     notes: dict[str, str] = field(default_factory=dict)
+    num_frame_rows: int = 0  # returned in frame_rows or written under frames_root
 
 
 def per_frame_batch(batch: Batch) -> Batch:
@@ -146,8 +150,11 @@ class _Acc:
 
 
 @torch.no_grad()
-def evaluate_faceset(model: AVFace, cfg: FaceSetEvalConfig, baselines: Baselines | None) -> FaceSetOutcome:
-    """Evaluate ``model`` (eval mode) on ``cfg.shards`` (see the module docstring)."""
+def evaluate_faceset(model: AVFace, cfg: FaceSetEvalConfig, baselines: Baselines | None,
+                     frames_root: str | Path | None = None) -> FaceSetOutcome:
+    """Evaluate ``model`` (eval mode) on ``cfg.shards`` (see the module docstring). ``frames_root``: write the
+    per-frame rows there batch by batch (partitioned parquet, :func:`avface.evaluate.write_frame_results`) instead
+    of returning them in ``frame_rows``."""
     model.eval()
     fm = model.face_model
     lip_ids = torch.as_tensor(fm.region("lips")).long()
@@ -156,6 +163,7 @@ def evaluate_faceset(model: AVFace, cfg: FaceSetEvalConfig, baselines: Baselines
     failures: list[dict] = []
     acc, vsum, vcount = _Acc(), {}, {}
     rows_out: list[dict] = []
+    n_rows = 0
     gt_jitter: list[float] = []
 
     def splits() -> list[tuple[str, bool]]:
@@ -171,9 +179,11 @@ def evaluate_faceset(model: AVFace, cfg: FaceSetEvalConfig, baselines: Baselines
             failures.append({"table": "faceset", "item": split, "split": split, "problem": str(e)})
             continue
         rows = _select(index, cfg.max_occluded_windows if occluded else cfg.max_windows)
-        samples = _read_windows(index, rows, failures, split)
-        for i in range(0, len(samples), max(cfg.batch_windows, 1)):
-            chunk = samples[i:i + cfg.batch_windows]
+        step = max(cfg.batch_windows, 1)
+        for i in range(0, len(rows), step):  # read batch by batch: memory does not grow with the test set
+            chunk = _read_windows(index, rows[i:i + step], failures, split)
+            if not chunk:
+                continue
             batch = samples_to_batch(chunk, size)
             mb = batch if dev.type == "cpu" else batch.to(dev)  # the model's copy; metrics on the CPU
             b, t = batch.images.shape[:2]
@@ -211,13 +221,17 @@ def evaluate_faceset(model: AVFace, cfg: FaceSetEvalConfig, baselines: Baselines
                         al, g = aligned.reshape(b, t, -1, 3), gt_v.double().reshape(b, t, -1, 3)
                         acc.add(method, "lve_mm2", [lip_vertex_error(al[k], g[k], lip_ids) for k in range(b)])
                     acc.add(method, "jitter", [jitter(w) for w in verts.double()])
-                for k, key in enumerate(batch.keys or [str(i + j) for j in range(b)]):
+                for k, key in enumerate(batch.keys):
                     speaker = str(chunk[k]["meta"].get("identity", key.split("/")[1] if "/" in key else key))
                     for f in range(t):
                         n = k * t + f
                         rows_out.append({"method": method, "speaker": speaker, "key": key, "frame": f,
                                          "split": split, "occluded": occluded, "nme": float(nme[n]),
                                          "nme_lips": float(nme_l[n]), "vertex_error_mm": float(v3d[n])})
+            if frames_root is not None and rows_out:
+                write_frame_results(rows_out, frames_root, name=f"{split}-{i:08d}")
+                n_rows += len(rows_out)
+                rows_out = []
     results, nmes = [], {}
     for method in list(MODEL_METHODS) + list(BASELINE_METHODS):
         nme = acc.get(method, "nme")
@@ -235,4 +249,5 @@ def evaluate_faceset(model: AVFace, cfg: FaceSetEvalConfig, baselines: Baselines
         failures.append({"table": "faceset", "item": cfg.split, "split": cfg.split,
                          "problem": f"{cfg.shards}: no window with valid landmarks was evaluated"})
     notes = {"faceset ground-truth jitter (mm/frame²)": f"{np.mean(gt_jitter):.3f}"} if gt_jitter else {}
-    return FaceSetOutcome(results, nmes, {m: vsum[m] / vcount[m] for m in vsum}, rows_out, failures, notes)
+    return FaceSetOutcome(results, nmes, {m: vsum[m] / vcount[m] for m in vsum}, rows_out, failures, notes,
+                          n_rows + len(rows_out))

@@ -17,6 +17,7 @@ import io
 import json
 import logging
 import os
+import shutil
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -29,7 +30,6 @@ from avface.evaluate.multiface_eval import MultifaceOutcome, evaluate_multiface,
 from avface.evaluate.nightly import NightlyConfig, compare_nightly, ensure_tracking_store
 from avface.evaluate.plots import ErrorPanel, plot_ced, render_error_heatmaps
 from avface.evaluate.results import MethodResult, write_results
-from avface.evaluate.tables import write_frame_results
 from avface.evaluate.tracking import log_evaluation, resolve_model_version
 from avface.inference.checkpoint import CheckpointNotFoundError, default_training_out, resolve_registered
 from avface.inference.reconstruct import resolve_device
@@ -134,12 +134,13 @@ def run_evaluate(cfg: EvaluateConfig | dict[str, Any]) -> dict[str, Any]:
     if cfg.faceset.shards:
         baselines, source = _baselines(tm, cfg.faceset.shards)
         notes["constant-expression baseline"] = f"mean expression/jaw from {source}"
-        fs = evaluate_faceset(tm.model, cfg.faceset, baselines)
+        frames_root = out / "parquet" / "faceset_frames"
+        if frames_root.exists():  # a re-run replaces the previous run's rows
+            shutil.rmtree(frames_root)
+        fs = evaluate_faceset(tm.model, cfg.faceset, baselines, frames_root)
         results += fs.results
         failures += fs.failures
         notes.update(fs.notes)
-        if fs.frame_rows:
-            write_frame_results(fs.frame_rows, out / "parquet" / "faceset_frames", name="faceset")
         if fs.nme:
             files.append(plot_ced({m: e for m, e in fs.nme.items()}, out / "ced.png", max_error=0.1))
         hm = _faceset_heatmaps(fs, tm.face_model, out / "heatmaps_faceset.png")

@@ -26,6 +26,7 @@ have neither, and their segments are reported as failures.
 from __future__ import annotations
 
 import logging
+import shutil
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -192,6 +193,9 @@ def evaluate_multiface(checkpoint: str, cfg: MultifaceEvalConfig, out: str | Pat
     """Every segment of ``cfg.root`` (one Ray task each when ``use_ray``; Ray must be initialised), then the
     dask aggregation of the distances into Table 5's rows."""
     out = Path(out)
+    for name in (DISTANCES, FRAMES):  # a re-run replaces the previous run's rows
+        if (out / "parquet" / name).exists():
+            shutil.rmtree(out / "parquet" / name)
     ds = read_multiface(cfg.root, camera=cfg.camera)
     failures = [{"table": "multiface", "item": "/".join(str(x) for x in (r["identity"], r["segment"], r["frame"])
                                                            if x is not None),
