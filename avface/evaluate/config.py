@@ -59,7 +59,7 @@ class EvaluateConfig:
     multiface: MultifaceEvalConfig = field(default_factory=MultifaceEvalConfig)
     nightly: NightlySettings = field(default_factory=NightlySettings)
     tracking: EvalTrackingConfig = field(default_factory=EvalTrackingConfig)
-    device: str = "cpu"  # cpu | cuda | auto
+    device: str = "auto"  # auto (cuda when the driver has one) | cpu | cuda
     ray_address: str | None = None  # None: $RAY_ADDRESS or a local Ray
     num_cpus: int | None = None  # local Ray only
     progress: bool = True
