@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from avface.data import config as data_config
 from avface.demo import config as demo_config
+from avface.evaluate import config as evaluate_config
 from avface.models import config as models_config
 from avface.synth import config as synth_config
 from avface.train import config as train_config
@@ -26,3 +27,4 @@ def register_all() -> None:
     occlude_config.register_configs()  # occlude_schema
     demo_config.register_configs()  # main_schema
     train_config.register_configs()  # train_schema
+    evaluate_config.register_configs()  # evaluate_schema

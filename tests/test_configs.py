@@ -20,6 +20,7 @@ from avface.audio.config import FEATURE_KINDS, AudioKind
 from avface.configs import register_all
 from avface.data.config import PreprocessConfig
 from avface.demo.config import MainConfig
+from avface.evaluate.config import EvaluateConfig
 from avface.models.avface import STAGES
 from avface.models.config import AVFaceConfig, Stage
 from avface.synth.config import SIZE_PRESETS, CorpusSize, SynthesizeConfig
@@ -32,6 +33,7 @@ CONF = ROOT / "conf"
 
 #: pipelines/<name>.py -> the dataclass of its config (conf/<name>.yaml). A new pipeline is added here.
 PIPELINES: dict[str, type] = {
+    "evaluate": EvaluateConfig,
     "main": MainConfig,
     "occlude": OccludeConfig,
     "preprocess": PreprocessConfig,
@@ -95,7 +97,7 @@ def test_cfg_job_prints_every_field_with_its_default():
     override on the command line shows in it (converted to the field's type)."""
     override = {"main": ("corpus.size=small", "small"), "occlude": ("occlusion.motion.max_speed=1", 1.0),
                 "preprocess": ("video.fps=30", 30.0), "synthesize": ("vox.fps=30", 30.0),
-                "train": ("stages.lip.steps=7", 7)}
+                "train": ("stages.lip.steps=7", 7), "evaluate": ("multiface.max_frames=3", 3)}
     procs = {name: _cfg_job(name, override[name][0]) for name in PIPELINES}
     for name, cls in PIPELINES.items():
         out, err = procs[name].communicate(timeout=300)
@@ -125,6 +127,8 @@ def _compose(name: str, *overrides: str):
      lambda c: (c.audio.kind, c.video.crop, c.normals.source) == ("phones", "landmarks", "auto")),
     ("synthesize", ["out=/o", "size=small", "multiface.cameras=3"],
      lambda c: (c.size, c.multiface.cameras) == ("small", 3)),
+    ("evaluate", ["model_uri=models:/avface@champion", "faceset.shards=null", "nightly.enabled=true"],
+     lambda c: (c.model_uri, c.faceset.shards, c.nightly.enabled) == ("models:/avface@champion", None, True)),
     ("main", ["shards.audio_kind=wav2vec2", "turntable.num_frames=4"],
      lambda c: (c.shards.audio_kind, c.turntable.num_frames) == ("wav2vec2", 4)),
     ("occlude", ["write=png", "occlusion.hand.source=folder", "occlusion.hand.poses=[fist]"],
