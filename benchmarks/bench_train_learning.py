@@ -71,7 +71,7 @@ def main() -> None:
                                 clips_per_identity=args.clips, occluded_windows=300, use_ray_for_synthesis=True,
                                 num_cpus=args.num_cpus)
     t_data = time.perf_counter() - t0
-    common = {"data": {"shards": str(data["shards"]), "val_windows": 64, "val_occluded_windows": 32},
+    common = {"data": {"shards": str(data["shards"]), "val_windows": 128, "val_occluded_windows": 48},
               "out": str(out / "runs"), "num_cpus": args.num_cpus, "progress": False}
     later = {"lip": args.stage_steps, "detail": args.stage_steps, "occlusion": args.stage_steps}
     timings = {}

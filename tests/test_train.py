@@ -248,3 +248,27 @@ def test_pretrained_files_named_in_the_config_are_loaded_and_reported(tmp_path):
     assert torch.equal(model.coarse.backbone.conv1.weight, e_flame["encoder.conv1.weight"])
     assert torch.equal(model.expression.video_backbone.conv1.weight, e_flame["encoder.conv1.weight"])
     assert torch.equal(model.detail.encoder.conv1.weight, donor.encoder.conv1.weight + 0.25)
+
+
+def test_cosine_schedule_decays_to_its_floor_and_resumes_in_place():
+    from avface.train.config import StageConfig
+    from avface.train.loop import _lr_schedule
+
+    scfg = StageConfig(steps=10, lr=1e-3, lr_schedule="cosine", lr_min_ratio=0.1)
+    p = torch.nn.Parameter(torch.zeros(1))
+    opt = torch.optim.Adam([p], lr=scfg.lr)
+    sched = _lr_schedule(opt, scfg, 0)
+    lrs = [opt.param_groups[0]["lr"]]
+    for _ in range(10):
+        opt.step()
+        sched.step()
+        lrs.append(opt.param_groups[0]["lr"])
+    assert lrs[0] == pytest.approx(1e-3) and lrs[-1] == pytest.approx(1e-4) and lrs[5] == pytest.approx(5.5e-4)
+    assert all(a >= b for a, b in zip(lrs, lrs[1:], strict=False))
+    # resumed at step 5 from the saved optimiser state: the same learning rate as the uninterrupted run
+    opt2 = torch.optim.Adam([torch.nn.Parameter(torch.zeros(1))], lr=scfg.lr)
+    opt2.load_state_dict({**opt.state_dict(), "param_groups": [{**opt.state_dict()["param_groups"][0],
+                                                                 "lr": lrs[5]}]})
+    _lr_schedule(opt2, scfg, 5)
+    assert opt2.param_groups[0]["lr"] == pytest.approx(lrs[5])
+    assert _lr_schedule(opt, StageConfig(), 0) is None

@@ -40,10 +40,13 @@ class StageConfig:
     checkpoint_every: int = 100  # steps between checkpoints (0: only at the end)
     patience: int = 0  # validations without improvement before stopping early (0: never stop early)
     occluded_ratio: float = 0.0  # share of occluded (_occ) windows in each epoch (occlusion stage)
+    lr_schedule: Literal["constant", "cosine"] = "constant"  # cosine: lr decays to lr_min_ratio * lr at `steps`
+    lr_min_ratio: float = 0.05
+    landmark_weight: float = 0.0  # pretrain only: weight of DECA's 2D landmark loss beside the parameter terms
 
 
 def default_stages() -> dict[str, StageConfig]:
-    return {"pretrain": StageConfig(steps=1500, lr=1e-3, patience=6),
+    return {"pretrain": StageConfig(steps=1500, lr=1e-3, patience=6, lr_schedule="cosine", landmark_weight=10.0),
             "coarse": StageConfig(steps=300, patience=3),
             "lip": StageConfig(steps=300, patience=3),
             "detail": StageConfig(steps=300, patience=3),

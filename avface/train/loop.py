@@ -29,9 +29,11 @@ import torch
 import torch.distributed as dist
 
 from avface.face_model import FaceModel
+from avface.losses.landmarks import landmark_loss
 from avface.losses.params import parameter_loss
 from avface.models.avface import AVFace
 from avface.models.checkpoints import load_deca_encoder, load_normals_net
+from avface.render.cameras import pixels_to_ndc
 from avface.train.checkpoints import CHECKPOINT_FILE, check_compatible, read_checkpoint, save_checkpoint
 from avface.train.config import MODEL_STAGE, TrainConfig
 from avface.train.data import BatchStream, ShardIndex, make_loader
@@ -51,11 +53,12 @@ FALLBACK_MONITOR = "val/nme"
 
 
 def pretrain_losses(out, batch, scales: dict[str, torch.Tensor], face_model: FaceModel | None = None,
-                    lip_ids: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+                    lip_ids: torch.Tensor | None = None, landmark_weight: float = 0.0) -> dict[str, torch.Tensor]:
     """The pretraining stage's supervised terms: each predicted parameter group against the synthetic ground
     truth, divided by its spread over the corpus (``scales``: name -> (k,) std; albedo and light are per clip in
     the targets and per frame in the prediction), and with ``face_model`` the mean vertex distance (mm) of the
-    predicted identity + expression + jaw under the true pose, over all vertices and over ``lip_ids``."""
+    predicted identity + expression + jaw under the true pose, over all vertices and over ``lip_ids``; with
+    ``landmark_weight`` DECA's weighted 2D landmark loss against the ground-truth landmarks."""
     tg = batch.targets
     t = batch.window
     pred = {"shape": out.shape, "expression": out.expression, "jaw": out.jaw, "global_pose": out.global_pose,
@@ -71,6 +74,10 @@ def pretrain_losses(out, batch, scales: dict[str, torch.Tensor], face_model: Fac
     terms = parameter_loss(pred, {k: v.to(pred[k]) for k, v in target.items()},
                            {k: scales[k].to(pred[k]) for k in pred})
     terms = {f"param_{k}": v for k, v in terms.items()}
+    if landmark_weight > 0 and out.landmarks2d is not None:
+        # the 2D reprojection that NME measures: pose and camera errors weighted by what they do to the image
+        gt = pixels_to_ndc(batch.landmarks.to(out.landmarks2d), tuple(batch.images.shape[-2:]))
+        terms["landmark"] = landmark_weight * landmark_loss(out.landmarks2d, gt, batch.landmarks_valid)
     if face_model is not None:
         # The geometry the parameters make, in mm: weighs each coefficient by how much it moves the surface
         # (the std-normalised terms weigh a coefficient that barely moves a vertex like one that opens the jaw).
@@ -103,6 +110,21 @@ def average_gradients(params: list[torch.nn.Parameter], world: int) -> None:
         n = g.numel()
         p.grad = flat[at:at + n].view_as(p).clone()
         at += n
+
+
+def _lr_schedule(optimiser: torch.optim.Optimizer, scfg, step: int):
+    """Cosine decay from ``lr`` to ``lr_min_ratio * lr`` over the stage's steps, positioned at ``step`` (resume);
+    None for a constant learning rate."""
+    if scfg.lr_schedule == "constant":
+        return None
+
+    def factor(s: int) -> float:
+        t = min(s, scfg.steps) / max(scfg.steps, 1)
+        return scfg.lr_min_ratio + (1 - scfg.lr_min_ratio) * 0.5 * (1 + math.cos(math.pi * t))
+
+    for g in optimiser.param_groups:
+        g.setdefault("initial_lr", g["lr"] if step == 0 else scfg.lr)
+    return torch.optim.lr_scheduler.LambdaLR(optimiser, factor, last_epoch=step - 1)
 
 
 def _broadcast_model(model: AVFace, world: int) -> None:
@@ -206,6 +228,7 @@ def stage_worker(payload: dict[str, Any]) -> None:
     optimiser = torch.optim.Adam(params, lr=scfg.lr, weight_decay=scfg.weight_decay)
     if opt_state is not None:
         optimiser.load_state_dict(opt_state)
+    schedule = _lr_schedule(optimiser, scfg, step)
     scales = {k: torch.tensor(v, dtype=torch.float32).clamp_min(1e-2) for k, v in (payload.get("scales") or {}).items()}
     baselines = Baselines.from_statistics(payload["statistics"]) if payload.get("statistics") else None
 
@@ -261,13 +284,15 @@ def stage_worker(payload: dict[str, Any]) -> None:
         batch = batch.to(device)
         with autocast:
             out = model(batch)
-            terms = (pretrain_losses(out, batch, scales, face_model, lip_ids) if stage == "pretrain"
-                     else model.losses(batch, out))
+            terms = (pretrain_losses(out, batch, scales, face_model, lip_ids, scfg.landmark_weight)
+                     if stage == "pretrain" else model.losses(batch, out))
         optimiser.zero_grad(set_to_none=True)
         terms["total"].backward()
         average_gradients(params, world)
         optimiser.step()
         step += 1
+        if schedule is not None:
+            schedule.step()
         step_in_epoch += 1
         samples_seen += batch.batch_size
         for k, v in terms.items():
