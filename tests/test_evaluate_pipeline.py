@@ -235,3 +235,26 @@ def test_multiface_segment_coarse_and_detailed_rows_and_parquet(corpus, tmp_path
                                   metrics=["distance"], scheduler="sync")
     assert sorted(agg["method"]) == sorted([OURS, DETAILED, MEAN_FACE])
     assert (agg["distance_median"] > 0).all() and (agg["distance_median"] < 20).all()
+
+
+def test_real_multiface_topology_takes_its_landmark_vertex_ids_from_a_file(tmp_path):
+    """Real Multiface meshes (7,306 vertices) carry no landmarks: multiface.landmark_vertices names 68 vertex ids
+    of that topology; bad files are errors naming the file."""
+    import numpy as np
+
+    from avface.evaluate.multiface_eval import _scan_landmarks, read_landmark_vertices
+
+    rng = np.random.default_rng(0)
+    meshes = rng.normal(size=(3, 7306, 3))
+    ids = rng.choice(7306, 68, replace=False)
+    np.save(tmp_path / "ids.npy", ids)
+    (tmp_path / "ids.txt").write_text(" ".join(map(str, ids)))
+    for f in ("ids.npy", "ids.txt"):
+        lm = _scan_landmarks(None, meshes, None, str(tmp_path / f))
+        np.testing.assert_array_equal(lm, meshes[:, ids])
+    (tmp_path / "short.txt").write_text("1 2 3")
+    with pytest.raises(ValueError, match="short.txt.*68 integer"):
+        read_landmark_vertices(tmp_path / "short.txt", 7306)
+    np.save(tmp_path / "big.npy", np.full(68, 9000))
+    with pytest.raises(ValueError, match=r"big.npy.*\[0, 7306\)"):
+        read_landmark_vertices(tmp_path / "big.npy", 7306)

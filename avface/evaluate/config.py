@@ -35,6 +35,10 @@ class MultifaceEvalConfig:
     crop_scale: float = 2.2  # face crop side = crop_scale x extent of the projected tracked-mesh landmarks
     refine: bool = True  # NoW's rigid + scale refinement after the landmark Procrustes
     heatmap_frames: int = 1  # Fig. 6-style heat maps of this many frames (of the first segments)
+    # 68 landmark vertex ids on the tracked meshes' topology (.npy or whitespace-separated text, iBUG order): what a
+    # real Multiface evaluation needs (its 7,306-vertex meshes carry no landmarks); None: the synthetic sidecar's
+    # landmarks or, for meshes of the face model's topology, its landmark embedding
+    landmark_vertices: str | None = None
 
 
 @dataclass

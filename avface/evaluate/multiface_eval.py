@@ -20,12 +20,14 @@ mesh, with the lip offsets of a lip-stage model), ``AVFace (ours, detailed)`` (p
 the vertex normals; only for a model with the detail stage), ``mean face`` (the face model's template). Scan
 landmarks: the synthetic stand-in's ``landmarks3d_mm`` sidecar; for a tracked-mesh topology the face model shares
 (same vertex count), the face model's landmark embedding on the scan; real Multiface meshes (7,306 vertices)
-have neither, and their segments are reported as failures.
+have neither: give ``multiface.landmark_vertices`` (68 vertex ids of that topology), else their segments are
+reported as failures.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import shutil
 import tempfile
 from dataclasses import dataclass, field
@@ -93,8 +95,27 @@ def _landmarks(vertices: torch.Tensor, fm) -> torch.Tensor:
                               fm.lmk68_bary[None].expand(n, -1, -1)).cpu()
 
 
-def _scan_landmarks(seg: MultifaceSegment, meshes: np.ndarray, fm) -> np.ndarray:
-    """(T, 68, 3) mm landmarks on the tracked meshes of ``seg.frames``."""
+def read_landmark_vertices(path: str | os.PathLike, num_vertices: int) -> np.ndarray:
+    """(68,) int vertex ids from a ``.npy`` or text file; errors name the file."""
+    path = Path(path)
+    try:
+        ids = np.load(path, allow_pickle=False) if path.suffix == ".npy" else np.loadtxt(path, dtype=np.int64)
+    except (OSError, ValueError) as e:
+        raise ValueError(f"{path}: not a readable list of landmark vertex ids: {e}") from e
+    ids = np.asarray(ids).reshape(-1)
+    if ids.size != 68 or not np.issubdtype(ids.dtype, np.integer):
+        raise ValueError(f"{path}: expected 68 integer vertex ids (iBUG order), got {ids.size} of {ids.dtype}")
+    if ids.min() < 0 or ids.max() >= num_vertices:
+        raise ValueError(f"{path}: vertex ids must be in [0, {num_vertices}), got {ids.min()}..{ids.max()}")
+    return ids.astype(np.int64)
+
+
+def _scan_landmarks(seg: MultifaceSegment, meshes: np.ndarray, fm, landmark_vertices: str | None = None
+                    ) -> np.ndarray:
+    """(T, 68, 3) mm landmarks on the tracked meshes of ``seg.frames``: the configured vertex ids, else the
+    synthetic sidecar's, else the face model's embedding when the meshes share its topology."""
+    if landmark_vertices:
+        return meshes[:, read_landmark_vertices(landmark_vertices, meshes.shape[1])]
     gt = seg.synthetic_ground_truth()
     if gt is not None and "landmarks3d_mm" in gt:
         pos = {int(f): i for i, f in enumerate(gt["frames"])}
@@ -106,7 +127,8 @@ def _scan_landmarks(seg: MultifaceSegment, meshes: np.ndarray, fm) -> np.ndarray
     if meshes.shape[1] == fm.num_vertices:
         return _landmarks(torch.as_tensor(meshes, dtype=torch.float32), fm).double().numpy()
     raise ValueError(f"{seg.root / 'tracked_mesh' / seg.segment}: no landmarks on the {meshes.shape[1]}-vertex "
-                     f"tracked meshes (neither a landmarks3d_mm sidecar nor the face model's topology)")
+                     f"tracked meshes (neither a landmarks3d_mm sidecar nor the face model's topology): give "
+                     "multiface.landmark_vertices=<68 vertex ids of this topology>")
 
 
 def _scored(frames: np.ndarray, max_frames: int) -> np.ndarray:
@@ -128,7 +150,7 @@ def evaluate_segment(checkpoint: str, seg: MultifaceSegment, cfg: MultifaceEvalC
     frames = seg.frames
     meshes = seg.meshes().astype(np.float64)  # (T, V, 3) mm
     gt_faces = seg.faces()
-    lm3 = _scan_landmarks(seg, meshes, fm)
+    lm3 = _scan_landmarks(seg, meshes, fm, cfg.landmark_vertices)
     pts = np.stack([seg.project(lm3[i], int(f))[0] for i, f in enumerate(frames)])
     boxes = face_boxes(pts, cfg.crop_scale)
     # the 30 fps timeline from the first to the last usable frame; frames without a mesh hold the previous crop
