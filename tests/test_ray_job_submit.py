@@ -10,6 +10,7 @@ import os
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -50,13 +51,21 @@ def job_server():
         os.environ["PATH"] = old_path
 
 
-def _submit(address: str, *args: str, timeout: int = 600) -> subprocess.CompletedProcess:
+def _submit(address: str, *args: str, timeout: int = 600, tries: int = 6) -> subprocess.CompletedProcess:
+    """``ray job submit``; the job server answers "No available agent" until the node's dashboard agent has
+    registered (seconds after the head starts, longer on a loaded machine): then the submission is retried, as
+    the message asks (the job itself never ran)."""
     env = dict(os.environ, RAY_AUTH_MODE="disabled")
     env.pop("RAY_ADDRESS", None)
-    return subprocess.run(
-        [RAY, "job", "submit", "--address", address, "--working-dir", str(REPO), "--", "python", *args],
-        cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout,
-    )
+    for attempt in range(tries):
+        r = subprocess.run(
+            [RAY, "job", "submit", "--address", address, "--working-dir", str(REPO), "--", "python", *args],
+            cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout,
+        )
+        if r.returncode == 0 or "No available agent" not in r.stdout + r.stderr or attempt == tries - 1:
+            return r
+        time.sleep(10)
+    return r
 
 
 def test_main_job_runs_under_ray_job_submit(job_server, tmp_path: Path):
