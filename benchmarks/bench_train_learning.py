@@ -153,7 +153,7 @@ def _plot(tracking_uri: str, path: Path) -> None:
                 hist = sorted(client.get_metric_history(run.info.run_id, key), key=lambda m: m.step)
                 if hist:
                     xs = [offset + m.step for m in hist]
-                    ax.plot(xs, [m.value for m in hist], "-o", ms=2, ls="-" if name == "recipe" else "--",
+                    ax.plot(xs, [m.value for m in hist], marker="o", ms=2, ls="-" if name == "recipe" else "--",
                             label=f"{name}: {stage}")
                     last = max(last, xs[-1])
             offset = last
