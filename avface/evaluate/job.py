@@ -35,7 +35,7 @@ from avface.inference.checkpoint import CheckpointNotFoundError, default_trainin
 from avface.inference.reconstruct import resolve_device
 from avface.train.checkpoints import find_latest_checkpoint, load_trained
 from avface.train.data import ShardIndex, target_statistics
-from avface.train.tracking import default_tracking_uri, setup_tracking
+from avface.train.tracking import default_tracking_uri, flatten_params, log_params, setup_tracking
 from avface.train.validation import Baselines
 from avface.utils.config import dataclass_from_dict
 from avface.utils.files import atomic_path
@@ -177,8 +177,7 @@ def run_evaluate(cfg: EvaluateConfig | dict[str, Any]) -> dict[str, Any]:
                                                                        else "evaluate"),
                             tags={"avface.checkpoint": str(checkpoint)})
     run_id = run.info.run_id
-    for k, v in _flat_params(asdict(cfg)).items():
-        client.log_param(run_id, k, v)
+    log_params(uri, run_id, flatten_params(asdict(cfg)))
     metrics = log_evaluation(client, run_id, results, OURS, model_uri=registered, files=files,
                              nightly=cfg.nightly.enabled)
     client.log_metric(run_id, "failures", float(len(failures)))
@@ -197,12 +196,3 @@ def run_evaluate(cfg: EvaluateConfig | dict[str, Any]) -> dict[str, Any]:
         tmp.write_text(json.dumps(summary, indent=2, default=str), encoding="utf-8")
     return summary
 
-
-def _flat_params(d: dict, prefix: str = "") -> dict[str, str]:
-    out: dict[str, str] = {}
-    for k, v in d.items():
-        if isinstance(v, dict):
-            out.update(_flat_params(v, f"{prefix}{k}."))
-        else:
-            out[f"{prefix}{k}"] = str(v)
-    return out

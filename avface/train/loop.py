@@ -38,7 +38,7 @@ from avface.train.checkpoints import CHECKPOINT_FILE, check_compatible, read_che
 from avface.train.config import MODEL_STAGE, TrainConfig
 from avface.train.data import BatchStream, ShardIndex, make_loader
 from avface.train.tracking import StageTracker
-from avface.train.validation import Baselines, ground_truth_vertices, validate
+from avface.train.validation import Baselines, flat_frames, ground_truth_vertices, validate
 from avface.train.viz import validation_strip
 
 log = logging.getLogger(__name__)
@@ -83,17 +83,13 @@ def pretrain_losses(out, batch, scales: dict[str, torch.Tensor], face_model: Fac
         # (the std-normalised terms weigh a coefficient that barely moves a vertex like one that opens the jaw).
         # The true pose is used, so these terms train identity and expression, not the camera.
         gt_v = ground_truth_vertices(face_model, tg)
-        pred_v = ground_truth_vertices(face_model, tg, expression=_flat(out.expression), jaw=_flat(out.jaw),
-                                       shape=_flat(out.shape))
+        pred_v = ground_truth_vertices(face_model, tg, expression=flat_frames(out.expression), jaw=flat_frames(out.jaw),
+                                       shape=flat_frames(out.shape))
         dist = (pred_v - gt_v).norm(dim=-1) * 1000.0  # (N, V) mm
         terms["vertices_mm"] = dist.mean()
         terms["lip_vertices_mm"] = dist[:, lip_ids].mean()
     terms["total"] = sum(terms.values())
     return terms
-
-
-def _flat(x: torch.Tensor) -> torch.Tensor:
-    return x.reshape(x.shape[0] * x.shape[1], *x.shape[2:])
 
 
 def average_gradients(params: list[torch.nn.Parameter], world: int) -> None:

@@ -20,7 +20,7 @@ import numpy as np
 log = logging.getLogger(__name__)
 
 __all__ = ["default_tracking_uri", "setup_tracking", "find_or_create_run", "StageTracker", "register_final_model",
-           "flatten_params"]
+           "flatten_params", "log_params"]
 
 RUN_KEY_TAG = "avface.run_key"
 STAGE_TAG = "avface.stage"

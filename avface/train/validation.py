@@ -24,7 +24,8 @@ from avface.models.avface import AVFace
 #: the errors whose mean is the selection score ``score_mm``
 SCORE_TERMS = ("v3d_mm", "lip_mm", "expression_mm")
 
-__all__ = ["SCORE_TERMS", "Baselines", "ground_truth_vertices", "vertex_errors", "normal_angle_deg", "validate"]
+__all__ = ["SCORE_TERMS", "Baselines", "flat_frames", "ground_truth_vertices", "vertex_errors", "normal_angle_deg",
+           "validate"]
 
 
 @dataclass
@@ -40,7 +41,7 @@ class Baselines:
                    torch.tensor(stats["jaw"]["mean"], dtype=torch.float32))
 
 
-def _flat(x: torch.Tensor) -> torch.Tensor:
+def flat_frames(x: torch.Tensor) -> torch.Tensor:
     """(B, T, ...) -> (B*T, ...)."""
     return x.reshape(x.shape[0] * x.shape[1], *x.shape[2:])
 
@@ -49,10 +50,10 @@ def ground_truth_vertices(face_model: FaceModel, targets, expression: torch.Tens
                           jaw: torch.Tensor | None = None, shape: torch.Tensor | None = None) -> torch.Tensor:
     """Vertices (N, V, 3) of the true parameters (full pose: global, neck, jaw, eyes), N = B*T; ``expression``
     (N, NE) / ``jaw`` (N, 3) / ``shape`` (N, NS) replace the true ones (baselines, expression error)."""
-    out = face_model(shape=_flat(targets.shape) if shape is None else shape,
-                     expression=_flat(targets.expression) if expression is None else expression,
-                     global_pose=_flat(targets.global_pose), neck_pose=_flat(targets.neck_pose),
-                     jaw_pose=_flat(targets.jaw) if jaw is None else jaw, eye_pose=_flat(targets.eye_pose))
+    out = face_model(shape=flat_frames(targets.shape) if shape is None else shape,
+                     expression=flat_frames(targets.expression) if expression is None else expression,
+                     global_pose=flat_frames(targets.global_pose), neck_pose=flat_frames(targets.neck_pose),
+                     jaw_pose=flat_frames(targets.jaw) if jaw is None else jaw, eye_pose=flat_frames(targets.eye_pose))
     return out.vertices
 
 
@@ -92,23 +93,23 @@ def validate(model: AVFace, batches: list, baselines: Baselines | None = None,
     for batch in batches:
         out = model(batch)
         size = batch.images.shape[-1]
-        valid = _flat(batch.landmarks_valid).cpu().numpy()
-        pred = _pixels(_flat(out.landmarks2d), size).cpu().numpy()[valid]
-        gt = _flat(batch.landmarks).cpu().numpy()[valid]
+        valid = flat_frames(batch.landmarks_valid).cpu().numpy()
+        pred = _pixels(flat_frames(out.landmarks2d), size).cpu().numpy()[valid]
+        gt = flat_frames(batch.landmarks).cpu().numpy()[valid]
         if len(gt):
             add("nme", landmark_nme(pred, gt))
             add("lip_nme", lip_nme(pred, gt))
         if batch.targets is not None:
             tg = batch.targets
             gt_v = ground_truth_vertices(fm, tg)
-            v3d, lip = vertex_errors(_flat(out.vertices), gt_v, lip_ids)
+            v3d, lip = vertex_errors(flat_frames(out.vertices), gt_v, lip_ids)
             add("v3d_mm", v3d)
             add("lip_mm", lip)
-            expr_v = ground_truth_vertices(fm, tg, expression=_flat(out.expression), jaw=_flat(out.jaw))
+            expr_v = ground_truth_vertices(fm, tg, expression=flat_frames(out.expression), jaw=flat_frames(out.jaw))
             add("expression_mm", (expr_v - gt_v).norm(dim=-1).mean(1) * 1000.0)
             if baselines is not None:
                 n = gt_v.shape[0]
-                zero_shape = torch.zeros_like(_flat(tg.shape))
+                zero_shape = torch.zeros_like(flat_frames(tg.shape))
                 mean_e = baselines.mean_expression.to(gt_v)[None].expand(n, -1)
                 mean_j = baselines.mean_jaw.to(gt_v)[None].expand(n, -1)
                 for name, verts in (
@@ -121,14 +122,14 @@ def validate(model: AVFace, batches: list, baselines: Baselines | None = None,
                 const_e = ground_truth_vertices(fm, tg, expression=mean_e, jaw=mean_j)
                 add("constant/expression_mm", (const_e - gt_v).norm(dim=-1).mean(1) * 1000.0)
         if batch.normals is not None and model.renderer is not None:
-            target = _flat(batch.normals)
+            target = flat_frames(batch.normals)
             for tag in ("coarse", "detail"):
                 normals, alpha = getattr(out, f"normals_{tag}", None), getattr(out, f"alpha_{tag}", None)
                 if normals is None and tag == "coarse" and out.vertices is not None:
                     coarse = model.render(out, "coarse")
                     normals, alpha = coarse.normals_coarse, coarse.alpha_coarse
                 if normals is not None:
-                    add(f"normal_deg_{tag}", normal_angle_deg(_flat(normals), target, _flat(alpha)))
+                    add(f"normal_deg_{tag}", normal_angle_deg(flat_frames(normals), target, flat_frames(alpha)))
     model.train(was_training)
     out = {f"{prefix}{k}": float(np.nanmean(np.concatenate(v))) for k, v in acc.items()}
     if all(f"{prefix}{k}" in out for k in SCORE_TERMS):
