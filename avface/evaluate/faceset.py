@@ -116,13 +116,6 @@ def _baseline(model: AVFace, batch: Batch, method: str, baselines: Baselines) ->
     return verts, model.decode(code).landmarks2d
 
 
-def _select(index: ShardIndex, n: int) -> list[int]:
-    rows = np.arange(len(index))
-    if n and n < len(rows):
-        rows = np.unique(np.linspace(0, len(rows) - 1, num=n).astype(int))
-    return [int(r) for r in rows]
-
-
 def _read_windows(index: ShardIndex, rows: list[int], failures: list[dict], split: str) -> list[dict]:
     samples = []
     for r in rows:
@@ -178,7 +171,7 @@ def evaluate_faceset(model: AVFace, cfg: FaceSetEvalConfig, baselines: Baselines
         except (ValueError, FileNotFoundError) as e:  # an empty / missing split: reported, the rest goes on
             failures.append({"table": "faceset", "item": split, "split": split, "problem": str(e)})
             continue
-        rows = _select(index, cfg.max_occluded_windows if occluded else cfg.max_windows)
+        rows = [int(r) for r in index.spread(cfg.max_occluded_windows if occluded else cfg.max_windows)]
         step = max(cfg.batch_windows, 1)
         for i in range(0, len(rows), step):  # read batch by batch: memory does not grow with the test set
             chunk = _read_windows(index, rows[i:i + step], failures, split)

@@ -16,7 +16,7 @@ from typing import Any, Literal
 from avface.face_model import FaceModel, load_face_model
 from avface.face_model.albedo import with_uv_albedo
 from avface.models.config import AVFaceConfig
-from avface.utils.config import dataclass_from_dict, store_config
+from avface.utils.config import dataclass_from_dict, plain, store_config
 
 __all__ = ["TRAIN_STAGES", "MODEL_STAGE", "StageConfig", "TrainDataConfig", "ScalingSettings", "TrackingConfig",
            "TrainConfig", "default_stages", "register_configs"]
@@ -115,7 +115,8 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, d: Any) -> TrainConfig:
-        d = dict(_plain_mapping(d))
+        d = plain(d)
+        d = dict((dataclasses.asdict(d) if dataclasses.is_dataclass(d) else d) or {})
         # A partial ``stages`` mapping overrides each stage's own defaults (pretrain has its own lr), not the
         # plain StageConfig defaults.
         stages = {k: dataclasses.asdict(v) for k, v in default_stages().items()}
@@ -139,19 +140,6 @@ class TrainConfig:
     def chain(self) -> list[str]:
         """The training stages this config runs, in order."""
         return list(TRAIN_STAGES) if self.stage == "all" else [self.stage]
-
-
-def _plain_mapping(d: Any) -> Any:
-    """OmegaConf containers -> plain dicts (the partial-stages merge needs plain mappings)."""
-    try:
-        from omegaconf import Container, OmegaConf
-    except ImportError:  # pragma: no cover
-        return d
-    if isinstance(d, Container):
-        return OmegaConf.to_container(d, resolve=True)
-    if dataclasses.is_dataclass(d) and not isinstance(d, type):
-        return dataclasses.asdict(d)
-    return d or {}
 
 
 def register_configs() -> None:

@@ -19,6 +19,7 @@ at any (epoch, step): a resumed run skips the batches it already trained on with
 
 from __future__ import annotations
 
+import io
 import json
 import logging
 import math
@@ -32,15 +33,16 @@ import numpy as np
 import pandas as pd
 import torch
 
-from avface.data.batch import samples_to_batch
-from avface.data.sample import GT_CLIP_PARAMS, decode_sample
+from avface.data.batch import Batch, samples_to_batch
+from avface.data.sample import GT_CLIP_PARAMS, decode_sample, unpack_gt_params
 
 log = logging.getLogger(__name__)
 
-__all__ = ["ShardIndex", "EpochPlan", "plan_epoch", "BatchStream", "make_loader", "identity_of", "data_summary",
+__all__ = ["OCC_SUFFIX", "ShardIndex", "EpochPlan", "plan_epoch", "BatchStream", "make_loader", "identity_of",
+           "data_summary",
            "target_statistics"]
 
-OCC_SUFFIX = "_occ"
+OCC_SUFFIX = "_occ"  # occluded copies of a split: ``{split}_occ`` shards
 
 
 def identity_of(clip_id: str) -> str:
@@ -90,18 +92,40 @@ class ShardIndex:
     def select(self, mask: Any) -> ShardIndex:
         return ShardIndex(self.root, self.table[mask].reset_index(drop=True))
 
-    def read(self, row: int) -> dict[str, Any]:
-        """Decoded sample ``row`` (:func:`avface.data.sample.decode_sample`)."""
+    def spread(self, n: int) -> np.ndarray:
+        """Row numbers of ``n`` evenly spaced samples (all of them when ``n`` <= 0 or >= len): fixed validation and
+        evaluation subsets, probes."""
+        if n <= 0 or n >= len(self.table):
+            return np.arange(len(self.table))
+        return np.unique(np.linspace(0, len(self.table) - 1, num=n).astype(int))
+
+    def _raw(self, row: int, fields: tuple[str, ...] | None = None) -> dict[str, Any]:
+        """The bytes of sample ``row``'s members (only ``fields`` when given)."""
         r = self.table.iloc[row]
         raw: dict[str, Any] = {"__key__": r["key"]}
         with open(self.root / r["shard"], "rb") as f:
             for name, (offset, size) in json.loads(r["members"]).items():
-                f.seek(offset)
-                raw[name] = f.read(size)
+                if fields is None or name in fields:
+                    f.seek(offset)
+                    raw[name] = f.read(size)
+        return raw
+
+    def read(self, row: int) -> dict[str, Any]:
+        """Decoded sample ``row`` (:func:`avface.data.sample.decode_sample`)."""
         try:
-            return decode_sample(raw)
+            return decode_sample(self._raw(row))
         except Exception as e:
+            r = self.table.iloc[row]
             raise ValueError(f"{self.root / r['shard']}: sample {r['key']}: {type(e).__name__}: {e}") from e
+
+    def read_targets(self, row: int) -> dict[str, np.ndarray] | None:
+        """Ground-truth parameters of sample ``row`` (``decode_sample``'s ``gt``) without decoding its frames;
+        None when it has none."""
+        raw = self._raw(row, ("meta.json", "gt_params.npy"))
+        if "gt_params.npy" not in raw:
+            return None
+        meta = json.loads(raw["meta.json"])
+        return unpack_gt_params(np.load(io.BytesIO(raw["gt_params.npy"]), allow_pickle=False), meta["gt_layout"])
 
 
 def _tar_members(path: Path) -> dict[str, dict[str, list[int]]]:
@@ -191,7 +215,7 @@ class BatchStream(torch.utils.data.IterableDataset):
         return plan_epoch(self.index, epoch, self.rank, self.world, self.batch_windows, self.windows_per_speaker,
                           self.seed, self.occluded_ratio)
 
-    def __iter__(self) -> Iterator[tuple[int, int, Any]]:
+    def __iter__(self) -> Iterator[tuple[int, int, Batch]]:
         info = torch.utils.data.get_worker_info()
         wid, nw = (info.id, info.num_workers) if info is not None else (0, 1)
         epoch, first, counter = self.start_epoch, self.start_step, 0
@@ -218,7 +242,7 @@ def data_summary(index: ShardIndex, probe: int = 64) -> dict[str, Any]:
     """What the shards hold, read from up to ``probe`` samples: audio kind and size, image size, whether they carry
     normals / ground-truth parameters (and of which face model), speakers and windows."""
     t = index.table
-    rows = np.linspace(0, len(t) - 1, num=min(probe, len(t))).astype(int)
+    rows = index.spread(probe)
     kinds, dims, normals, gt, fm, sizes = set(), set(), [], [], set(), set()
     for r in rows:
         s = index.read(int(r))
@@ -245,7 +269,7 @@ def target_statistics(index: ShardIndex, max_samples: int = 2000, seed: int = 0)
         rows = np.sort(np.random.default_rng(seed).choice(rows, max_samples, replace=False))
     acc: dict[str, list[np.ndarray]] = {}
     for r in rows:
-        gt = index.read(int(r)).get("gt")
+        gt = index.read_targets(int(r))
         if gt is None:
             raise ValueError(f"{index.root}: sample {t.iloc[int(r)]['key']} has no ground-truth parameters")
         for k, v in gt.items():

@@ -23,11 +23,11 @@ import time
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import ray.train
 import torch
 import torch.distributed as dist
 
+from avface.data.batch import samples_to_batch
 from avface.face_model import FaceModel
 from avface.losses.landmarks import landmark_loss
 from avface.losses.params import parameter_loss
@@ -36,7 +36,7 @@ from avface.models.checkpoints import load_deca_encoder, load_normals_net
 from avface.render.cameras import pixels_to_ndc
 from avface.train.checkpoints import CHECKPOINT_FILE, check_compatible, read_checkpoint, save_checkpoint
 from avface.train.config import MODEL_STAGE, TrainConfig
-from avface.train.data import BatchStream, ShardIndex, make_loader
+from avface.train.data import OCC_SUFFIX, BatchStream, ShardIndex, make_loader
 from avface.train.tracking import StageTracker
 from avface.train.validation import Baselines, flat_frames, ground_truth_vertices, validate
 from avface.train.viz import validation_strip
@@ -163,11 +163,9 @@ def load_pretrained(model: AVFace, tracker: StageTracker | None = None) -> dict[
 
 def _val_batches(index: ShardIndex | None, n: int, image_size: int) -> list:
     """A fixed, evenly spaced subset of ``n`` held-out windows, in batches of 8 (same windows every validation)."""
-    from avface.data.batch import samples_to_batch
-
     if index is None or n <= 0 or len(index) == 0:
         return []
-    rows = np.unique(np.linspace(0, len(index) - 1, num=min(n, len(index))).astype(int))
+    rows = index.spread(n)
     samples = [index.read(int(r)) for r in rows]
     return [samples_to_batch(samples[i:i + 8], image_size) for i in range(0, len(samples), 8)]
 
@@ -230,7 +228,7 @@ def stage_worker(payload: dict[str, Any]) -> None:
 
     # 4. data ------------------------------------------------------------------------------------------------
     d = cfg.data
-    splits = [d.train_split] + ([d.train_split + "_occ"] if scfg.occluded_ratio > 0 else [])
+    splits = [d.train_split] + ([d.train_split + OCC_SUFFIX] if scfg.occluded_ratio > 0 else [])
     index = ShardIndex.build(d.shards, splits)
     stream = BatchStream(index, rank, world, d.batch_windows, d.windows_per_speaker, mcfg.image_size, cfg.seed,
                          occluded_ratio=scfg.occluded_ratio, start_epoch=epoch, start_step=step_in_epoch)
@@ -240,7 +238,7 @@ def stage_worker(payload: dict[str, Any]) -> None:
         val = _val_batches(ShardIndex.build(d.shards, [d.val_split]), d.val_windows, mcfg.image_size)
         if d.val_occluded_windows > 0:
             try:
-                val_occ = _val_batches(ShardIndex.build(d.shards, [d.val_split + "_occ"]), d.val_occluded_windows,
+                val_occ = _val_batches(ShardIndex.build(d.shards, [d.val_split + OCC_SUFFIX]), d.val_occluded_windows,
                                        mcfg.image_size)
             except ValueError:
                 val_occ = []  # no occluded held-out windows were preprocessed

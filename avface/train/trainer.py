@@ -20,7 +20,7 @@ import torch
 from avface.face_model import FaceModel
 from avface.train.checkpoints import FINAL_FILE, check_compatible, read_checkpoint
 from avface.train.config import MODEL_STAGE, TrainConfig
-from avface.train.data import ShardIndex, data_summary, target_statistics
+from avface.train.data import OCC_SUFFIX, ShardIndex, data_summary, target_statistics
 from avface.train.loop import stage_worker
 from avface.train.tracking import (
     default_tracking_uri,
@@ -72,8 +72,7 @@ def estimate_cam_scale(index: ShardIndex, face_model: FaceModel, stats: dict | N
                          global_pose=torch.zeros(1, 3)).landmarks68[0]
     model_iod = float((lm3[36, :2] - lm3[45, :2]).norm())
     ratios = []
-    rows = np.linspace(0, len(index) - 1, num=min(probe, len(index))).astype(int)
-    for r in rows:
+    for r in index.spread(probe):
         s = index.read(int(r))
         size = s["frames"].shape[1]
         lm = s["landmarks"][s["landmarks_valid"]]
@@ -88,6 +87,7 @@ def estimate_cam_scale(index: ShardIndex, face_model: FaceModel, stats: dict | N
 def run_training(cfg: TrainConfig | dict[str, Any], start_ray: bool = True) -> dict[str, Any]:
     """Train the configured stage(s); returns (and writes to ``<out>/<name>/summary.json``) what each stage
     reached, the final model and its registered version."""
+    from mlflow.tracking import MlflowClient
     from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
 
@@ -97,10 +97,11 @@ def run_training(cfg: TrainConfig | dict[str, Any], start_ray: bool = True) -> d
     run_dir = out / cfg.name
     shards = Path(cfg.data.shards).expanduser().resolve()
     cfg.data.shards = str(shards)
-    index = ShardIndex.build(shards, [cfg.data.train_split])
+    # one index of the clean and occluded training windows (the tars' headers are read once)
+    both = ShardIndex.build(shards, [cfg.data.train_split, cfg.data.train_split + OCC_SUFFIX])
+    index = both.select(~both.table["occluded"])
     summary = data_summary(index)
-    occ = ShardIndex.build(shards, [cfg.data.train_split, cfg.data.train_split + "_occ"])
-    summary["occluded_windows"] = int(occ.table["occluded"].sum())
+    summary["occluded_windows"] = int(both.table["occluded"].sum())
     chain = plan_stages(cfg, summary, shards)
     if cfg.model.audio_dim != summary["audio_dim"]:
         log.info("model.audio_dim %d -> %d (%s features in the shards)", cfg.model.audio_dim, summary["audio_dim"],
@@ -171,15 +172,11 @@ def run_training(cfg: TrainConfig | dict[str, Any], start_ray: bool = True) -> d
         if not report.exists():
             raise RuntimeError(f"stage {stage} ended without exporting {export}")
         results[stage] = json.loads(report.read_text())
-        from mlflow.tracking import MlflowClient
-
         MlflowClient(uri).set_terminated(child)
         prev = str(export)
 
     # 5. the final model ------------------------------------------------------------------------------------
     version = register_final_model(uri, parent, prev, cfg.tracking.registered_model) if prev else None
-    from mlflow.tracking import MlflowClient
-
     MlflowClient(uri).set_terminated(parent)
     result = {"name": cfg.name, "stages": results, "final": prev, "chain": chain, "data": summary,
               "tracking_uri": uri, "mlflow_run_id": parent,

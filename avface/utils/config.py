@@ -21,7 +21,7 @@ from typing import Any, Literal, TypeVar
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, Container, OmegaConf
 
-__all__ = ["dataclass_from_dict", "omegaconf_node", "store_config"]
+__all__ = ["dataclass_from_dict", "omegaconf_node", "plain", "store_config"]
 
 T = TypeVar("T")
 
@@ -43,7 +43,7 @@ def dataclass_from_dict(cls: type[T], data: Any, *, path: str = "") -> T:
             list or dict) holds a value it does not allow; the message names the key path, the value and the
             allowed values.
     """
-    data = _plain(data)
+    data = plain(data)
     if data is None:
         return cls()
     if dataclasses.is_dataclass(data) and not isinstance(data, type):
@@ -59,8 +59,9 @@ def dataclass_from_dict(cls: type[T], data: Any, *, path: str = "") -> T:
     return cls(**{k: _convert(hints[k], v, f"{path}.{k}" if path else k) for k, v in data.items()})
 
 
-def _plain(data: Any) -> Any:
-    """OmegaConf containers -> resolved plain dicts/lists; anything else unchanged."""
+def plain(data: Any) -> Any:
+    """OmegaConf containers -> resolved plain dicts/lists; anything else unchanged (the one conversion every config
+    loader uses)."""
     return OmegaConf.to_container(data, resolve=True) if isinstance(data, Container) else data
 
 
@@ -72,7 +73,7 @@ def _is_union(hint: Any) -> bool:
 def _convert(hint: Any, value: Any, path: str) -> Any:
     """``value`` of a field annotated ``hint``: nested dataclasses built, ``Literal`` values checked,
     list/tuple matched to the annotation (elements converted too)."""
-    value = _plain(value)
+    value = plain(value)
     origin = typing.get_origin(hint)
     if _is_union(hint):
         if value is None:
