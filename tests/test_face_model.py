@@ -211,3 +211,22 @@ def test_validation_messages():
         FaceModelData(**{**kw, "posedirs": np.zeros((35, data.num_vertices * 3))})
     with pytest.raises(ValueError, match="faces index vertices"):
         FaceModelData(**{**kw, "faces": data.faces + data.num_vertices})
+
+
+def test_starter_model_is_bit_identical_whatever_the_blas_thread_count():
+    """A checkpoint trained in a Ray worker (OMP_NUM_THREADS=1) must match the starter model of a plain
+    multi-threaded process: the face-model fingerprint hashes the bases' bytes."""
+    import os
+    import subprocess
+    import sys
+
+    code = ("from avface.face_model import FaceModel, load_face_model\n"
+            "from avface.train.checkpoints import face_model_fingerprint\n"
+            "print(face_model_fingerprint(FaceModel(load_face_model(None))))\n")
+    prints = []
+    for threads in ("1", "2", "4"):
+        env = {**os.environ, "OMP_NUM_THREADS": threads, "OPENBLAS_NUM_THREADS": threads, "MKL_NUM_THREADS": threads}
+        res = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
+        assert res.returncode == 0, res.stderr[-2000:]
+        prints.append(res.stdout.strip().splitlines()[-1])
+    assert len(set(prints)) == 1, f"fingerprints under 1/2/4 BLAS threads: {prints}"

@@ -37,6 +37,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from threadpoolctl import threadpool_limits
 from scipy.spatial import cKDTree
 
 from avface.face_model.data import FaceModelData
@@ -780,7 +781,16 @@ def _regions(g: _Geometry, w_jaw: np.ndarray) -> dict[str, np.ndarray]:
 # ------------------------------------------------------------------------------------------------- public
 def build_starter_model(seed: int = 0) -> FaceModelData:
     """Build the open starter face model (deterministic for a given ``seed``; the seed drives only the random
-    smooth basis fields). See the module docstring for what is in it."""
+    smooth basis fields). See the module docstring for what is in it.
+
+    Built with single-threaded BLAS: a multi-threaded BLAS sums in an order that depends on the thread count, so a
+    Ray worker (OMP_NUM_THREADS=1) and a plain process would build bases that differ in the last bits, and a
+    checkpoint trained in one would not match the face-model fingerprint of the other."""
+    with threadpool_limits(limits=1):
+        return _build_starter_model(seed)
+
+
+def _build_starter_model(seed: int) -> FaceModelData:
     rng = np.random.default_rng(seed)
     g = _build_geometry()
     J_reg, W, w_jaw = _skinning(g)
