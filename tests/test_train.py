@@ -41,7 +41,10 @@ def _flat(x: torch.Tensor) -> torch.Tensor:
 def _reprojection_error_px(index: ShardIndex, n: int = 6) -> float:
     """Pixel distance between the shards' ground-truth landmarks and the projection of the shards' ground-truth
     parameters (face model landmarks, carried camera)."""
-    batch = samples_to_batch([index.read(i) for i in range(min(n, len(index)))])
+    return _batch_reprojection_error_px(samples_to_batch([index.read(i) for i in range(min(n, len(index)))]))
+
+
+def _batch_reprojection_error_px(batch) -> float:
     tg = batch.targets
     fm = FaceModel(load_face_model(None))
     out = fm(shape=_flat(tg.shape), expression=_flat(tg.expression), global_pose=_flat(tg.global_pose),
@@ -74,6 +77,30 @@ def test_landmark_crop_keeps_the_ground_truth_camera_exact(shards, tmp_path):
     index = ShardIndex.build(out, ["train"])
     assert index.read(0)["meta"]["crop_boxes"] is not None
     assert _reprojection_error_px(index) < 0.05  # float32 crop arithmetic
+
+
+def test_zoom_shift_augmentation_keeps_every_target_exact(shards):
+    """The augmentation moves images, normals, occlusion masks, landmarks and the ground-truth camera together."""
+    from avface.train.augment import random_zoom_shift, zoom_shift
+
+    batch = samples_to_batch([ShardIndex.build(shards, ["train"]).read(i) for i in range(4)])
+    before = batch.images.clone()
+    size = batch.image_size
+    aug = zoom_shift(batch, torch.tensor([1.15, 0.85, 1.0, 1.0]), torch.tensor([[0.1, -0.05], [-0.1, 0.08],
+                                                                                 [4 / size, 0.0], [0.0, -6 / size]]))
+    assert torch.equal(batch.images, before)  # the input batch is untouched
+    assert _batch_reprojection_error_px(batch) < 1e-3
+    assert _batch_reprojection_error_px(aug) < 1e-2  # the new camera projects onto the new landmarks
+    # a whole-pixel shift moves every map by exactly those pixels (window 2: 2 px right, window 3: 3 px up)
+    assert torch.allclose(aug.images[2, ..., 2:], batch.images[2, ..., :-2], atol=1e-5)
+    assert torch.allclose(aug.normals[2, ..., 2:], batch.normals[2, ..., :-2], atol=1e-5)
+    assert torch.allclose(aug.images[3, ..., :-3, :], batch.images[3, ..., 3:, :], atol=1e-5)
+    assert torch.allclose(aug.occlusion_mask[3, :, :-3, :], batch.occlusion_mask[3, :, 3:, :], atol=1e-5)
+    assert not torch.allclose(aug.images[0], batch.images[0])
+    # every window of a random draw stays exact too, and no augmentation returns the batch itself
+    g = torch.Generator().manual_seed(0)
+    assert _batch_reprojection_error_px(random_zoom_shift(batch, 0.15, 0.1, g)) < 1e-2
+    assert random_zoom_shift(batch, 0.0, 0.0) is batch
 
 
 @pytest.mark.ray

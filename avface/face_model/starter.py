@@ -37,8 +37,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from threadpoolctl import threadpool_limits
 from scipy.spatial import cKDTree
+from threadpoolctl import threadpool_limits
 
 from avface.face_model.data import FaceModelData
 from avface.face_model.mesh import point_in_polygon, read_obj, vertex_normals

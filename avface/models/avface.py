@@ -146,7 +146,8 @@ class AVFace(nn.Module):
         return STAGES.index(self.stage) >= STAGES.index(stage)
 
     # ------------------------------------------------------------------------------------------ forward
-    def forward(self, batch: Batch, generator: torch.Generator | None = None) -> AVFaceOutput:
+    def forward(self, batch: Batch, generator: torch.Generator | None = None, render: bool = True) -> AVFaceOutput:
+        """``render=False`` skips the coarse rendering (a caller that uses no image-space output: pretraining)."""
         images, audio = batch.images, batch.audio
         code = self.coarse(images)
         ej = self.expression(images, audio, batch.audio_valid, batch.video_valid, generator)
@@ -158,7 +159,7 @@ class AVFace(nn.Module):
         out = self.decode(out)
         if self._runs("lip") and self.lip is not None:
             out = self.refine_lips(out, audio, ej.audio_keep if audio is not None else None)
-        if self.renderer is not None and self.stage in ("coarse", "lip"):
+        if render and self.renderer is not None and self.stage in ("coarse", "lip"):
             out = self._render(out, "coarse")
         if self._runs("detail") and self.detail is not None:
             if self.renderer is None:

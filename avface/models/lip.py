@@ -80,7 +80,9 @@ class LipRefiner(nn.Module):
                                       cfg.hidden, cfg.first_omega)
         self.final = nn.Linear(cfg.hidden, 3)
         with torch.no_grad():
-            bound = math.sqrt(6.0 / cfg.hidden) / cfg.first_omega
+            # near zero (not zero: every parameter gets gradient at step 0): the lip stage starts from the coarse
+            # lips instead of random offsets (which raised the held-out lip error by 0.04 mm before any training)
+            bound = 1e-2 * math.sqrt(6.0 / cfg.hidden) / cfg.first_omega
             self.final.weight.uniform_(-bound, bound)
             self.final.bias.zero_()
         self.n_lip_vertices = n_lip_vertices

@@ -34,6 +34,7 @@ from avface.losses.params import parameter_loss
 from avface.models.avface import AVFace
 from avface.models.checkpoints import load_deca_encoder, load_normals_net
 from avface.render.cameras import pixels_to_ndc
+from avface.train.augment import random_zoom_shift
 from avface.train.checkpoints import CHECKPOINT_FILE, check_compatible, read_checkpoint, save_checkpoint
 from avface.train.config import MODEL_STAGE, TrainConfig
 from avface.train.data import OCC_SUFFIX, BatchStream, ShardIndex, make_loader
@@ -275,9 +276,12 @@ def stage_worker(payload: dict[str, Any]) -> None:
     for epoch, step_in_epoch, batch in loader:
         if step >= scfg.steps or stop:
             break
-        batch = batch.to(device)
+        # one draw per (seed, rank, step): a resumed run sees the same augmentation
+        augment = torch.Generator().manual_seed(cfg.seed * 1_000_003 + rank * 7919 + step)
+        batch = random_zoom_shift(batch, scfg.augment_zoom, scfg.augment_shift, augment).to(device)
         with autocast:
-            out = model(batch)
+            # pretraining has no image-space term: skip the coarse rendering (half the step time)
+            out = model(batch, render=stage != "pretrain")
             terms = (pretrain_losses(out, batch, scales, face_model, lip_ids, scfg.landmark_weight)
                      if stage == "pretrain" else model.losses(batch, out))
         optimiser.zero_grad(set_to_none=True)
