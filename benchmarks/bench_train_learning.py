@@ -55,10 +55,12 @@ def main() -> None:
     ap.add_argument("--identities", type=int, default=600)
     ap.add_argument("--test-identities", type=int, default=20)
     ap.add_argument("--clips", type=int, default=2, help="clips per training speaker")
-    ap.add_argument("--pretrain-steps", type=int, default=1000)
+    ap.add_argument("--pretrain-steps", type=int, default=2000)
     ap.add_argument("--stage-steps", type=int, default=150)
     ap.add_argument("--scratch-steps", type=int, default=600)
-    ap.add_argument("--val-every", type=int, default=50)
+    ap.add_argument("--val-every", type=int, default=50, help="steps between validations of the later stages")
+    ap.add_argument("--pretrain-val-every", type=int, default=100,
+                    help="steps between validations of pretraining (each costs about as much as 50 steps)")
     ap.add_argument("--scratch-all-stages", action="store_true",
                     help="also run lip/detail/occlusion after the from-scratch coarse stage")
     ap.add_argument("--num-cpus", type=int, default=2)
@@ -78,8 +80,9 @@ def main() -> None:
     later = {"lip": args.stage_steps, "detail": args.stage_steps, "occlusion": args.stage_steps}
     timings = {}
     t0 = time.perf_counter()
-    recipe = run_training({**common, "name": "recipe", "stage": "all", "stages": _stage_config(
-        {"pretrain": args.pretrain_steps, "coarse": args.stage_steps, **later}, args.val_every)})
+    stages = _stage_config({"coarse": args.stage_steps, **later}, args.val_every)
+    stages.update(_stage_config({"pretrain": args.pretrain_steps}, args.pretrain_val_every))
+    recipe = run_training({**common, "name": "recipe", "stage": "all", "stages": stages})
     timings["recipe"] = time.perf_counter() - t0
     t0 = time.perf_counter()
     scratch = {}

@@ -359,3 +359,14 @@ def test_occlusion_failure_is_recorded_not_silent(tmp_path, caplog):
     meta = json.loads(str(gt["meta"]))
     assert meta["occlusion_planned"] and meta["occlusion_failed"] and meta["occlusion"] is None
     assert "no-hands" in meta["occlusion_error"] and not gt["occlusion_mask"].any()
+
+
+def test_smooth_noise_keeps_unit_spread_and_never_blows_up_a_short_sequence():
+    """The camera drift of a 1-2 s clip is smoothed over 1.5 s: dividing such a nearly constant sequence by its own
+    spread made one clip's camera scale negative (its render failed). The spread is the filter's, not the sample's."""
+    from avface.synth.face import smooth_noise
+
+    worst = max(float(np.abs(smooth_noise(np.random.default_rng(s), 20, 3, 37.5)).max()) for s in range(300))
+    assert worst < 5.0
+    long = smooth_noise(np.random.default_rng(0), 20000, 4, 5.0)
+    assert np.allclose(long.std(axis=0), 1.0, atol=0.1)

@@ -68,10 +68,17 @@ def sample_identity(rng: np.random.Generator, data: FaceModelData, face: FaceCon
 
 
 def smooth_noise(rng: np.random.Generator, n: int, dims: int, sigma_frames: float) -> np.ndarray:
-    """(n, dims) low-pass Gaussian noise with unit standard deviation per dimension."""
+    """(n, dims) low-pass Gaussian noise with unit standard deviation per dimension (in expectation).
+
+    Divided by the filter's own output spread (the norm of its kernel), not by the sample's: a sequence much
+    shorter than ``sigma_frames`` is nearly constant, and dividing by its tiny sample spread blew it up (a clip's
+    camera-scale drift of -60 standard deviations made its scale negative and its render fail)."""
+    sigma = max(sigma_frames, 1e-3)
     pad = int(4 * sigma_frames) + 1
-    x = gaussian_filter1d(rng.standard_normal((n + 2 * pad, dims)), max(sigma_frames, 1e-3), axis=0)[pad:pad + n]
-    return x / np.maximum(x.std(axis=0, keepdims=True), 1e-6) if n > 1 else x
+    x = gaussian_filter1d(rng.standard_normal((n + 2 * pad, dims)), sigma, axis=0)[pad:pad + n]
+    impulse = np.zeros(2 * pad + 1)
+    impulse[pad] = 1.0
+    return x / np.linalg.norm(gaussian_filter1d(impulse, sigma))
 
 
 def blink_curve(rng: np.random.Generator, times: np.ndarray, interval: tuple[float, float],
