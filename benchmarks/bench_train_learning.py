@@ -127,10 +127,64 @@ def main() -> None:
         "3D vs constant": best["val/v3d_mm"] / const["v3d_mm"],
     }
     print("\nfinal model / constant baseline: " + ", ".join(f"{k} {v:.3f}" for k, v in ratios.items()))
+    budget = _lip_error_budget(recipe["final"], data["shards"], 128)
+    print("\nwhere the held-out lip error comes from (lip mm after the similarity alignment; 'true' = the corpus's "
+          "exact parameters):")
+    print("| face | lip mm |\n|---|---|")
+    for k, v in budget.items():
+        print(f"| {k} | {v:.3f} |")
     (out / "learning.json").write_text(json.dumps({"rows": rows, "ratios": ratios, "timings": timings,
-                                                   "t_data": t_data}, indent=2))
+                                                   "t_data": t_data, "lip_error_budget": budget}, indent=2))
     _plot(recipe["tracking_uri"], out / "learning.png")
     print(f"wrote {out / 'learning.png'} and {out / 'learning.json'}")
+
+
+def _lip_error_budget(checkpoint: str, shards: str, windows: int) -> dict[str, float]:
+    """Lip error of the final model beside faces that swap true parameters in (held-out validation windows): which
+    of identity, jaw and expression limits it. Also the jaw's RMS error (degrees, opening axis)."""
+    import numpy as np
+    import torch
+
+    from avface.data.batch import samples_to_batch
+    from avface.train.checkpoints import load_trained
+    from avface.train.data import ShardIndex
+    from avface.train.validation import flat_frames, ground_truth_vertices, vertex_errors
+
+    trained = load_trained(checkpoint)
+    model, fm = trained.model, trained.face_model
+    stats = trained.meta["extras"]["statistics"]
+    mean_e = torch.tensor(stats["expression"]["mean"], dtype=torch.float32)
+    mean_j = torch.tensor(stats["jaw"]["mean"], dtype=torch.float32)
+    lip = torch.as_tensor(fm.region("lips")).long()
+    index = ShardIndex.build(shards, ["test"])
+    rows = index.spread(windows)
+    acc: dict[str, list[float]] = {}
+    with torch.no_grad():
+        for i in range(0, len(rows), 8):
+            batch = samples_to_batch([index.read(int(r)) for r in rows[i:i + 8]], model.config.image_size)
+            out, tg = model(batch), batch.targets
+            gt = ground_truth_vertices(fm, tg)
+            n = gt.shape[0]
+            template = torch.zeros_like(flat_frames(tg.shape))
+            e, j, shape = flat_frames(out.expression), flat_frames(out.jaw), flat_frames(out.shape)
+            me, mj = mean_e[None].expand(n, -1), mean_j[None].expand(n, -1)
+            faces = {
+                "constant: template, mean expression and jaw": ground_truth_vertices(fm, tg, me, mj, template),
+                "final model": flat_frames(out.vertices),
+                "final model's expression and jaw on the template": ground_truth_vertices(fm, tg, e, j, template),
+                "final model's expression, true jaw, template": ground_truth_vertices(fm, tg, e, flat_frames(tg.jaw),
+                                                                                      template),
+                "template, mean expression, true jaw": ground_truth_vertices(fm, tg, me, flat_frames(tg.jaw), template),
+                "template, true expression and jaw": ground_truth_vertices(fm, tg, shape=template),
+                "final model's identity, true expression and jaw": ground_truth_vertices(fm, tg, shape=shape),
+            }
+            for name, verts in faces.items():
+                acc.setdefault(name, []).append(float(vertex_errors(verts, gt, lip)[1].mean()))
+            acc.setdefault("jaw RMS error (deg)", []).append(
+                float(((j[:, 0] - flat_frames(tg.jaw)[:, 0]) ** 2).mean()))
+    res = {k: float(np.mean(v)) for k, v in acc.items()}
+    res["jaw RMS error (deg)"] = float(np.degrees(np.sqrt(res["jaw RMS error (deg)"])))
+    return res
 
 
 def _plot(tracking_uri: str, path: Path) -> None:
