@@ -38,6 +38,8 @@ def step_rate(index, stage: str, steps: int) -> float:
     from avface.face_model import FaceModel, load_face_model
     from avface.models import AVFaceConfig
     from avface.models.avface import AVFace
+    from avface.train.augment import random_zoom_shift
+    from avface.train.config import default_stages
     from avface.train.data import BatchStream, target_statistics
     from avface.train.loop import pretrain_losses
 
@@ -54,9 +56,13 @@ def step_rate(index, stage: str, steps: int) -> float:
     stream = iter(BatchStream(index, 0, 1, 8, 4, cfg.image_size, seed=0))
     batches = [next(stream)[2] for _ in range(4)]
 
-    def one(b):
-        out = model(b)
-        terms = pretrain_losses(out, b, scales, fm, lips) if stage == "pretrain" else model.losses(b, out)
+    scfg = default_stages()[stage]
+
+    def one(b):  # what the loop does per step (avface.train.loop, step 5)
+        b = random_zoom_shift(b, scfg.augment_zoom, scfg.augment_shift, torch.Generator().manual_seed(0))
+        out = model(b, render=stage != "pretrain")
+        terms = (pretrain_losses(out, b, scales, fm, lips, scfg.landmark_weight) if stage == "pretrain"
+                 else model.losses(b, out))
         opt.zero_grad()
         terms["total"].backward()
         opt.step()
