@@ -27,15 +27,12 @@ from avface.train.checkpoints import (
 from avface.train.config import TrainConfig
 from avface.train.data import BatchStream, ShardIndex, data_summary, plan_epoch, target_statistics
 from avface.train.trainer import plan_stages
+from avface.train.validation import flat_frames
 
 
 @pytest.fixture
 def shards(train_shards) -> Path:
     return train_shards
-
-
-def _flat(x: torch.Tensor) -> torch.Tensor:
-    return x.reshape(-1, *x.shape[2:])
 
 
 def _reprojection_error_px(index: ShardIndex, n: int = 6) -> float:
@@ -47,11 +44,12 @@ def _reprojection_error_px(index: ShardIndex, n: int = 6) -> float:
 def _batch_reprojection_error_px(batch) -> float:
     tg = batch.targets
     fm = FaceModel(load_face_model(None))
-    out = fm(shape=_flat(tg.shape), expression=_flat(tg.expression), global_pose=_flat(tg.global_pose),
-             neck_pose=_flat(tg.neck_pose), jaw_pose=_flat(tg.jaw), eye_pose=_flat(tg.eye_pose))
-    px = (orthographic_project(out.landmarks68_dynamic, _flat(tg.cam))[..., :2] + 1) * batch.image_size / 2
-    valid = _flat(batch.landmarks_valid)
-    return float((px - _flat(batch.landmarks)).norm(dim=-1)[valid].max())
+    out = fm(shape=flat_frames(tg.shape), expression=flat_frames(tg.expression),
+             global_pose=flat_frames(tg.global_pose), neck_pose=flat_frames(tg.neck_pose), jaw_pose=flat_frames(tg.jaw),
+             eye_pose=flat_frames(tg.eye_pose))
+    px = (orthographic_project(out.landmarks68_dynamic, flat_frames(tg.cam))[..., :2] + 1) * batch.image_size / 2
+    valid = flat_frames(batch.landmarks_valid)
+    return float((px - flat_frames(batch.landmarks)).norm(dim=-1)[valid].max())
 
 
 @pytest.mark.ray

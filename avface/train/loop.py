@@ -278,7 +278,7 @@ def stage_worker(payload: dict[str, Any]) -> None:
             break
         # one draw per (seed, rank, step): a resumed run sees the same augmentation
         augment = torch.Generator().manual_seed(cfg.seed * 1_000_003 + rank * 7919 + step)
-        batch = random_zoom_shift(batch, scfg.augment_zoom, scfg.augment_shift, augment).to(device)
+        batch = random_zoom_shift(batch.to(device), scfg.augment_zoom, scfg.augment_shift, augment)  # on the device
         with autocast:
             # pretraining has no image-space term: skip the coarse rendering (half the step time)
             out = model(batch, render=stage != "pretrain")
