@@ -38,10 +38,9 @@ def step_rate(index, stage: str, steps: int) -> float:
     from avface.face_model import FaceModel, load_face_model
     from avface.models import AVFaceConfig
     from avface.models.avface import AVFace
-    from avface.train.augment import random_zoom_shift
     from avface.train.config import default_stages
     from avface.train.data import BatchStream, target_statistics
-    from avface.train.loop import pretrain_losses
+    from avface.train.loop import StepContext, train_step
 
     cfg = AVFaceConfig.tiny()
     cfg.audio_dim = 80
@@ -49,23 +48,18 @@ def step_rate(index, stage: str, steps: int) -> float:
     model = AVFace(cfg, fm)
     model.set_stage("coarse")
     model.train()
-    opt = torch.optim.Adam(model.trainable_parameters(), lr=1e-4, weight_decay=5e-4)
+    params = model.trainable_parameters()
+    opt = torch.optim.Adam(params, lr=1e-4, weight_decay=5e-4)
     stats = target_statistics(index, max_samples=200)
     scales = {k: torch.tensor(v["std"]).clamp_min(1e-2) for k, v in stats.items()}
-    lips = torch.as_tensor(fm.region("lips")).long()
     stream = iter(BatchStream(index, 0, 1, 8, 4, cfg.image_size, seed=0))
     batches = [next(stream)[2] for _ in range(4)]
-
     scfg = default_stages()[stage]
+    ctx = StepContext(stage, scfg.augment_zoom, scfg.augment_shift, scfg.landmark_weight, scales, fm,
+                      torch.as_tensor(fm.region("lips")).long())
 
-    def one(b):  # what the loop does per step (avface.train.loop, step 5)
-        b = random_zoom_shift(b, scfg.augment_zoom, scfg.augment_shift, torch.Generator().manual_seed(0))
-        out = model(b, render=stage != "pretrain")
-        terms = (pretrain_losses(out, b, scales, fm, lips, scfg.landmark_weight) if stage == "pretrain"
-                 else model.losses(b, out))
-        opt.zero_grad()
-        terms["total"].backward()
-        opt.step()
+    def one(b):  # the loop's own step (avface.train.loop.train_step)
+        train_step(model, opt, params, b, ctx, torch.Generator().manual_seed(0))
 
     one(batches[0])
     t0, n = time.perf_counter(), 0

@@ -6,7 +6,7 @@ Numbered steps, as in Ray's training examples:
 2. model: face model + AVFace, initial weights (resume checkpoint > previous stage > pretrained files), stage;
 3. optimiser: Adam over exactly the stage's trainable parameters (paper 3.5: lr 1e-4, weight decay 5e-4);
 4. data: this rank's speaker-grouped, exactly-once batches from the resume point (avface.train.data);
-5. loop: forward, the stage's losses, backward, gradients averaged over ranks, step;
+5. loop: :func:`train_step` (augment, forward, the stage's losses, backward, gradients averaged over ranks, step);
 6. validation on held-out speakers (rank 0), early stopping decided by rank 0 and broadcast;
 7. checkpoint + report: ``ray.train.report`` on every rank at the same steps (a barrier); rank 0 writes the
    checkpoint and logs to MLflow; at the end rank 0 exports the best model as ``final.pt``.
@@ -14,12 +14,14 @@ Numbered steps, as in Ray's training examples:
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import math
 import os
 import tempfile
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -44,7 +46,8 @@ from avface.train.viz import validation_strip
 
 log = logging.getLogger(__name__)
 
-__all__ = ["STAGE_MONITOR", "stage_worker", "pretrain_losses", "average_gradients", "load_pretrained"]
+__all__ = ["STAGE_MONITOR", "StepContext", "stage_worker", "train_step", "pretrain_losses", "average_gradients",
+           "load_pretrained"]
 
 #: the validation metric each stage early-stops and selects its final model on (lower is better); without
 #: ground truth (real data) every stage falls back to the landmark NME
@@ -107,6 +110,40 @@ def average_gradients(params: list[torch.nn.Parameter], world: int) -> None:
         n = g.numel()
         p.grad = flat[at:at + n].view_as(p).clone()
         at += n
+
+
+@dataclass
+class StepContext:
+    """What one optimisation step needs besides the model and the batch (built once per stage)."""
+
+    stage: str  # a TrainConfig stage name: pretrain, coarse, lip, detail, occlusion
+    augment_zoom: float  # StageConfig.augment_zoom
+    augment_shift: float  # StageConfig.augment_shift
+    landmark_weight: float  # StageConfig.landmark_weight (pretraining only)
+    scales: dict[str, torch.Tensor]  # pretraining parameter spreads, name -> (k,)
+    face_model: FaceModel
+    lip_ids: torch.Tensor  # (L,) long, the face model's lip vertices
+    world: int = 1  # ranks whose gradients are averaged
+    autocast: Any = field(default_factory=contextlib.nullcontext)  # torch.autocast(...) under mixed precision
+
+
+def train_step(model: AVFace, optimiser: torch.optim.Optimizer, params: list[torch.nn.Parameter], batch,
+               ctx: StepContext, generator: torch.Generator) -> tuple[dict[str, torch.Tensor], int]:
+    """One step of the loop: augment -> forward -> the stage's losses -> backward -> gradients averaged over
+    ranks -> optimiser step. ``batch`` is on the model's device already (the augmentation then runs there too);
+    ``generator`` draws the zoom and shift. Returns (the loss terms, detached, ``total`` included; the number of
+    windows in the batch)."""
+    batch = random_zoom_shift(batch, ctx.augment_zoom, ctx.augment_shift, generator)
+    with ctx.autocast:
+        # pretraining has no image-space term: skip the coarse rendering (half the step time)
+        out = model(batch, render=ctx.stage != "pretrain")
+        terms = (pretrain_losses(out, batch, ctx.scales, ctx.face_model, ctx.lip_ids, ctx.landmark_weight)
+                 if ctx.stage == "pretrain" else model.losses(batch, out))
+    optimiser.zero_grad(set_to_none=True)
+    terms["total"].backward()
+    average_gradients(params, ctx.world)
+    optimiser.step()
+    return {k: v.detach() for k, v in terms.items()}, batch.batch_size
 
 
 def _lr_schedule(optimiser: torch.optim.Optimizer, scfg, step: int):
@@ -244,8 +281,9 @@ def stage_worker(payload: dict[str, Any]) -> None:
             except ValueError:
                 val_occ = []  # no occluded held-out windows were preprocessed
     monitor = STAGE_MONITOR[stage]
-    lip_ids = torch.as_tensor(face_model.region("lips")).long().to(device)
-    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.scaling.mixed_precision)
+    step_ctx = StepContext(stage, scfg.augment_zoom, scfg.augment_shift, scfg.landmark_weight, scales, face_model,
+                           torch.as_tensor(face_model.region("lips")).long().to(device), world,
+                           torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.scaling.mixed_precision))
 
     def evaluate() -> dict[str, float]:
         m = validate(model, [b.to(device) for b in val], baselines, "val/")
@@ -278,23 +316,14 @@ def stage_worker(payload: dict[str, Any]) -> None:
             break
         # one draw per (seed, rank, step): a resumed run sees the same augmentation
         augment = torch.Generator().manual_seed(cfg.seed * 1_000_003 + rank * 7919 + step)
-        batch = random_zoom_shift(batch.to(device), scfg.augment_zoom, scfg.augment_shift, augment)  # on the device
-        with autocast:
-            # pretraining has no image-space term: skip the coarse rendering (half the step time)
-            out = model(batch, render=stage != "pretrain")
-            terms = (pretrain_losses(out, batch, scales, face_model, lip_ids, scfg.landmark_weight)
-                     if stage == "pretrain" else model.losses(batch, out))
-        optimiser.zero_grad(set_to_none=True)
-        terms["total"].backward()
-        average_gradients(params, world)
-        optimiser.step()
+        terms, windows = train_step(model, optimiser, params, batch.to(device), step_ctx, augment)
         step += 1
         if schedule is not None:
             schedule.step()
         step_in_epoch += 1
-        samples_seen += batch.batch_size
+        samples_seen += windows
         for k, v in terms.items():
-            sums[k] = sums.get(k, 0.0) + float(v.detach())
+            sums[k] = sums.get(k, 0.0) + float(v)
         n_sum += 1
         last = step >= scfg.steps
         do_val = (scfg.val_every > 0 and step % scfg.val_every == 0) or last
