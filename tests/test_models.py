@@ -314,3 +314,35 @@ def test_coarse_camera_scale_starts_at_the_configured_value(scale):
     with torch.no_grad():
         cam = ce(_inputs(cfg, 2, 3)[0]).cam
     assert torch.allclose(cam[..., 0], torch.full((2, 3), scale), atol=0.05)
+
+
+def test_audio_encoder_standardises_its_input_with_the_configured_statistics():
+    """E_a with (mean, std) computes exactly what E_a without them computes on standardised features; the
+    statistics are config values, not weights (the state dict is unchanged, so older checkpoints still load)."""
+    from avface.models.encoders import AudioEncoder
+
+    cfg = AVFaceConfig.tiny().expression.audio
+    gen = torch.Generator().manual_seed(0)
+    mean = (torch.randn(80, generator=gen) * 3 - 4).tolist()
+    std = (torch.rand(80, generator=gen) * 2 + 0.5).tolist()
+    torch.manual_seed(0)
+    raw = AudioEncoder(80, 16, cfg)
+    torch.manual_seed(0)
+    standardised = AudioEncoder(80, 16, cfg, mean, std)
+    assert raw.state_dict().keys() == standardised.state_dict().keys()
+    audio = torch.randn(2, 3, 16, 80, generator=gen) * 4 - 3
+    expected = raw((audio - torch.tensor(mean)) / torch.tensor(std))
+    assert torch.allclose(standardised(audio), expected, atol=1e-5)
+    assert not torch.allclose(raw(audio), expected, atol=1e-3)
+    with pytest.raises(ValueError, match="80 values each"):
+        AudioEncoder(80, 16, cfg, mean[:29], std[:29])
+    with pytest.raises(ValueError, match="positive"):
+        AudioEncoder(80, 16, cfg, mean, [0.0] * 80)
+    # the whole model passes its config's statistics to both audio encoders (E_a and the lip refiner's)
+    from avface.face_model import FaceModel, load_face_model
+    from avface.models.avface import AVFace
+
+    mcfg = dataclasses.replace(AVFaceConfig.tiny(), audio_dim=80, audio_mean=mean, audio_std=std)
+    model = AVFace(mcfg, FaceModel(load_face_model(None)), renderer=False)
+    for enc in (model.expression.audio_encoder, model.lip.audio_encoder):
+        assert torch.equal(enc.standardize.mean, torch.tensor(mean))

@@ -25,7 +25,14 @@ from avface.train.checkpoints import (
     save_checkpoint,
 )
 from avface.train.config import TrainConfig
-from avface.train.data import BatchStream, ShardIndex, data_summary, plan_epoch, target_statistics
+from avface.train.data import (
+    BatchStream,
+    ShardIndex,
+    audio_statistics,
+    data_summary,
+    plan_epoch,
+    target_statistics,
+)
 from avface.train.trainer import plan_stages
 from avface.train.validation import flat_frames
 
@@ -247,6 +254,18 @@ def test_target_statistics_are_the_corpus_spread(shards):
     assert len(stats["shape"]["std"]) == 100 and len(stats["light"]["mean"]) == 27
     assert 3.0 < stats["cam"]["mean"][0] < 10.0  # the synthetic corpus's orthographic scale
     assert max(stats["expression"]["std"]) > 0.05
+
+
+def test_audio_statistics_are_the_feature_rows_mean_and_spread(shards):
+    """Per channel over every non-padding row of the sampled windows (the zero rows at a clip's ends left out)."""
+    index = ShardIndex.build(shards, ["train"])
+    mean, std = audio_statistics(index, max_samples=10_000)
+    rows = np.concatenate([index.read(r)["audio_features"].reshape(-1, 80) for r in range(len(index))])
+    rows = rows[np.abs(rows).sum(1) > 0].astype(np.float64)
+    assert len(mean) == len(std) == 80
+    np.testing.assert_allclose(mean, rows.mean(0), atol=2e-5)
+    np.testing.assert_allclose(std, rows.std(0), rtol=1e-4, atol=2e-5)
+    assert min(std) > 0
 
 
 def test_pretrained_files_named_in_the_config_are_loaded_and_reported(tmp_path):

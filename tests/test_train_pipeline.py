@@ -69,10 +69,18 @@ def test_every_stage_for_two_steps_then_the_same_command_resumes(train_shards, t
     assert summary["registered"] == "models:/avface/1"
     assert client.get_model_version("avface", "1").run_id == parents[0].info.run_id
     # the final model loads for inference, with its audio kind and the furthest stage
-    from avface.train.checkpoints import load_trained
+    import torch
+
+    from avface.train.checkpoints import load_trained, read_checkpoint
 
     trained = load_trained(summary["final"])
     assert trained.audio_kind == "mel" and trained.model.stage == "detail"
+    # ... and standardises the audio with the training shards' statistics, the same in every stage's checkpoint
+    assert len(trained.model.config.audio_mean) == 80 and len(trained.model.config.audio_std) == 80
+    assert torch.equal(trained.model.expression.audio_encoder.standardize.mean,
+                       torch.tensor(trained.model.config.audio_mean))
+    assert all(read_checkpoint(out / "avface" / s / "final.pt")["model_config"]["audio_mean"]
+               == trained.model.config.audio_mean for s in STAGES)
 
     # the same command again: every stage is finished, nothing retrains, MLflow keeps one run per stage
     t0 = time.time()

@@ -46,7 +46,8 @@ class AVFace(nn.Module):
         super().__init__()
         self.config = cfg = config
         self.coarse = CoarseEncoder(cfg.coarse)
-        self.expression = ExpressionJawEncoder(cfg.expression, cfg.audio_dim, cfg.audio_window)
+        self.expression = ExpressionJawEncoder(cfg.expression, cfg.audio_dim, cfg.audio_window, cfg.audio_mean,
+                                               cfg.audio_std)
         self.face_model = face_model
         self.lip: LipRefiner | None = None
         self.detail: DetailUNet | None = None
@@ -54,7 +55,8 @@ class AVFace(nn.Module):
             if face_model is None:
                 raise ValueError("the lip stage needs a face model (lip vertex ids)")
             self.register_buffer("lip_ids", face_model.region("lips").long(), persistent=False)
-            self.lip = LipRefiner(cfg.lip, int(self.lip_ids.numel()), cfg.audio_dim, cfg.audio_window)
+            self.lip = LipRefiner(cfg.lip, int(self.lip_ids.numel()), cfg.audio_dim, cfg.audio_window,
+                                  cfg.audio_mean, cfg.audio_std)
         if "detail" in cfg.stages:
             self.detail = DetailUNet(cfg.detail, cfg.audio_dim, cfg.audio_window)
         self.renderer = None

@@ -10,6 +10,29 @@ from torch import nn
 from avface.models.config import BackboneConfig, HeadConfig, TransformerConfig
 
 
+class FeatureStandardizer(nn.Module):
+    """``x (..., F) -> (x - mean) / std``; the identity without statistics. ``mean``/``std`` (F,) are config values
+    (saved with the model's config), so they are non-persistent buffers: not in the state dict, moved by ``.to``."""
+
+    def __init__(self, dim: int, mean: list[float] | None = None, std: list[float] | None = None):
+        super().__init__()
+        self.enabled = mean is not None or std is not None
+        if not self.enabled:
+            return
+        if mean is None or std is None or len(mean) != dim or len(std) != dim:
+            raise ValueError(f"feature statistics need a mean and a std of {dim} values each, got "
+                             f"{None if mean is None else len(mean)} and {None if std is None else len(std)}")
+        if min(std) <= 0:
+            raise ValueError(f"feature std must be positive, got min {min(std)}")
+        self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32), persistent=False)
+        self.register_buffer("std", torch.tensor(std, dtype=torch.float32), persistent=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.enabled:
+            return x
+        return (x - self.mean.to(x.dtype)) / self.std.to(x.dtype)
+
+
 class BasicBlock(nn.Module):
     expansion = 1
 

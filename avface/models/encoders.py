@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from avface.models.blocks import ResNet, TemporalTransformer, mlp, projection_head
+from avface.models.blocks import FeatureStandardizer, ResNet, TemporalTransformer, mlp, projection_head
 from avface.models.config import (
     AudioEncoderConfig,
     CoarseConfig,
@@ -96,10 +96,13 @@ class CoarseEncoder(nn.Module):
 
 class AudioEncoder(nn.Module):
     """E_a: 1D convolutions over a (16, F) window (F = feature channels, convolution along the 16 steps)
-    -> (..., embed). Accepts (B, T, 16, F) or (N, 16, F)."""
+    -> (..., embed). Accepts (B, T, 16, F) or (N, 16, F). With ``mean``/``std`` (F,) the features are
+    standardised per channel first (:class:`~avface.models.blocks.FeatureStandardizer`)."""
 
-    def __init__(self, audio_dim: int, window: int, cfg: AudioEncoderConfig):
+    def __init__(self, audio_dim: int, window: int, cfg: AudioEncoderConfig, mean: list[float] | None = None,
+                 std: list[float] | None = None):
         super().__init__()
+        self.standardize = FeatureStandardizer(audio_dim, mean, std)
         mods: list[nn.Module] = []
         c_in, length = audio_dim, window
         for c in cfg.channels:
@@ -111,7 +114,7 @@ class AudioEncoder(nn.Module):
 
     def forward(self, audio: torch.Tensor) -> torch.Tensor:
         lead = audio.shape[:-2]
-        x = audio.reshape(-1, *audio.shape[-2:]).transpose(1, 2)  # (N, F, 16)
+        x = self.standardize(audio.reshape(-1, *audio.shape[-2:])).transpose(1, 2)  # (N, F, 16)
         x = self.conv(x).flatten(1)
         return self.fc(x).reshape(*lead, -1)
 
@@ -134,14 +137,15 @@ class ExpressionJawEncoder(nn.Module):
     is the zero embedding, in training and at inference.
     """
 
-    def __init__(self, cfg: ExpressionJawConfig, audio_dim: int, audio_window: int = 16):
+    def __init__(self, cfg: ExpressionJawConfig, audio_dim: int, audio_window: int = 16,
+                 audio_mean: list[float] | None = None, audio_std: list[float] | None = None):
         super().__init__()
         self.cfg = cfg
         self.use_audio = cfg.modalities in ("av", "audio")
         self.use_video = cfg.modalities in ("av", "video")
         width = 0
         if self.use_audio:
-            self.audio_encoder = AudioEncoder(audio_dim, audio_window, cfg.audio)
+            self.audio_encoder = AudioEncoder(audio_dim, audio_window, cfg.audio, audio_mean, audio_std)
             width += cfg.audio.embed
         if self.use_video:
             self.video_backbone = ResNet(cfg.backbone)

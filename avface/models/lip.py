@@ -66,10 +66,11 @@ class LipRefiner(nn.Module):
     audio the lip shape is deduced based on video only").
     """
 
-    def __init__(self, cfg: LipRefinerConfig, n_lip_vertices: int, audio_dim: int, audio_window: int = 16):
+    def __init__(self, cfg: LipRefinerConfig, n_lip_vertices: int, audio_dim: int, audio_window: int = 16,
+                 audio_mean: list[float] | None = None, audio_std: list[float] | None = None):
         super().__init__()
         self.cfg = cfg
-        self.audio_encoder = AudioEncoder(audio_dim, audio_window, cfg.audio)
+        self.audio_encoder = AudioEncoder(audio_dim, audio_window, cfg.audio, audio_mean, audio_std)
         self.vertex_feature = nn.Parameter(torch.randn(n_lip_vertices, cfg.vertex_feature) * 0.1) \
             if cfg.vertex_feature > 0 else None
         in_dim = 3 + max(cfg.vertex_feature, 0)

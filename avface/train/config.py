@@ -108,6 +108,9 @@ class TrainConfig:
     # the photometric loss then sees shading only)
     albedo_model: str | None = None
     cam_scale_from_data: bool = True  # set model.coarse.init_cam_scale from the shards (ground truth or landmarks)
+    # set model.audio_mean/audio_std (the audio encoders' input standardisation) from the shards, unless the model
+    # config gives them; with `init`, the checkpoint's own statistics (its weights were trained with them)
+    audio_stats_from_data: bool = True
     ray_address: str | None = None  # None: $RAY_ADDRESS or a local Ray
     num_cpus: int | None = None  # local Ray only
     seed: int = 0

@@ -39,8 +39,7 @@ from avface.data.sample import GT_CLIP_PARAMS, decode_sample, unpack_gt_params
 log = logging.getLogger(__name__)
 
 __all__ = ["OCC_SUFFIX", "ShardIndex", "EpochPlan", "plan_epoch", "BatchStream", "make_loader", "identity_of",
-           "data_summary",
-           "target_statistics"]
+           "data_summary", "audio_statistics", "target_statistics"]
 
 OCC_SUFFIX = "_occ"  # occluded copies of a split: ``{split}_occ`` shards
 
@@ -258,6 +257,33 @@ def data_summary(index: ShardIndex, probe: int = 64) -> dict[str, Any]:
             "has_targets": all(gt), "gt_face_model": sorted(map(str, fm - {None})), "image_sizes": sorted(sizes),
             "windows": int((~t["occluded"]).sum()), "occluded_windows": int(t["occluded"].sum()),
             "speakers": int(t["identity"].nunique())}
+
+
+def audio_statistics(index: ShardIndex, max_samples: int = 256, seed: int = 0) -> tuple[list[float], list[float]]:
+    """Per-channel mean and std (F,) of the audio feature rows of (up to ``max_samples``) clean windows, the
+    all-zero rows that pad a clip's ends left out: ``AVFaceConfig.audio_mean`` / ``audio_std``. Reads only the
+    ``audio_features.npy`` members."""
+    t = index.table
+    rows = np.flatnonzero(~t["occluded"].to_numpy())
+    if rows.size > max_samples:
+        rows = np.sort(np.random.default_rng(seed).choice(rows, max_samples, replace=False))
+    total, total_sq, n = None, None, 0
+    for r in rows:
+        raw = index._raw(int(r), ("audio_features.npy",))
+        if "audio_features.npy" not in raw:
+            raise ValueError(f"{index.root}: sample {raw['__key__']} has no audio_features.npy")
+        a = np.load(io.BytesIO(raw["audio_features.npy"]), allow_pickle=False).astype(np.float64)
+        a = a.reshape(-1, a.shape[-1])  # (T * 16, F)
+        a = a[np.abs(a).sum(1) > 0]
+        total = a.sum(0) if total is None else total + a.sum(0)
+        total_sq = (a ** 2).sum(0) if total_sq is None else total_sq + (a ** 2).sum(0)
+        n += len(a)
+    if n < 2:
+        raise ValueError(f"{index.root}: no non-zero audio feature rows to take statistics from")
+    mean = total / n
+    std = np.sqrt(np.maximum(total_sq / n - mean ** 2, 0.0))
+    std = np.maximum(std, 1e-3 * max(float(std.max()), 1e-6))  # a constant channel must not divide by ~0
+    return [round(float(v), 5) for v in mean], [round(float(v), 5) for v in std]
 
 
 def target_statistics(index: ShardIndex, max_samples: int = 2000, seed: int = 0) -> dict[str, dict[str, list]]:

@@ -20,7 +20,7 @@ import torch
 from avface.face_model import FaceModel
 from avface.train.checkpoints import FINAL_FILE, check_compatible, read_checkpoint
 from avface.train.config import MODEL_STAGE, TrainConfig
-from avface.train.data import OCC_SUFFIX, ShardIndex, data_summary, target_statistics
+from avface.train.data import OCC_SUFFIX, ShardIndex, audio_statistics, data_summary, target_statistics
 from avface.train.loop import stage_worker
 from avface.train.tracking import (
     default_tracking_uri,
@@ -115,6 +115,12 @@ def run_training(cfg: TrainConfig | dict[str, Any], start_ray: bool = True) -> d
     if cfg.cam_scale_from_data:
         cfg.model.coarse.init_cam_scale = estimate_cam_scale(index, face_model, stats)
         log.info("camera scale initialised from the data: %.3f", cfg.model.coarse.init_cam_scale)
+    if cfg.init:
+        init_model = read_checkpoint(cfg.init).get("model_config", {})
+        cfg.model.audio_mean, cfg.model.audio_std = init_model.get("audio_mean"), init_model.get("audio_std")
+    elif cfg.audio_stats_from_data and cfg.model.audio_mean is None:
+        cfg.model.audio_mean, cfg.model.audio_std = audio_statistics(index)
+        log.info("audio features standardised with the shards' statistics (%d channels)", len(cfg.model.audio_mean))
     if not getattr(face_model, "has_albedo", False):
         log.warning("the face model has no albedo model: the photometric loss sees shading only")
     if cfg.init:
