@@ -63,6 +63,30 @@ def test_laplacian_normals_loss_zero_for_identical_and_grows_with_noise():
     assert laplacian_normals_loss(noisy, target, torch.zeros_like(mask)).item() == 0.0  # empty mask: 0, not NaN
 
 
+def test_lip_normals_loss_keeps_a_thin_lip_ring_and_drops_stencils_that_leave_the_face():
+    """A 2-px lip ring inside the face: with ``defined`` (where normals exist) every ring pixel counts, and only
+    pixels whose 3x3 stencil reaches past ``defined`` are dropped. Eroding the ring itself would leave nothing."""
+    target = _normal_map(1)
+    g = torch.Generator().manual_seed(2)
+    noisy = F.normalize(target + 0.2 * torch.randn(target.shape, generator=g), dim=1)
+    ring = torch.zeros(1, 1, 32, 32)
+    ring[..., 12:20, 10:22] = 1
+    ring[..., 14:18, 12:20] = 0  # the ring is 2 px thick, like the lips at 64 px
+    face = torch.zeros(1, 1, 32, 32)
+    face[..., 4:28, 4:28] = 1
+    diff = (image_laplacian(noisy) - image_laplacian(target)).abs()  # (1,3,32,32)
+    expected = diff.permute(0, 2, 3, 1)[ring[:, 0] > 0].mean()
+    assert torch.allclose(laplacian_normals_loss(noisy, target, ring, defined=face), expected)
+    assert laplacian_normals_loss(noisy, target, ring, erode=True).item() == 0.0  # the eroded ring is empty
+    # the face ends at column 21: the stencils of the ring pixels in column 21 read column 22, so they are dropped
+    face_cut = face.clone()
+    face_cut[..., 22:] = 0
+    keep = ring.clone()
+    keep[..., 21:] = 0
+    expected_cut = diff.permute(0, 2, 3, 1)[keep[:, 0] > 0].mean()
+    assert torch.allclose(laplacian_normals_loss(noisy, target, ring, defined=face_cut), expected_cut)
+
+
 def test_landmark_losses():
     g = torch.Generator().manual_seed(0)
     gt = torch.rand(2, 3, 68, 2, generator=g) * 2 - 1

@@ -25,13 +25,20 @@ def image_laplacian(x: torch.Tensor) -> torch.Tensor:
 
 
 def laplacian_normals_loss(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor | None = None,
-                           erode: bool = True) -> torch.Tensor:
+                           erode: bool = True, defined: torch.Tensor | None = None) -> torch.Tensor:
     """|| Lap(pred) - Lap(target) ||_1 over a region: eq. (1) with the lip mask, eq. (3) with the face mask.
 
-    pred, target (N,3,H,W) normal maps; mask (N,1,H,W) in {0,1}. With ``erode`` the mask is eroded by one pixel
-    so the Laplacian stencil never straddles the region border (where the rendered normals stop).
+    pred, target (N,3,H,W) normal maps; mask (N,1,H,W) in [0,1], the region. The 3x3 stencil must not read
+    pixels where a normal map stops (the rendered face's silhouette): with ``defined`` (N,1,H,W), where both maps
+    are defined, the region is cut to the pixels whose whole stencil lies in ``defined`` (its one-pixel erosion).
+    Without it the region is itself where the normals are defined (the face) and, with ``erode``, is eroded.
+    Eroding the lip region instead would be wrong: the skin around the lips has normals, and at 64 px the lips
+    are a ring 2-3 px thick, so its erosion keeps about a tenth of them.
     """
-    if mask is not None and erode:
+    if defined is not None:
+        inner = -F.max_pool2d(-defined.to(pred), 3, 1, 1)
+        mask = inner if mask is None else mask.to(pred) * inner
+    elif mask is not None and erode:
         mask = -F.max_pool2d(-mask.to(pred), 3, 1, 1)
     return masked_mean((image_laplacian(pred) - image_laplacian(target)).abs(), mask)
 

@@ -295,8 +295,11 @@ class AVFace(nn.Module):
                         terms["identity"] = w.identity * idl
             if self.stage == "lip" and batch.normals is not None and outputs.normals_coarse is not None:
                 mask = outputs.lip_mask_coarse if visible is None else outputs.lip_mask_coarse * visible
+                target = _bt(batch.normals.to(images.dtype))
+                # the stencil may reach past the lips into the skin, not past the rendered or target face
+                defined = (_bt(outputs.alpha_coarse) * (target.norm(dim=1, keepdim=True) > 0.5).to(target)).detach()
                 terms["normals_lip"] = w.normals * M.laplacian_normals_loss(
-                    _bt(outputs.normals_coarse), _bt(batch.normals.to(images.dtype)), _bt(mask))
+                    _bt(outputs.normals_coarse), target, _bt(mask), defined=defined)
         elif self.stage == "detail" and outputs.displacement is not None:
             mask = outputs.alpha_detail if visible is None else outputs.alpha_detail * visible
             terms["photometric_detail"] = w.detail_photometric * M.photometric_loss(
