@@ -259,29 +259,30 @@ def data_summary(index: ShardIndex, probe: int = 64) -> dict[str, Any]:
             "speakers": int(t["identity"].nunique())}
 
 
+def _clean_sample_rows(index: ShardIndex, max_samples: int, seed: int) -> np.ndarray:
+    """Rows of the clean (not occluded) windows, a seeded random subset of ``max_samples`` when there are more."""
+    rows = np.flatnonzero(~index.table["occluded"].to_numpy())
+    if rows.size > max_samples:
+        rows = np.sort(np.random.default_rng(seed).choice(rows, max_samples, replace=False))
+    return rows
+
+
 def audio_statistics(index: ShardIndex, max_samples: int = 256, seed: int = 0) -> tuple[list[float], list[float]]:
     """Per-channel mean and std (F,) of the audio feature rows of (up to ``max_samples``) clean windows, the
     all-zero rows that pad a clip's ends left out: ``AVFaceConfig.audio_mean`` / ``audio_std``. Reads only the
     ``audio_features.npy`` members."""
-    t = index.table
-    rows = np.flatnonzero(~t["occluded"].to_numpy())
-    if rows.size > max_samples:
-        rows = np.sort(np.random.default_rng(seed).choice(rows, max_samples, replace=False))
-    total, total_sq, n = None, None, 0
-    for r in rows:
+    parts = []
+    for r in _clean_sample_rows(index, max_samples, seed):
         raw = index._raw(int(r), ("audio_features.npy",))
         if "audio_features.npy" not in raw:
             raise ValueError(f"{index.root}: sample {raw['__key__']} has no audio_features.npy")
-        a = np.load(io.BytesIO(raw["audio_features.npy"]), allow_pickle=False).astype(np.float64)
+        a = np.load(io.BytesIO(raw["audio_features.npy"]), allow_pickle=False)
         a = a.reshape(-1, a.shape[-1])  # (T * 16, F)
-        a = a[np.abs(a).sum(1) > 0]
-        total = a.sum(0) if total is None else total + a.sum(0)
-        total_sq = (a ** 2).sum(0) if total_sq is None else total_sq + (a ** 2).sum(0)
-        n += len(a)
-    if n < 2:
+        parts.append(a[np.abs(a).sum(1) > 0])
+    rows = np.concatenate(parts).astype(np.float64) if parts else np.zeros((0, 0))
+    if len(rows) < 2:
         raise ValueError(f"{index.root}: no non-zero audio feature rows to take statistics from")
-    mean = total / n
-    std = np.sqrt(np.maximum(total_sq / n - mean ** 2, 0.0))
+    mean, std = rows.mean(0), rows.std(0)
     std = np.maximum(std, 1e-3 * max(float(std.max()), 1e-6))  # a constant channel must not divide by ~0
     return [round(float(v), 5) for v in mean], [round(float(v), 5) for v in std]
 
@@ -290,11 +291,8 @@ def target_statistics(index: ShardIndex, max_samples: int = 2000, seed: int = 0)
     """Per-coefficient mean and std of the ground-truth parameters over (up to ``max_samples``) clean windows:
     the scales of the pretraining loss and the constant-expression baseline (training-set mean expression/jaw)."""
     t = index.table
-    rows = np.flatnonzero(~t["occluded"].to_numpy())
-    if rows.size > max_samples:
-        rows = np.sort(np.random.default_rng(seed).choice(rows, max_samples, replace=False))
     acc: dict[str, list[np.ndarray]] = {}
-    for r in rows:
+    for r in _clean_sample_rows(index, max_samples, seed):
         gt = index.read_targets(int(r))
         if gt is None:
             raise ValueError(f"{index.root}: sample {t.iloc[int(r)]['key']} has no ground-truth parameters")

@@ -115,16 +115,17 @@ def run_training(cfg: TrainConfig | dict[str, Any], start_ray: bool = True) -> d
     if cfg.cam_scale_from_data:
         cfg.model.coarse.init_cam_scale = estimate_cam_scale(index, face_model, stats)
         log.info("camera scale initialised from the data: %.3f", cfg.model.coarse.init_cam_scale)
-    if cfg.init:
-        init_model = read_checkpoint(cfg.init).get("model_config", {})
+    init_ck = read_checkpoint(cfg.init) if cfg.init else None  # read once: checked, statistics, furthest stage
+    if init_ck is not None:
+        init_model = init_ck.get("model_config", {})
         cfg.model.audio_mean, cfg.model.audio_std = init_model.get("audio_mean"), init_model.get("audio_std")
     elif cfg.audio_stats_from_data and cfg.model.audio_mean is None:
         cfg.model.audio_mean, cfg.model.audio_std = audio_statistics(index)
         log.info("audio features standardised with the shards' statistics (%d channels)", len(cfg.model.audio_mean))
     if not getattr(face_model, "has_albedo", False):
         log.warning("the face model has no albedo model: the photometric loss sees shading only")
-    if cfg.init:
-        check_compatible(read_checkpoint(cfg.init), face_model=face_model, audio_kind=summary["audio_kind"],
+    if init_ck is not None:
+        check_compatible(init_ck, face_model=face_model, audio_kind=summary["audio_kind"],
                          audio_dim=summary["audio_dim"])
 
     # 2. tracking (created here, before any worker: REFERENCE 5) ---------------------------------------------
@@ -145,8 +146,8 @@ def run_training(cfg: TrainConfig | dict[str, Any], start_ray: bool = True) -> d
     resources = {"CPU": sc.cpus_per_worker, **({"GPU": 1} if sc.use_gpu else {})}
     order = ["coarse", "lip", "detail"]
     furthest = "coarse"
-    if cfg.init:
-        furthest = read_checkpoint(cfg.init).get("extras", {}).get("model_stage", "coarse")
+    if init_ck is not None:
+        furthest = init_ck.get("extras", {}).get("model_stage", "coarse")
     for stage in chain:
         # how far the final model runs: the furthest model stage trained so far (the occlusion fine-tune of the
         # coarse stage keeps the lip refiner and detail network trained before it)
