@@ -346,3 +346,20 @@ def test_parameter_loss_is_mse_in_units_of_the_spread():
         parameter_loss({**pred, "shape": torch.zeros(2, 4, 9)}, tgt, scale)
     with pytest.raises(KeyError, match="scale"):
         parameter_loss(pred, tgt, {"shape": 1.0})
+
+
+def test_vertex_distance_is_the_mean_euclidean_distance_in_mm():
+    from avface.losses import vertex_distance_loss
+
+    g = torch.Generator().manual_seed(0)
+    a = torch.randn(2, 3, 50, 3, generator=g) * 0.05
+    shift = torch.tensor([0.003, 0.0, 0.004])  # 5 mm
+    assert torch.isclose(vertex_distance_loss(a + shift, a), torch.tensor(5.0), atol=1e-4)
+    # a mean: the same per-mesh error gives the same value at any batch size
+    b = a.clone().requires_grad_(True)
+    one = vertex_distance_loss(b[:1] + shift, a[:1])
+    assert torch.isclose(one, vertex_distance_loss(b + shift, a), atol=1e-4)
+    vertex_distance_loss(b, a + shift).backward()
+    assert b.grad.abs().sum() > 0
+    with pytest.raises(ValueError, match="alike"):
+        vertex_distance_loss(a, a[..., :2])

@@ -178,6 +178,48 @@ def test_frozen_stages_keep_their_batchnorm_statistics(face_model):
     assert not torch.equal(bn, model.coarse.backbone.bn1.running_mean)
 
 
+def test_frozen_batchnorm_trains_the_affine_weights_on_eval_mode_statistics(face_model):
+    """freeze_batchnorm: in train mode the stage's BatchNorms keep their running statistics and normalise with
+    them (the output equals the eval-mode one), their weights still get gradients; unfreezing restores train mode."""
+    cfg = AVFaceConfig.tiny()
+    cfg.expression = dataclasses.replace(cfg.expression, modality_dropout=False)
+    model = AVFace(cfg, face_model, renderer=False, stage="coarse")
+    batch = _batch(cfg, face_model, b=2, t=2, seed=4)
+    model.train()
+    model(batch)  # move the running statistics away from their init, so eval differs from a fresh net
+    model.freeze_batchnorm(True)
+    assert model.training
+    bn = model.coarse.backbone.bn1
+    stats = bn.running_mean.clone()
+    out = model(batch)
+    assert torch.equal(stats, bn.running_mean)
+    with torch.no_grad():
+        ref = model.eval()(batch)
+    model.train()
+    assert torch.allclose(out.global_pose, ref.global_pose, atol=1e-6)
+    assert torch.allclose(out.expression, ref.expression, atol=1e-6)
+    out.global_pose.square().sum().backward()
+    assert bn.weight.grad is not None and bn.weight.grad.abs().sum() > 0
+    model.freeze_batchnorm(False)
+    assert bn.training
+    model(batch)
+    assert not torch.equal(stats, bn.running_mean)
+
+
+def test_canonical_vertices_are_the_face_without_its_head_pose(face_model):
+    cfg = AVFaceConfig.tiny()
+    model = AVFace(cfg, face_model, renderer=False, stage="coarse").eval()
+    with torch.no_grad():
+        out = model(_batch(cfg, face_model, b=2, t=2, seed=5))
+        canon = model.canonical_vertices(out)
+        still = model.decode(out.replace(global_pose=torch.zeros_like(out.global_pose)))
+        turned = model.canonical_vertices(out.replace(global_pose=out.global_pose + 0.3))
+    assert canon.shape == out.vertices.shape
+    assert torch.allclose(canon, still.vertices, atol=1e-7)
+    assert torch.allclose(canon, turned, atol=1e-7)  # the head pose does not enter
+    assert not torch.allclose(canon, out.vertices, atol=1e-5)
+
+
 def test_lip_stage_trains_on_every_window_despite_modality_dropout(face_model):
     """Modality dropout belongs to training the expression branch. Once it is frozen (lip stage), every window
     keeps its audio, so the lip refiner gets a gradient from every window, in either call order."""

@@ -142,6 +142,47 @@ def test_occlusion_stage_mixes_occluded_windows_at_the_ratio(shards):
 
 
 @pytest.mark.ray
+def test_occluded_windows_come_with_their_clean_twins(shards):
+    """Each occluded copy's clean twin (same clip and start) rides along as Batch.clean_images; a clean window is
+    its own twin; the augmentation frames both alike; a copy whose twin is not indexed is an error."""
+    from avface.train.augment import zoom_shift
+
+    index = ShardIndex.build(shards, ["train", "train_occ"])
+    t = index.table
+    twins = index.clean_twins()
+    occ = np.flatnonzero(t["occluded"].to_numpy())
+    assert occ.size > 0 and not t["occluded"].to_numpy()[twins].any()
+    assert np.array_equal(twins[~t["occluded"].to_numpy()], np.flatnonzero(~t["occluded"].to_numpy()))
+    for r in occ:
+        assert (t["clip_id"].iat[twins[r]], t["start"].iat[twins[r]]) == (t["clip_id"].iat[r], t["start"].iat[r])
+    stream = BatchStream(index, 0, 1, 4, 2, 32, seed=0, occluded_ratio=0.5, epochs=1, clean_twins=True)
+    seen_occ = 0
+    for _, _, batch in stream:
+        for i, key in enumerate(batch.keys):
+            row = int(np.flatnonzero(t["key"].to_numpy() == key)[0])
+            twin = samples_to_batch([index.read(int(twins[row]))], 32)
+            assert torch.equal(batch.clean_images[i], twin.images[0])
+            if batch.occluded[i]:
+                seen_occ += 1
+                assert not torch.equal(batch.clean_images[i], batch.images[i])  # the hand is in one only
+            else:
+                assert torch.equal(batch.clean_images[i], batch.images[i])
+    assert seen_occ > 0
+    assert all(b.clean_images is None for _, _, b in BatchStream(index, 0, 1, 4, 2, 32, seed=0, epochs=1))
+    # the augmentation moves the clean twin with the window: a whole-pixel shift moves both by those pixels
+    b = samples_to_batch([index.read(int(r)) for r in occ[:2]], 32, [index.read(int(twins[r])) for r in occ[:2]])
+    aug = zoom_shift(b, torch.ones(2), torch.tensor([[4 / 32, 0.0], [0.0, 0.0]]))
+    assert torch.allclose(aug.clean_images[0, ..., 2:], b.clean_images[0, ..., :-2], atol=1e-5)
+    where = [(t["clip_id"].iat[r], t["start"].iat[r]) for r in occ]
+    other = next(r for r, w in zip(occ, where, strict=True) if w != where[0])
+    with pytest.raises(ValueError, match="not its twin"):
+        samples_to_batch([index.read(int(occ[0]))], 32, [index.read(int(twins[other]))])
+    only_occ = index.select(t["occluded"].to_numpy())
+    with pytest.raises(ValueError, match="has no clean twin"):
+        only_occ.clean_twins()
+
+
+@pytest.mark.ray
 def test_stream_resumes_mid_epoch_without_reading_earlier_batches(shards):
     index = ShardIndex.build(shards, ["train"])
     full = [(e, s, tuple(b.keys)) for e, s, b in BatchStream(index, 0, 1, 4, 2, 32, seed=3, epochs=2)]
@@ -316,3 +357,43 @@ def test_cosine_schedule_decays_to_its_floor_and_resumes_in_place():
     _lr_schedule(opt2, scfg, 5)
     assert opt2.param_groups[0]["lr"] == pytest.approx(lrs[5])
     assert _lr_schedule(opt, StageConfig(), 0) is None
+
+
+@pytest.mark.ray
+def test_clean_twin_consistency_pulls_the_occluded_face_to_the_teachers_clean_one(shards, tiny_checkpoint):
+    """The occlusion fine-tune's consistency: zero for the teacher's own weights on a clean window, positive on an
+    occluded copy, gradients to the coarse networks only through the student; train_step adds it to the total."""
+    from avface.train.loop import StepContext, _teacher, clean_consistency_loss, train_step
+
+    index = ShardIndex.build(shards, ["train", "train_occ"])
+    twins = index.clean_twins()
+    occ = np.flatnonzero(index.table["occluded"].to_numpy())[:2]
+    clean = np.flatnonzero(~index.table["occluded"].to_numpy())[:2]
+    model = load_trained(tiny_checkpoint, stage="coarse").model  # trained: it reacts to the occluder
+    model.expression.cfg.modality_dropout = False
+    teacher = _teacher(model, model.trainable_state_dict())
+    assert not teacher.training and not any(p.requires_grad for p in teacher.parameters())
+    model.eval()
+    read = index.read
+    b_clean = samples_to_batch([read(int(r)) for r in clean], 64, [read(int(r)) for r in clean])
+    b_occ = samples_to_batch([read(int(r)) for r in occ], 64, [read(int(twins[r])) for r in occ])
+    with torch.no_grad():
+        assert float(clean_consistency_loss(model, model(b_clean, render=False), teacher, b_clean)) < 1e-5
+    out = model(b_occ, render=False)
+    loss = clean_consistency_loss(model, out, teacher, b_occ)
+    assert float(loss.detach()) > 1e-2
+    loss.backward()
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in model.coarse.parameters())
+    assert all(p.grad is None for p in teacher.parameters())
+    with pytest.raises(ValueError, match="clean_images"):
+        clean_consistency_loss(model, out, teacher, samples_to_batch([read(int(r)) for r in occ], 64))
+    # in the loop's step, weighted and in the total
+    model.train()
+    fm = model.face_model
+    params = model.trainable_parameters()
+    ctx = StepContext("occlusion", 0.0, 0.0, 0.0, {}, fm, torch.as_tensor(fm.region("lips")).long(),
+                      teacher=teacher, clean_consistency=10.0)
+    terms, windows = train_step(model, torch.optim.Adam(params, lr=1e-4), params, b_occ, ctx, torch.Generator())
+    assert windows == 2 and float(terms["clean_consistency"]) > 1e-1
+    rest = sum(float(v) for k, v in terms.items() if k not in ("total", "clean_consistency"))
+    assert float(terms["total"]) == pytest.approx(rest + float(terms["clean_consistency"]), rel=1e-5)

@@ -51,12 +51,15 @@ def _targets(samples: list[dict[str, Any]]) -> ParamTargets | None:
     return ParamTargets(**values)  # type: ignore[arg-type]
 
 
-def samples_to_batch(samples: list[dict[str, Any]], image_size: int | None = None) -> Batch:
+def samples_to_batch(samples: list[dict[str, Any]], image_size: int | None = None,
+                     clean: list[dict[str, Any]] | None = None) -> Batch:
     """Stack decoded samples into a :class:`Batch` (fields, shapes and validity rules: see :class:`Batch`).
 
     Args:
         samples: decoded samples (``decode_sample``), all with the same window length T and frame size.
         image_size: the model's input side S; None keeps the samples' resolution (square frames).
+        clean: per sample, the same window without the synthetic occluder (an occluded copy's clean twin, a
+            clean sample itself): ``Batch.clean_images``. None: no clean images.
     """
     if not samples:
         raise ValueError("samples_to_batch needs at least one sample")
@@ -72,7 +75,20 @@ def samples_to_batch(samples: list[dict[str, Any]], image_size: int | None = Non
     def stack(name: str) -> torch.Tensor:
         return torch.from_numpy(np.stack([s[name] for s in samples]))
 
-    images = stack("frames").permute(0, 1, 4, 2, 3).reshape(b * t, 3, h, w).float() / 255.0
+    def frames_to_images(frames: np.ndarray) -> torch.Tensor:
+        x = torch.from_numpy(frames).permute(0, 1, 4, 2, 3).reshape(b * t, 3, h, w).float() / 255.0
+        return _resize(x, size, "bilinear").clamp(0, 1).reshape(b, t, 3, size, size)
+
+    clean_images = None
+    if clean is not None:
+        if len(clean) != b:
+            raise ValueError(f"samples_to_batch: {len(clean)} clean windows for {b} samples")
+        for s, c in zip(samples, clean, strict=True):
+            if c["frames"].shape != (t, h, w, 3) or (c["meta"].get("clip_id"), c["meta"].get("start")) != (
+                    s["meta"].get("clip_id"), s["meta"].get("start")):
+                raise ValueError(f"sample {s['meta'].get('key')}: clean window {c['meta'].get('key')} is not its "
+                                 "twin (another clip, start or frame size)")
+        clean_images = frames_to_images(np.stack([c["frames"] for c in clean]))
     audio = stack("audio_features").float()
     has_audio = torch.tensor([s["meta"].get("has_audio", True) is not False for s in samples])
     audio_valid = (audio.flatten(2).abs().amax(-1) > 0) & has_audio[:, None]
@@ -88,7 +104,7 @@ def samples_to_batch(samples: list[dict[str, Any]], image_size: int | None = Non
     speakers = [str(s["meta"].get("identity", s["meta"].get("key"))) for s in samples]
     index = {name: i for i, name in enumerate(dict.fromkeys(speakers))}
     return Batch(
-        images=_resize(images, size, "bilinear").clamp(0, 1).reshape(b, t, 3, size, size),
+        images=frames_to_images(np.stack([s["frames"] for s in samples])),
         landmarks=stack("landmarks").float() * torch.tensor([size / w, size / h]),
         landmarks_valid=landmarks_valid,
         audio_valid=audio_valid,
@@ -98,6 +114,7 @@ def samples_to_batch(samples: list[dict[str, Any]], image_size: int | None = Non
         normals=normals,
         occlusion_mask=occlusion,
         occluded=torch.tensor([bool(s["meta"].get("occluded", False)) for s in samples]),
+        clean_images=clean_images,
         targets=_targets(samples),
         keys=[str(s.get("key") or s["meta"].get("key")) for s in samples],
     )

@@ -83,6 +83,7 @@ class AVFace(nn.Module):
         self.identity_loss = IdentityLoss(cfg.identity_weights) if cfg.losses.identity > 0 else None
         self.mrf_loss = IDMRFLoss(cfg.vgg19_weights) if self.detail is not None and cfg.losses.mrf > 0 else None
         self._frozen: list[nn.Module] = []
+        self.batchnorm_frozen = False
         self.set_stage(stage or cfg.stages[0])
 
     # ------------------------------------------------------------------------------------------ stages
@@ -116,7 +117,22 @@ class AVFace(nn.Module):
         super().train(mode)
         for m in getattr(self, "_frozen", ()):
             m.eval()
+        if getattr(self, "batchnorm_frozen", False):
+            for m in self.modules():
+                if isinstance(m, nn.modules.batchnorm._BatchNorm):
+                    m.eval()
         return self
+
+    def freeze_batchnorm(self, frozen: bool = True) -> None:
+        """Keep every BatchNorm layer in eval mode, also while training (its affine weights still train).
+
+        Why: a fine-tuning batch holds a few windows of two or three speakers (shape consistency), so its frame
+        statistics are far from the running ones. In train mode the network then predicts something else than it
+        does in eval mode (on the tiny model's pretrained E_c: head pose about 0.05 rad apart) and the losses
+        correct the train-mode prediction. Detectron2's FrozenBatchNorm fine-tunes the same way.
+        """
+        self.batchnorm_frozen = bool(frozen)
+        self.train(self.training)
 
     def trainable_parameters(self) -> list[nn.Parameter]:
         """Exactly the current stage's trainable parameters (what the optimiser gets)."""
@@ -180,6 +196,14 @@ class AVFace(nn.Module):
         lmk2 = orthographic_project(lmk3, _bt(code.cam))[..., :2]
         return code.replace(vertices=geo.vertices.reshape(b, t, -1, 3), landmarks3d=lmk3.reshape(b, t, 68, 3),
                             landmarks2d=lmk2.reshape(b, t, 68, 2), root=geo.joints[:, 0].reshape(b, t, 3))
+
+    def canonical_vertices(self, out: AVFaceOutput) -> torch.Tensor:
+        """The face of ``out``'s shape, expression and jaw with no global pose: (B,T,V,3). What the 3D metrics
+        score after their similarity alignment, without the head pose and camera that the alignment removes."""
+        b, t = out.shape.shape[:2]
+        geo = self.face_model(shape=_bt(out.shape), expression=_bt(out.expression),
+                              global_pose=torch.zeros_like(_bt(out.global_pose)), jaw_pose=_bt(out.jaw))
+        return geo.vertices.reshape(b, t, -1, 3)
 
     def refine_lips(self, out: AVFaceOutput, audio: torch.Tensor | None,
                     audio_valid: torch.Tensor | None) -> AVFaceOutput:

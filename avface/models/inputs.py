@@ -84,6 +84,8 @@ class Batch:
       (+x right, +y up, +z to the viewer), zeros off the face.
     - ``occlusion_mask (B,T,S,S)`` float in [0, 1], 1 = occluded (excluded from photometric/normal losses).
     - ``occluded (B,)`` bool: the window is an occluded copy (meta ``occluded``).
+    - ``clean_images (B,T,3,S,S)``: the same windows without the synthetic occluder (an occluded copy's clean
+      twin; a clean window's own images), framed like ``images``: the teacher's input of the occlusion fine-tune.
     - ``targets``: :class:`ParamTargets` ground-truth parameters (present in every sample, or None).
     - ``keys``: the B sample keys (for logging and exactly-once checks).
     """
@@ -98,6 +100,7 @@ class Batch:
     normals: torch.Tensor | None = None
     occlusion_mask: torch.Tensor | None = None
     occluded: torch.Tensor | None = None
+    clean_images: torch.Tensor | None = None
     targets: ParamTargets | None = None
     keys: list[str] | None = None
 
@@ -110,6 +113,9 @@ class Batch:
             raise ValueError(f"Batch.landmarks must be {(b, t, 68, 2)}, got {tuple(self.landmarks.shape)}")
         if self.audio is not None and (self.audio.ndim != 4 or tuple(self.audio.shape[:2]) != (b, t)):
             raise ValueError(f"Batch.audio must be (B,T,16,F) with B,T = {b},{t}, got {tuple(self.audio.shape)}")
+        if self.clean_images is not None and self.clean_images.shape != self.images.shape:
+            raise ValueError(f"Batch.clean_images must be {tuple(self.images.shape)} like images, "
+                             f"got {tuple(self.clean_images.shape)}")
         if self.landmarks_valid is None:
             self.landmarks_valid = torch.ones(b, t, dtype=torch.bool, device=dev)
         if self.audio_valid is None:

@@ -50,6 +50,8 @@ def zoom_shift(batch: Batch, zoom: torch.Tensor, shift: torch.Tensor) -> Batch:
     fields = {"images": _warp(batch.images, theta, "border"),
               "landmarks": ndc_to_pixels(a[:, None, None, None] * pixels_to_ndc(batch.landmarks, size)
                                          + sh[:, None, None, :], size)}
+    if batch.clean_images is not None:
+        fields["clean_images"] = _warp(batch.clean_images, theta, "border")
     if batch.normals is not None:
         fields["normals"] = _warp(batch.normals, theta, "zeros")
     if batch.occlusion_mask is not None:

@@ -47,6 +47,13 @@ class StageConfig:
     # with it (avface.train.augment); 0 and 0: off
     augment_zoom: float = 0.1
     augment_shift: float = 0.1
+    # BatchNorm layers kept in eval mode while training (AVFace.freeze_batchnorm); None: when the stage starts
+    # from trained weights (an init checkpoint or DECA's encoder), so a network trained from scratch still learns
+    # its statistics
+    freeze_batchnorm: bool | None = None
+    # weight of the clean-twin consistency (mm): the model's face (shape, expression, jaw; no pose) on each window
+    # against the stage's starting model's face on the same window without the occluder (avface.train.loop)
+    clean_consistency: float = 0.0
 
 
 def default_stages() -> dict[str, StageConfig]:
@@ -55,7 +62,7 @@ def default_stages() -> dict[str, StageConfig]:
             "coarse": StageConfig(steps=300, patience=3),
             "lip": StageConfig(steps=300, patience=3),
             "detail": StageConfig(steps=300, patience=3),
-            "occlusion": StageConfig(steps=300, patience=3, occluded_ratio=0.5)}
+            "occlusion": StageConfig(steps=300, patience=3, occluded_ratio=0.5, clean_consistency=10.0)}
 
 
 @dataclass

@@ -98,6 +98,22 @@ class ShardIndex:
             return np.arange(len(self.table))
         return np.unique(np.linspace(0, len(self.table) - 1, num=n).astype(int))
 
+    def clean_twins(self) -> np.ndarray:
+        """(N,) row of each sample's clean window: an occluded copy's clean twin (same clip and start), a clean
+        sample's own row. An occluded copy whose twin is not in the index is an error (index both splits)."""
+        t = self.table
+        clean = ~t["occluded"].to_numpy()
+        row_of = {(c, int(s)): i for i, (c, s) in enumerate(zip(t["clip_id"][clean], t["start"][clean], strict=True))}
+        clean_rows = np.flatnonzero(clean)
+        twins = np.arange(len(t))
+        for r in np.flatnonzero(~clean):
+            i = row_of.get((t["clip_id"].iat[r], int(t["start"].iat[r])))
+            if i is None:
+                raise ValueError(f"{self.root}: occluded window {t['key'].iat[r]} has no clean twin in the index "
+                                 f"(splits {sorted(t['split'].unique())})")
+            twins[r] = clean_rows[i]
+        return twins
+
     def _raw(self, row: int, fields: tuple[str, ...] | None = None) -> dict[str, Any]:
         """The bytes of sample ``row``'s members (only ``fields`` when given)."""
         r = self.table.iloc[row]
@@ -198,13 +214,15 @@ def plan_epoch(index: ShardIndex, epoch: int, rank: int, world: int, batch_windo
 class BatchStream(torch.utils.data.IterableDataset):
     """Yields ``(epoch, step_in_epoch, Batch)`` for one rank, epoch after epoch, from ``(start_epoch, start_step)``.
 
-    ``epochs`` None streams forever (the training loop stops at its step budget).
+    ``epochs`` None streams forever (the training loop stops at its step budget). ``clean_twins``: each batch
+    also carries every window's clean twin as ``Batch.clean_images`` (the occlusion fine-tune's teacher input).
     """
 
     def __init__(self, index: ShardIndex, rank: int, world: int, batch_windows: int, windows_per_speaker: int,
                  image_size: int, seed: int, occluded_ratio: float = 0.0, start_epoch: int = 0,
-                 start_step: int = 0, epochs: int | None = None):
+                 start_step: int = 0, epochs: int | None = None, clean_twins: bool = False):
         super().__init__()
+        self.twins = index.clean_twins() if clean_twins else None
         self.index, self.rank, self.world = index, rank, world
         self.batch_windows, self.windows_per_speaker = batch_windows, windows_per_speaker
         self.image_size, self.seed, self.occluded_ratio = image_size, seed, occluded_ratio
@@ -222,8 +240,13 @@ class BatchStream(torch.utils.data.IterableDataset):
             plan = self.plan(epoch)
             for step in range(first, plan.steps):
                 if counter % nw == wid:
-                    samples = [self.index.read(int(r)) for r in plan.batches[step]]
-                    yield epoch, step, samples_to_batch(samples, self.image_size)
+                    rows = plan.batches[step]
+                    samples = [self.index.read(int(r)) for r in rows]
+                    clean = None
+                    if self.twins is not None:  # a clean window is its own twin: read once
+                        clean = [s if self.twins[r] == r else self.index.read(int(self.twins[r]))
+                                 for r, s in zip(rows, samples, strict=True)]
+                    yield epoch, step, samples_to_batch(samples, self.image_size, clean)
                 counter += 1
             epoch, first = epoch + 1, 0
 

@@ -6,7 +6,8 @@ Numbered steps, as in Ray's training examples:
 2. model: face model + AVFace, initial weights (resume checkpoint > previous stage > pretrained files), stage;
 3. optimiser: Adam over exactly the stage's trainable parameters (paper 3.5: lr 1e-4, weight decay 5e-4);
 4. data: this rank's speaker-grouped, exactly-once batches from the resume point (avface.train.data);
-5. loop: :func:`train_step` (augment, forward, the stage's losses, backward, gradients averaged over ranks, step);
+5. loop: :func:`train_step` (augment, forward, the stage's losses, backward, gradients averaged over ranks, step;
+   the occlusion fine-tune adds :func:`clean_consistency_loss` against a frozen teacher);
 6. validation on held-out speakers (rank 0), early stopping decided by rank 0 and broadcast;
 7. checkpoint + report: ``ray.train.report`` on every rank at the same steps (a barrier); rank 0 writes the
    checkpoint and logs to MLflow; at the end rank 0 exports the best model as ``final.pt``.
@@ -21,7 +22,7 @@ import math
 import os
 import tempfile
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +32,7 @@ import torch.distributed as dist
 
 from avface.data.batch import samples_to_batch
 from avface.face_model import FaceModel
+from avface.losses.geometry import vertex_distance_loss
 from avface.losses.landmarks import landmark_loss
 from avface.losses.params import parameter_loss
 from avface.models.avface import AVFace
@@ -125,6 +127,8 @@ class StepContext:
     lip_ids: torch.Tensor  # (L,) long, the face model's lip vertices
     world: int = 1  # ranks whose gradients are averaged
     autocast: Any = field(default_factory=contextlib.nullcontext)  # torch.autocast(...) under mixed precision
+    teacher: AVFace | None = None  # the stage's starting model, frozen (clean-twin consistency)
+    clean_consistency: float = 0.0  # StageConfig.clean_consistency
 
 
 def train_step(model: AVFace, optimiser: torch.optim.Optimizer, params: list[torch.nn.Parameter], batch,
@@ -139,11 +143,39 @@ def train_step(model: AVFace, optimiser: torch.optim.Optimizer, params: list[tor
         out = model(batch, render=ctx.stage != "pretrain")
         terms = (pretrain_losses(out, batch, ctx.scales, ctx.face_model, ctx.lip_ids, ctx.landmark_weight)
                  if ctx.stage == "pretrain" else model.losses(batch, out))
+        if ctx.teacher is not None and ctx.clean_consistency > 0:
+            terms["clean_consistency"] = ctx.clean_consistency * clean_consistency_loss(model, out, ctx.teacher, batch)
+            terms["total"] = terms["total"] + terms["clean_consistency"]
     optimiser.zero_grad(set_to_none=True)
     terms["total"].backward()
     average_gradients(params, ctx.world)
     optimiser.step()
     return {k: v.detach() for k, v in terms.items()}, batch.batch_size
+
+
+def clean_consistency_loss(model: AVFace, out, teacher: AVFace, batch) -> torch.Tensor:
+    """Mean vertex distance (mm) between the model's face on ``batch`` (``out``) and the frozen ``teacher``'s face
+    on the same windows without the occluder (``batch.clean_images``): shape, expression and jaw, no head pose.
+
+    Why: the occluded copies carry the clean frames' landmarks, but the landmark and photometric terms see the
+    mouth's 3D shape only through a few pixels; the clean twin says what the face under the hand is. The teacher
+    (the stage's starting weights) sees no occluder, so the term asks the network to be as good under occlusion
+    as it already is without one, and on clean windows it holds the network where it started. The pose is left
+    to the landmark term (the 3D metrics align it away)."""
+    if batch.clean_images is None:
+        raise ValueError("the clean-twin consistency needs Batch.clean_images (BatchStream(clean_twins=True))")
+    with torch.no_grad():
+        ref = teacher(replace(batch, images=batch.clean_images, occlusion_mask=None), render=False)
+        target = teacher.canonical_vertices(ref)
+    return vertex_distance_loss(model.canonical_vertices(out), target)
+
+
+def _teacher(model: AVFace, state: dict[str, torch.Tensor]) -> AVFace:
+    """A frozen eval-mode copy of ``model`` (same config, face model and stage) holding ``state``; no renderer."""
+    teacher = AVFace(model.config, model.face_model, renderer=False, stage=model.stage)
+    teacher.load_trainable_state_dict(state)
+    teacher.requires_grad_(False)
+    return teacher.eval()
 
 
 def _lr_schedule(optimiser: torch.optim.Optimizer, scfg, step: int):
@@ -232,6 +264,7 @@ def stage_worker(payload: dict[str, Any]) -> None:
     resume = ray.train.get_checkpoint()
     step, epoch, step_in_epoch, best, stale = 0, 0, 0, math.inf, 0
     opt_state = None
+    start_state: dict[str, torch.Tensor] | None = None  # the stage's starting weights (the teacher's)
     if resume is not None:
         with resume.as_directory() as d:
             ck = read_checkpoint(Path(d) / CHECKPOINT_FILE)
@@ -242,10 +275,13 @@ def stage_worker(payload: dict[str, Any]) -> None:
         step_in_epoch = int(ck["extras"].get("step_in_epoch", 0))
         best, stale = float(ck["extras"].get("best", math.inf)), int(ck["extras"].get("stale", 0))
         log.info("rank %d resumes %s at step %d (epoch %d, batch %d)", rank, stage, step, epoch, step_in_epoch)
+        if scfg.clean_consistency > 0 and payload.get("init"):
+            start_state = read_checkpoint(payload["init"])["model"]
     elif payload.get("init"):
         ck = read_checkpoint(payload["init"])
         check_compatible(ck, face_model=face_model, audio_kind=payload["audio_kind"], audio_dim=mcfg.audio_dim)
         model.load_trainable_state_dict(ck["model"])
+        start_state = ck["model"]
         if tracker is not None:
             tracker.set_tag("init.checkpoint", str(payload["init"]))
     else:
@@ -253,7 +289,15 @@ def stage_worker(payload: dict[str, Any]) -> None:
     model.set_stage(MODEL_STAGE[stage])
     model.to(device)
     _broadcast_model(model, world)
+    started_trained = bool(payload.get("init")) or bool(mcfg.coarse.deca_checkpoint)
+    model.freeze_batchnorm(started_trained if scfg.freeze_batchnorm is None else scfg.freeze_batchnorm)
     model.train()
+    teacher = None
+    if scfg.clean_consistency > 0:
+        if start_state is None:  # no init checkpoint: the stage starts (or, resumed, restarts) from these weights
+            log.warning("stage %s: no init checkpoint, the clean-twin teacher is the model as loaded", stage)
+            start_state = model.trainable_state_dict()
+        teacher = _teacher(model, start_state).to(device)
 
     # 3. optimiser -------------------------------------------------------------------------------------------
     params = model.trainable_parameters()
@@ -269,7 +313,8 @@ def stage_worker(payload: dict[str, Any]) -> None:
     splits = [d.train_split] + ([d.train_split + OCC_SUFFIX] if scfg.occluded_ratio > 0 else [])
     index = ShardIndex.build(d.shards, splits)
     stream = BatchStream(index, rank, world, d.batch_windows, d.windows_per_speaker, mcfg.image_size, cfg.seed,
-                         occluded_ratio=scfg.occluded_ratio, start_epoch=epoch, start_step=step_in_epoch)
+                         occluded_ratio=scfg.occluded_ratio, start_epoch=epoch, start_step=step_in_epoch,
+                         clean_twins=teacher is not None)
     loader = make_loader(stream, d.loader_workers)
     val, val_occ = [], []
     if rank == 0:
@@ -283,7 +328,8 @@ def stage_worker(payload: dict[str, Any]) -> None:
     monitor = STAGE_MONITOR[stage]
     step_ctx = StepContext(stage, scfg.augment_zoom, scfg.augment_shift, scfg.landmark_weight, scales, face_model,
                            torch.as_tensor(face_model.region("lips")).long().to(device), world,
-                           torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.scaling.mixed_precision))
+                           torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.scaling.mixed_precision),
+                           teacher, scfg.clean_consistency)
 
     def evaluate() -> dict[str, float]:
         m = validate(model, [b.to(device) for b in val], baselines, "val/")
