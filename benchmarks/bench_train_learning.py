@@ -42,6 +42,7 @@ def _row(name: str, metrics: dict, prefix: str = "val/") -> dict:
     for key, _ in COLUMNS:
         r[key] = metrics.get(prefix + key)
     r["occ_v3d_mm"] = metrics.get("val_occ/v3d_mm")
+    r["occ_lip_mm"] = metrics.get("val_occ/lip_mm")
     return r
 
 
@@ -75,7 +76,7 @@ def main() -> None:
                                 clips_per_identity=args.clips, occluded_windows=300, use_ray_for_synthesis=True,
                                 num_cpus=args.num_cpus)
     t_data = time.perf_counter() - t0
-    common = {"data": {"shards": str(data["shards"]), "val_windows": 128, "val_occluded_windows": 48},
+    common = {"data": {"shards": str(data["shards"]), "val_windows": 128, "val_occluded_windows": 150},
               "out": str(out / "runs"), "num_cpus": args.num_cpus, "progress": False}
     later = {"lip": args.stage_steps, "detail": args.stage_steps, "occlusion": args.stage_steps}
     timings = {}
@@ -110,15 +111,15 @@ def main() -> None:
         rows.append(_row(f"from scratch: {stage} ({'paper coarse' if stage == 'coarse' else stage})",
                          res["metrics"]))
 
-    header = ["recipe"] + [c for _, c in COLUMNS] + ["occluded 3D mm"]
+    header = ["recipe"] + [c for _, c in COLUMNS] + ["occluded 3D mm", "occluded lip mm"]
     print(f"\ncorpus: {args.identities} training / {args.test_identities} held-out speakers, "
           f"{recipe['data']['windows']} training windows; data {t_data:.0f} s, recipe {timings['recipe']:.0f} s, "
           f"from scratch {timings['scratch']:.0f} s")
     print("| " + " | ".join(header) + " |")
     print("|" + "---|" * len(header))
     for r in rows:
-        print("| " + " | ".join([r["recipe"], *[_fmt(r.get(k)) for k, _ in COLUMNS], _fmt(r.get("occ_v3d_mm"))])
-              + " |")
+        print("| " + " | ".join([r["recipe"], *[_fmt(r.get(k)) for k, _ in COLUMNS], _fmt(r.get("occ_v3d_mm")),
+                                 _fmt(r.get("occ_lip_mm"))]) + " |")
     const = rows[1]
     best = recipe["stages"][recipe["chain"][-1]]["metrics"]
     ratios = {
