@@ -66,6 +66,9 @@ def test_every_stage_for_two_steps_then_the_same_command_resumes(train_shards, t
     assert "val/constant/v3d_mm" in children["coarse"].data.metrics
     assert "val/normal_deg_detail" in children["detail"].data.metrics
     assert "val_occ/v3d_mm" in children["occlusion"].data.metrics
+    # the occlusion fine-tune trains against its frozen teacher on the clean twins; no other stage does
+    assert children["occlusion"].data.metrics["train/clean_consistency"] > 0
+    assert not any("train/clean_consistency" in c.data.metrics for s, c in children.items() if s != "occlusion")
     assert summary["registered"] == "models:/avface/1"
     assert client.get_model_version("avface", "1").run_id == parents[0].info.run_id
     # the final model loads for inference, with its audio kind and the furthest stage
