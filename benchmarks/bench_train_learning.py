@@ -134,8 +134,21 @@ def main() -> None:
     print("| face | lip mm |\n|---|---|")
     for k, v in budget.items():
         print(f"| {k} | {v:.3f} |")
+    gap = {}
+    if "occlusion" in recipe["stages"]:
+        before = recipe["chain"][recipe["chain"].index("occlusion") - 1]
+        final = out / "runs" / "recipe"  # <out>/<name>/<stage>/final.pt
+        gap = _occlusion_gap({f"before the fine-tune ({before})": str(final / before / "final.pt"),
+                              "after the occlusion fine-tune": str(final / "occlusion" / "final.pt")}, data["shards"])
+        print("\nwhat the occluder costs (every held-out occluded window against its clean twin):")
+        print("| model | occluded 3D mm | clean twin 3D mm | occluded lip mm | clean twin lip mm |")
+        print("|---|---|---|---|---|")
+        for k, v in gap.items():
+            print(f"| {k} | {v['occluded/v3d_mm']:.4f} | {v['clean/v3d_mm']:.4f} | {v['occluded/lip_mm']:.4f} | "
+                  f"{v['clean/lip_mm']:.4f} |")
     (out / "learning.json").write_text(json.dumps({"rows": rows, "ratios": ratios, "timings": timings,
-                                                   "t_data": t_data, "lip_error_budget": budget}, indent=2))
+                                                   "t_data": t_data, "lip_error_budget": budget,
+                                                   "occlusion_gap": gap}, indent=2))
     _plot(recipe["tracking_uri"], out / "learning.png")
     print(f"wrote {out / 'learning.png'} and {out / 'learning.json'}")
 
@@ -211,6 +224,30 @@ def _lip_error_budget(checkpoint: str, shards: str, windows: int) -> dict[str, f
     res["jaw RMS error with the speaker's oracle gain (deg)"] = float(np.degrees(np.sqrt(np.mean(jaw_sq_gain))))
     res["true jaw opening spread (deg)"] = float(np.degrees(true_open.std()))
     return res
+
+
+def _occlusion_gap(checkpoints: dict[str, str], shards: str) -> dict[str, dict[str, float]]:
+    """3D and lip error of each checkpoint on every held-out occluded window and on its clean twin (the same
+    window without the occluder): how much the occluder costs, and how much of that the fine-tune wins back."""
+    from avface.data.batch import samples_to_batch
+    from avface.train.checkpoints import load_trained
+    from avface.train.data import OCC_SUFFIX, ShardIndex
+    from avface.train.validation import validate
+
+    index = ShardIndex.build(shards, ["test", "test" + OCC_SUFFIX])
+    occ = index.table.index[index.table["occluded"]].to_numpy()
+    twins = index.clean_twins()[occ]
+    out = {}
+    for name, path in checkpoints.items():
+        model = load_trained(path).model
+        res = {}
+        for tag, rows in (("occluded", occ), ("clean", twins)):
+            batches = [samples_to_batch([index.read(int(r)) for r in rows[i:i + 8]], model.config.image_size)
+                       for i in range(0, len(rows), 8)]
+            m = validate(model, batches)
+            res[f"{tag}/v3d_mm"], res[f"{tag}/lip_mm"] = m["val/v3d_mm"], m["val/lip_mm"]
+        out[name] = res
+    return out
 
 
 def _plot(tracking_uri: str, path: Path) -> None:
