@@ -75,8 +75,9 @@ def samples_to_batch(samples: list[dict[str, Any]], image_size: int | None = Non
     def stack(name: str) -> torch.Tensor:
         return torch.from_numpy(np.stack([s[name] for s in samples]))
 
-    def frames_to_images(frames: np.ndarray) -> torch.Tensor:
-        x = torch.from_numpy(frames).permute(0, 1, 4, 2, 3).reshape(b * t, 3, h, w).float() / 255.0
+    def frames_to_images(frames: torch.Tensor) -> torch.Tensor:
+        """(B,T,H,W,3) u8 -> (B,T,3,S,S) float in [0, 1]."""
+        x = frames.permute(0, 1, 4, 2, 3).reshape(b * t, 3, h, w).float() / 255.0
         return _resize(x, size, "bilinear").clamp(0, 1).reshape(b, t, 3, size, size)
 
     clean_images = None
@@ -88,7 +89,7 @@ def samples_to_batch(samples: list[dict[str, Any]], image_size: int | None = Non
                     s["meta"].get("clip_id"), s["meta"].get("start")):
                 raise ValueError(f"sample {s['meta'].get('key')}: clean window {c['meta'].get('key')} is not its "
                                  "twin (another clip, start or frame size)")
-        clean_images = frames_to_images(np.stack([c["frames"] for c in clean]))
+        clean_images = frames_to_images(torch.from_numpy(np.stack([c["frames"] for c in clean])))
     audio = stack("audio_features").float()
     has_audio = torch.tensor([s["meta"].get("has_audio", True) is not False for s in samples])
     audio_valid = (audio.flatten(2).abs().amax(-1) > 0) & has_audio[:, None]
@@ -104,7 +105,7 @@ def samples_to_batch(samples: list[dict[str, Any]], image_size: int | None = Non
     speakers = [str(s["meta"].get("identity", s["meta"].get("key"))) for s in samples]
     index = {name: i for i, name in enumerate(dict.fromkeys(speakers))}
     return Batch(
-        images=frames_to_images(np.stack([s["frames"] for s in samples])),
+        images=frames_to_images(stack("frames")),
         landmarks=stack("landmarks").float() * torch.tensor([size / w, size / h]),
         landmarks_valid=landmarks_valid,
         audio_valid=audio_valid,

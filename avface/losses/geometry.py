@@ -7,9 +7,9 @@ import torch
 __all__ = ["vertex_distance_loss"]
 
 
-def vertex_distance_loss(pred: torch.Tensor, target: torch.Tensor, unit: float = 1000.0) -> torch.Tensor:
-    """Mean Euclidean distance between corresponding vertices, in ``1 / unit`` of the vertices' unit (FLAME is in
-    metres: the default gives millimetres, the unit of the 3D metrics).
+def vertex_distance_loss(pred: torch.Tensor, target: torch.Tensor, *, scale_to_mm: float = 1000.0) -> torch.Tensor:
+    """Mean Euclidean distance between corresponding vertices, in mm (``scale_to_mm`` as in
+    :mod:`avface.metrics.vertices`: 1000 for FLAME's metres).
 
     Args:
         pred, target: (..., V, 3) meshes with the same topology (target is used as given: detach it to make it a
@@ -20,4 +20,4 @@ def vertex_distance_loss(pred: torch.Tensor, target: torch.Tensor, unit: float =
     if pred.shape != target.shape or pred.shape[-1] != 3:
         raise ValueError(f"vertex_distance_loss: meshes must be (..., V, 3) alike, got {tuple(pred.shape)} and "
                          f"{tuple(target.shape)}")
-    return (pred - target).norm(dim=-1).mean() * unit
+    return (pred - target).norm(dim=-1).mean() * scale_to_mm
