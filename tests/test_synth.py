@@ -370,3 +370,50 @@ def test_smooth_noise_keeps_unit_spread_and_never_blows_up_a_short_sequence():
     assert worst < 5.0
     long = smooth_noise(np.random.default_rng(0), 20000, 4, 5.0)
     assert np.allclose(long.std(axis=0), 1.0, atol=0.1)
+
+
+# The drift stream of two clips of the benchmark corpus (make_training_shards(dev_identities=600,
+# test_identities=20, clips_per_identity=2, image_size=64), seed 0): the PCG64 state of the clip's generator
+# just before crop_camera, with the clip's frame count and its scene's scale / tx / ty. With the drift divided by
+# its sample spread, dev/mp4/id07312/ZRE9CXeugkX/00002 (clip 1035) drifted -67 sd (camera scale -1.9: the head
+# silhouette's cv2.ellipse raised, the clip failed at render) and dev/mp4/id05508/OmA5knq6bxu/00001 (clip 484)
+# -97 sd in ty (its face was drawn outside the image: every occlusion attempt failed).
+_BENCH_DRIFT = {
+    "id07312/ZRE9CXeugkX/00002": (69, 5.413118593439586, -0.0037460440653939004, -0.003864455561759284,
+                                  100815239484652771524604357153055295628, 61639409647494156266331547591400844427),
+    "id05508/OmA5knq6bxu/00001": (68, 6.574605848997358, 0.004148041900580444, 0.003424377022058967,
+                                  282485764972896306797897257809964109014, 274510157131124520921736721981435579041),
+}
+
+
+@pytest.mark.parametrize("clip", sorted(_BENCH_DRIFT))
+def test_crop_camera_of_a_short_benchmark_clip_keeps_the_face_in_frame(clip):
+    """Replays the camera drift of the benchmark clip that failed at render (negative scale) and of the one whose
+    face left the image, through crop_camera and render_vox at 64 px on a neutral face: the render succeeds, the
+    scale stays within a few percent of the scene's, every landmark is inside the image and every frame shows face."""
+    import torch
+
+    from avface.synth.config import FaceConfig, SpeechConfig
+    from avface.synth.face import FaceSequence, sample_identity
+    from avface.synth.render import FaceContext, render_vox
+    from avface.synth.vox import crop_camera
+
+    torch.set_num_threads(1)
+    t, scale, tx, ty, state, inc = _BENCH_DRIFT[clip]
+    ctx = FaceContext.get(None, None)
+    identity = sample_identity(np.random.default_rng(0), ctx.data, FaceConfig(), SpeechConfig())
+    z = lambda k: np.zeros((t, k), np.float32)  # noqa: E731
+    seq = FaceSequence(np.repeat(identity.shape[None], t, 0), z(ctx.data.exprdirs.shape[-1]), z(3), z(3), z(3), z(6),
+                       z(4), np.zeros(t, np.float32))
+    posed = ctx.pose(seq)
+    rng = np.random.Generator(np.random.PCG64())
+    rng.bit_generator.state = {"bit_generator": "PCG64", "state": {"state": state, "inc": inc}, "has_uint32": 0,
+                               "uinteger": 0}
+    cam, drift = crop_camera(rng, posed.landmarks3d, {"scale": scale, "tx": tx, "ty": ty}, FPS)
+    size = 64
+    out = render_vox(ctx, posed, cam, ctx.albedo(identity), np.eye(9, 3, dtype=np.float32) * 2.0,
+                     np.full((size, size, 3), 128, np.uint8), identity, seq.global_pose)
+    assert np.all((out.landmarks2d >= 0) & (out.landmarks2d < size))
+    assert out.alpha.reshape(t, -1).mean(1).min() > 0.05
+    assert np.all(np.abs(cam[:, 0] / scale - 1.0) < 0.15)
+    assert cam.shape == (t, 3) and drift.shape == (t, 3) and np.abs(drift).max() < 5.0

@@ -34,7 +34,7 @@ from occlusion_synth import OcclusionConfig, occlude_sequence
 log = logging.getLogger(__name__)
 
 __all__ = ["VoxClipJob", "SIDECAR_KEYS", "make_vox_clip", "clip_paths", "rng_for", "identity_for", "speech_audio",
-           "vox_txt", "write_meta_csv"]
+           "crop_camera", "vox_txt", "write_meta_csv"]
 
 #: Keys of the ground-truth sidecar (``np.load(path, allow_pickle=False)``).
 SIDECAR_KEYS = (
@@ -139,6 +139,26 @@ def _scene(cfg: SynthesizeConfig, job: VoxClipJob):
             "fv_conf": float(rng.uniform(8.0, 20.0))}
 
 
+def crop_camera(rng: np.random.Generator, landmarks3d: np.ndarray, scene: dict, fps: float
+                ) -> tuple[np.ndarray, np.ndarray]:
+    """The clip's orthographic camera (T, 3) float32 ``(s, tx, ty)`` and its drift (T, 3) (the txt box moves
+    with it). The crop follows the face like VoxCeleb2's face tracks: centred on a smoothed face centre
+    (``landmarks3d`` (T, 68, 3)), scale ``scene["scale"]``, with a slow drift of a few percent.
+
+    The drift is smoothed over 1.5 s, longer than many clips: it must keep unit spread by the filter's norm
+    (:func:`avface.synth.face.smooth_noise`); scaled by its own sample spread it reached -67 sd in a 69-frame clip,
+    whose scale went negative (the head silhouette's ``cv2.ellipse`` raised), and -97 sd in another, whose face
+    was drawn outside the image."""
+    from scipy.ndimage import gaussian_filter1d
+
+    t = len(landmarks3d)
+    drift = smooth_noise(rng, t, 3, 1.5 * fps)
+    centre = gaussian_filter1d(landmarks3d[:, :, :2].mean(1).astype(np.float64), 0.3 * fps, axis=0, mode="nearest")
+    cam = np.stack([scene["scale"] * (1 + 0.02 * drift[:, 0]), -centre[:, 0] + scene["tx"] + 0.003 * drift[:, 1],
+                    -centre[:, 1] + scene["ty"] + 0.003 * drift[:, 2]], axis=1).astype(np.float32)
+    return cam, drift
+
+
 def make_vox_clip(job: VoxClipJob, cfg: SynthesizeConfig, root: Path) -> dict:
     """Synthesise one clip and write its mp4, txt and sidecar. Returns a summary dict (``skipped`` when the clip
     already exists and ``cfg.overwrite`` is false)."""
@@ -168,14 +188,7 @@ def make_vox_clip(job: VoxClipJob, cfg: SynthesizeConfig, root: Path) -> dict:
         # face
         seq = face_sequence(rng, identity, utt.phonemes, t, fps, MouthRig(ctx.data), cfg.face, speech_offset=lead)
         posed = ctx.pose(seq)
-        # The crop follows the face like VoxCeleb2's face tracks: centred on a smoothed face centre, with jitter.
-        drift = smooth_noise(rng, t, 3, 1.5 * fps)
-        from scipy.ndimage import gaussian_filter1d
-
-        centre = gaussian_filter1d(posed.landmarks3d[:, :, :2].mean(1).astype(np.float64), 0.3 * fps, axis=0,
-                                   mode="nearest")
-        cam = np.stack([scene["scale"] * (1 + 0.02 * drift[:, 0]), -centre[:, 0] + scene["tx"] + 0.003 * drift[:, 1],
-                        -centre[:, 1] + scene["ty"] + 0.003 * drift[:, 2]], axis=1).astype(np.float32)
+        cam, drift = crop_camera(rng, posed.landmarks3d, scene, fps)
         albedo = ctx.albedo(identity)
         out = render_vox(ctx, posed, cam, albedo, scene["sh"], scene["background"], identity, seq.global_pose)
         frames = out.frames
