@@ -82,6 +82,47 @@ def test_landmark_crop_keeps_the_ground_truth_camera_exact(shards, tmp_path):
     index = ShardIndex.build(out, ["train"])
     assert index.read(0)["meta"]["crop_boxes"] is not None
     assert _reprojection_error_px(index) < 0.05  # float32 crop arithmetic
+    # The renderer's normals and the sidecar's occlusion masks are cropped with the frames: the centroid of each
+    # map, mapped through the stored crop box (p_out = (p_in - box_xy) * S / side), is the centroid of the uncropped
+    # shard's map (the fixture: 64 px frames stored as they are). Resized from the whole frame instead (the old
+    # code), they were off by the box offset (several pixels).
+    plain = ShardIndex.build(shards, ["train"])
+    plain_rows = {k: i for i, k in enumerate(plain.table["key"])}
+    checked = {"normals": 0, "occlusion_mask": 0}
+    for i in range(len(index)):
+        cropped, ref = index.read(i), plain.read(plain_rows[index.table["key"].iat[i]])
+        boxes = np.asarray(cropped["meta"]["crop_boxes"], np.float64)
+        size = cropped["frames"].shape[1]
+        for name, weight in (("normals", lambda m: (np.linalg.norm(m, axis=-1) > 0.5).astype(np.float64)),
+                             ("occlusion_mask", lambda m: m.astype(np.float64))):
+            if cropped.get(name) is None or weight(ref[name]).sum() == 0:
+                continue
+            for t in range(len(boxes)):
+                # Only what lies inside the crop box, 1 source px from its edges, is compared (a hand reaches out
+                # of the face crop): source pixel centres there, and the stored pixels whose centres map there.
+                x0, y0, x1, y1 = boxes[t]
+                k = size / (x1 - x0)
+                w0 = weight(ref[name][t]) * _inside(ref[name].shape[1], ref[name].shape[2], x0 + 1, y0 + 1, x1 - 1,
+                                                    y1 - 1)
+                w1 = weight(cropped[name][t]) * _inside(size, size, k, k, size - k, size - k)
+                if w0.sum() < 20:  # a sliver: no stable centroid
+                    continue
+                expected = (_centroid_px(w0) - boxes[t, :2]) * k
+                assert np.linalg.norm(_centroid_px(w1) - expected) < 0.75, (name, cropped["key"], t)
+                checked[name] += 1
+    assert checked["normals"] > 100 and checked["occlusion_mask"] > 0, checked
+
+
+def _inside(h: int, w: int, x0: float, y0: float, x1: float, y1: float) -> np.ndarray:
+    """(h, w) 1 where the pixel centre lies in [x0, x1] x [y0, y1] (continuous pixel coordinates), else 0."""
+    ys, xs = np.mgrid[:h, :w] + 0.5
+    return ((xs >= x0) & (xs <= x1) & (ys >= y0) & (ys <= y1)).astype(np.float64)
+
+
+def _centroid_px(weights: np.ndarray) -> np.ndarray:
+    """(x, y) weighted centroid of an (H, W) map, continuous pixel coordinates (pixel centres at i + 0.5)."""
+    ys, xs = np.mgrid[: weights.shape[0], : weights.shape[1]] + 0.5
+    return np.array([(xs * weights).sum(), (ys * weights).sum()]) / weights.sum()
 
 
 def test_zoom_shift_augmentation_keeps_every_target_exact(shards):

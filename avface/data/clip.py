@@ -135,18 +135,17 @@ def _resize(frames: np.ndarray, size: int) -> np.ndarray:
     return np.stack([cv2.resize(f, (size, size), interpolation=interp) for f in frames])
 
 
-def _resize_masks(masks: np.ndarray, size: int) -> np.ndarray:
-    if masks.shape[1:] == (size, size):
-        return masks
-    return np.stack([cv2.resize(m, (size, size), interpolation=cv2.INTER_LINEAR) for m in masks])
-
-
-def _resize_normals(normals: np.ndarray, size: int) -> np.ndarray:
-    if normals.shape[1:3] == (size, size):
-        return normals.astype(np.float32)
-    out = np.stack([cv2.resize(n.astype(np.float32), (size, size), interpolation=cv2.INTER_NEAREST)
-                    for n in normals])
-    return out
+def frame_maps(maps: np.ndarray, size: int, crop_box: list | None, interpolation: int) -> np.ndarray:
+    """Per-frame maps of the source frames (occlusion masks ``(T, H, W)``, normals ``(T, H, W, 3)``) -> the stored
+    frames' pixels ``(T, size, size[, 3])`` float32: the same landmark crop as the frames (``crop_box`` ``(T, 4)``,
+    outside the source: zero) or, without one, the same plain resize."""
+    maps = maps.astype(np.float32)
+    if crop_box is not None:
+        return np.stack([crop_resize(m, np.asarray(b), size, interpolation)[0] for m, b in zip(maps, crop_box,
+                                                                                             strict=True)])
+    if maps.shape[1:3] == (size, size):
+        return maps
+    return np.stack([cv2.resize(m, (size, size), interpolation=interpolation) for m in maps])
 
 
 def process_clip(row: dict[str, Any], cfg: PreprocessConfig, out_split: str, occluded_starts: set[int] | frozenset,
@@ -185,8 +184,8 @@ def process_clip(row: dict[str, Any], cfg: PreprocessConfig, out_split: str, occ
         lm, valid = window_landmarks(raw, src_idx, gt_lm, resources.detector)
         valid = valid & ~filled  # (their landmarks are zeroed below with the other invalid frames)
         frames, lm_out, crop_box = crop_window(raw, lm, valid, cfg)
-        occ_mask = window_occlusion_mask(gt, src_idx, size)
-        normals = _normals(normals_source, gt, src_idx, frames, size, resources)
+        occ_mask = window_occlusion_mask(gt, src_idx, size, crop_box)
+        normals = _normals(normals_source, gt, src_idx, frames, size, crop_box, resources)
         targets = window_targets(gt, src_idx, crop_box, (th, tw)) if cfg.data.carry_ground_truth else None
         meta = {**base_meta, "decoder": source.decoder, "start": int(start), "source_indices": src_idx.tolist(),
                 "source_size": [tw, th],
@@ -344,8 +343,10 @@ def crop_window(raw: np.ndarray, lm: np.ndarray, valid: np.ndarray,
     return frames, lm_out, crop_box
 
 
-def window_occlusion_mask(gt: dict[str, np.ndarray], src_idx: np.ndarray, size: int) -> np.ndarray | None:
-    """The sidecar's occlusion mask of one window, ``(T, S, S)`` f32 in [0, 1]; None without one."""
+def window_occlusion_mask(gt: dict[str, np.ndarray], src_idx: np.ndarray, size: int,
+                          crop_box: list | None = None) -> np.ndarray | None:
+    """The sidecar's occlusion mask of one window in the stored frames' pixels (``crop_box``: the window's landmark
+    crop, see :func:`frame_maps`), ``(T, S, S)`` f32 in [0, 1]; None without one."""
     if "occlusion_mask" not in gt:
         return None
     m = gt["occlusion_mask"]
@@ -354,7 +355,7 @@ def window_occlusion_mask(gt: dict[str, np.ndarray], src_idx: np.ndarray, size: 
     ok = src_idx < len(m)
     mm = np.zeros((len(src_idx), *m.shape[1:]), np.float32)
     mm[ok] = m[src_idx[ok]].astype(np.float32) * scale
-    return _resize_masks(mm, size)
+    return frame_maps(mm, size, crop_box, cv2.INTER_LINEAR)
 
 
 class _FrameSource:
@@ -444,12 +445,13 @@ def _normals_source(cfg: PreprocessConfig, gt: dict, resources: ClipResources) -
 
 
 def _normals(source: str | None, gt: dict, src_idx: np.ndarray, frames: np.ndarray, size: int,
-             resources: ClipResources) -> np.ndarray | None:
+             crop_box: list | None, resources: ClipResources) -> np.ndarray | None:
     if source is None:
         return None
     with stage("normals"):
         if source == "renderer":
             from avface.data.normals_teacher import sidecar_normals  # torch: only imported when normals are made
 
-            return _resize_normals(sidecar_normals(gt, src_idx), size)
+            # nearest: a blend of two unit normals is not one, and "no normal" (zero) must stay zero
+            return frame_maps(sidecar_normals(gt, src_idx), size, crop_box, cv2.INTER_NEAREST)
         return resources.teacher(frames)
