@@ -162,7 +162,6 @@ def _lip_error_budget(checkpoint: str, shards: str, windows: int) -> dict[str, f
     import numpy as np
     import torch
 
-    from avface.data.batch import samples_to_batch
     from avface.train.checkpoints import load_trained
     from avface.train.data import ShardIndex
     from avface.train.validation import flat_frames, ground_truth_vertices, vertex_errors
@@ -178,8 +177,7 @@ def _lip_error_budget(checkpoint: str, shards: str, windows: int) -> dict[str, f
     # 1. predictions of every window, with its speaker (the key's identity part)
     seen = []
     with torch.no_grad():
-        for i in range(0, len(rows), 8):
-            batch = samples_to_batch([index.read(int(r)) for r in rows[i:i + 8]], model.config.image_size)
+        for batch in index.batches(rows, model.config.image_size):
             out = model(batch)
             frames = batch.targets.jaw.shape[1]
             speakers = np.repeat([key.split("_")[1] for key in batch.keys], frames)  # (B*T,)
@@ -229,7 +227,6 @@ def _lip_error_budget(checkpoint: str, shards: str, windows: int) -> dict[str, f
 def _occlusion_gap(checkpoints: dict[str, str], shards: str) -> dict[str, dict[str, float]]:
     """3D and lip error of each checkpoint on every held-out occluded window and on its clean twin (the same
     window without the occluder): how much the occluder costs, and how much of that the fine-tune wins back."""
-    from avface.data.batch import samples_to_batch
     from avface.train.checkpoints import load_trained
     from avface.train.data import OCC_SUFFIX, ShardIndex
     from avface.train.validation import validate
@@ -242,9 +239,7 @@ def _occlusion_gap(checkpoints: dict[str, str], shards: str) -> dict[str, dict[s
         model = load_trained(path).model
         res = {}
         for tag, rows in (("occluded", occ), ("clean", twins)):
-            batches = [samples_to_batch([index.read(int(r)) for r in rows[i:i + 8]], model.config.image_size)
-                       for i in range(0, len(rows), 8)]
-            m = validate(model, batches)
+            m = validate(model, index.batches(rows, model.config.image_size))
             res[f"{tag}/v3d_mm"], res[f"{tag}/lip_mm"] = m["val/v3d_mm"], m["val/lip_mm"]
         out[name] = res
     return out

@@ -125,6 +125,13 @@ class ShardIndex:
                     raw[name] = f.read(size)
         return raw
 
+    def batches(self, rows: np.ndarray | list[int], image_size: int, batch_windows: int = 8) -> list[Batch]:
+        """The samples of ``rows``, in that order, as :class:`~avface.data.batch.Batch` es of ``batch_windows``
+        windows (the last may be smaller) at ``image_size``: fixed validation sets and evaluations."""
+        rows = [int(r) for r in rows]
+        return [samples_to_batch([self.read(r) for r in rows[i:i + batch_windows]], image_size)
+                for i in range(0, len(rows), batch_windows)]
+
     def read(self, row: int) -> dict[str, Any]:
         """Decoded sample ``row`` (:func:`avface.data.sample.decode_sample`)."""
         try:

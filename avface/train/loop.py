@@ -30,7 +30,6 @@ import ray.train
 import torch
 import torch.distributed as dist
 
-from avface.data.batch import samples_to_batch
 from avface.face_model import FaceModel
 from avface.losses.geometry import vertex_distance_loss
 from avface.losses.landmarks import landmark_loss
@@ -235,9 +234,7 @@ def _val_batches(index: ShardIndex | None, n: int, image_size: int) -> list:
     """A fixed, evenly spaced subset of ``n`` held-out windows, in batches of 8 (same windows every validation)."""
     if index is None or n <= 0 or len(index) == 0:
         return []
-    rows = index.spread(n)
-    samples = [index.read(int(r)) for r in rows]
-    return [samples_to_batch(samples[i:i + 8], image_size) for i in range(0, len(samples), 8)]
+    return index.batches(index.spread(n), image_size)
 
 
 def stage_worker(payload: dict[str, Any]) -> None:
