@@ -12,7 +12,9 @@ speakers, beside the mean face and the constant-expression baseline, and the pap
 3. the paper's recipe from scratch: stage ``coarse`` with no pretraining for ``--scratch-steps`` (the stage the
    initialisation is for; ``--scratch-all-stages`` continues with the same lip/detail/occlusion stages);
 4. prints the table (mm; NME as a fraction of the inter-ocular distance) and writes ``learning.png`` (held-out
-   3D and lip error against training steps, per stage) and ``learning.json``.
+   3D and lip error against training steps, per stage) and ``learning.json``;
+5. diagnostics: where the lip error comes from (true parameters swapped in), whether the 2D landmark geometry
+   tells the face shape (a ridge regression, beside the model's shape), what the occluder costs.
 
 Re-running resumes (finished stages are skipped). Goals (issue 10): on held-out speakers, lip error >= 25 % and
 expression error >= 30 % below the constant baseline, all-vertex error below it; the self-supervised stages do
@@ -134,6 +136,12 @@ def main() -> None:
     print("| face | lip mm |\n|---|---|")
     for k, v in budget.items():
         print(f"| {k} | {v:.3f} |")
+    shape_probe = _shape_from_landmarks(recipe["final"], data["shards"])
+    print("\nis the speaker's face shape in the 2D geometry? (neutral face, held-out speakers, mm after the "
+          "similarity alignment)")
+    print("| shape | 3D mm | lip mm |\n|---|---|---|")
+    for k, (v3d, lip) in shape_probe.items():
+        print(f"| {k} | {v3d:.3f} | {lip:.3f} |")
     gap = {}
     if "occlusion" in recipe["stages"]:
         before = recipe["chain"][recipe["chain"].index("occlusion") - 1]
@@ -148,7 +156,8 @@ def main() -> None:
                   f"{v['clean/lip_mm']:.4f} |")
     (out / "learning.json").write_text(json.dumps({"rows": rows, "ratios": ratios, "timings": timings,
                                                    "t_data": t_data, "lip_error_budget": budget,
-                                                   "occlusion_gap": gap}, indent=2))
+                                                   "shape_from_landmarks": shape_probe, "occlusion_gap": gap},
+                                                  indent=2))
     _plot(recipe["tracking_uri"], out / "learning.png")
     print(f"wrote {out / 'learning.png'} and {out / 'learning.json'}")
 
@@ -222,6 +231,65 @@ def _lip_error_budget(checkpoint: str, shards: str, windows: int) -> dict[str, f
     res["jaw RMS error with the speaker's oracle gain (deg)"] = float(np.degrees(np.sqrt(np.mean(jaw_sq_gain))))
     res["true jaw opening spread (deg)"] = float(np.degrees(true_open.std()))
     return res
+
+
+def _shape_from_landmarks(checkpoint: str, shards: str, train_windows: int = 1500,
+                          noise_px: float = 1.0) -> dict[str, tuple[float, float]]:
+    """How well the 2D landmark geometry alone tells a speaker's face shape, beside the final model's shape: a
+    ridge regression (train windows -> held-out speakers) from each window's landmarks (per frame centred and
+    scaled to unit norm; mean and spread over the 16 frames) to the true shape coefficients, with the exact
+    landmarks and with ``noise_px`` of Gaussian noise on every point (a detector's error). Errors are of the
+    neutral face (zero expression and pose), all vertices and lips, against the template's."""
+    import numpy as np
+    import torch
+
+    from avface.train.checkpoints import load_trained
+    from avface.train.data import ShardIndex
+    from avface.train.validation import vertex_errors
+
+    def read(split: str, n: int) -> tuple[np.ndarray, np.ndarray, list[int]]:
+        index = ShardIndex.build(shards, [split])
+        rows = [int(r) for r in index.spread(n)]
+        lms = np.stack([np.asarray(index.read(r)["landmarks"], np.float64) for r in rows])  # (N, T, 68, 2) px
+        shapes = np.stack([index.read_targets(r)["shape"][0] for r in rows])  # (N, NS)
+        return lms, shapes, rows
+
+    def features(lms: np.ndarray) -> np.ndarray:
+        p = lms - lms.mean(2, keepdims=True)
+        p = p / np.sqrt((p ** 2).sum((2, 3), keepdims=True))
+        return np.concatenate([p.mean(1).reshape(len(p), -1), p.std(1).reshape(len(p), -1)], 1)
+
+    trained = load_trained(checkpoint)
+    model, fm = trained.model, trained.face_model
+    lip = torch.as_tensor(fm.region("lips")).long()
+    lm_tr, y_tr, _ = read("train", train_windows)
+    lm_te, y_te, rows_te = read("test", 0)
+
+    def neutral(shape: np.ndarray) -> torch.Tensor:
+        n = len(shape)
+        z = lambda k: torch.zeros(n, k)  # noqa: E731
+        return fm(shape=torch.as_tensor(shape, dtype=torch.float32), expression=z(fm.n_expression),
+                  global_pose=z(3), neck_pose=z(3), jaw_pose=z(3), eye_pose=z(6)).vertices
+
+    gt = neutral(y_te)
+
+    def errors(shape: np.ndarray) -> tuple[float, float]:
+        v3d, lips = vertex_errors(neutral(shape), gt, lip)
+        return float(v3d.mean()), float(lips.mean())
+
+    out = {"template (zero shape)": errors(np.zeros_like(y_te))}
+    index = ShardIndex.build(shards, ["test"])
+    with torch.no_grad():
+        pred = [model(b).shape.mean(1).numpy() for b in index.batches(rows_te, model.config.image_size)]
+    out["the final model's (mean over the window's frames)"] = errors(np.concatenate(pred))
+    rng = np.random.default_rng(0)
+    for name, sigma in (("exact", 0.0), (f"{noise_px:g} px noise", noise_px)):
+        a, b = (features(x + rng.normal(0.0, sigma, x.shape)) for x in (lm_tr, lm_te))
+        mu, sd = a.mean(0), a.std(0) + 1e-9
+        a, b = (a - mu) / sd, (b - mu) / sd
+        w = np.linalg.solve(a.T @ a + np.eye(a.shape[1]), a.T @ (y_tr - y_tr.mean(0)))
+        out[f"ridge on the {name} 2D landmarks"] = errors(b @ w + y_tr.mean(0))
+    return out
 
 
 def _occlusion_gap(checkpoints: dict[str, str], shards: str) -> dict[str, dict[str, float]]:
