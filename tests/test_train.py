@@ -182,7 +182,6 @@ def test_occlusion_stage_mixes_occluded_windows_at_the_ratio(shards):
     assert not index.table["occluded"].to_numpy()[clean_only].any()
 
 
-@pytest.mark.ray
 def test_index_batches_keep_the_rows_in_order(shards):
     """ShardIndex.batches: the windows of the given rows, in their order, 8 per batch (the last one smaller)."""
     index = ShardIndex.build(shards, ["train"])
@@ -193,6 +192,7 @@ def test_index_batches_keep_the_rows_in_order(shards):
     assert batches[0].images.shape[-2:] == (32, 32)
 
 
+@pytest.mark.ray
 def test_occluded_windows_come_with_their_clean_twins(shards):
     """Each occluded copy's clean twin (same clip and start) rides along as Batch.clean_images; a clean window is
     its own twin; the augmentation frames both alike; a copy whose twin is not indexed is an error."""
