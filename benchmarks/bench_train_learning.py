@@ -247,12 +247,11 @@ def _shape_from_landmarks(checkpoint: str, shards: str, train_windows: int = 150
     from avface.train.data import ShardIndex
     from avface.train.validation import vertex_errors
 
-    def read(split: str, n: int) -> tuple[np.ndarray, np.ndarray, list[int]]:
-        index = ShardIndex.build(shards, [split])
-        rows = [int(r) for r in index.spread(n)]
-        lms = np.stack([np.asarray(index.read(r)["landmarks"], np.float64) for r in rows])  # (N, T, 68, 2) px
-        shapes = np.stack([index.read_targets(r)["shape"][0] for r in rows])  # (N, NS)
-        return lms, shapes, rows
+    def read(index: ShardIndex, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        samples = [index.read(int(r)) for r in rows]
+        lms = np.stack([np.asarray(s["landmarks"], np.float64) for s in samples])  # (N, T, 68, 2) px
+        shapes = np.stack([s["gt"]["shape"][0] for s in samples])  # (N, NS)
+        return lms, shapes
 
     def features(lms: np.ndarray) -> np.ndarray:
         p = lms - lms.mean(2, keepdims=True)
@@ -262,8 +261,10 @@ def _shape_from_landmarks(checkpoint: str, shards: str, train_windows: int = 150
     trained = load_trained(checkpoint)
     model, fm = trained.model, trained.face_model
     lip = torch.as_tensor(fm.region("lips")).long()
-    lm_tr, y_tr, _ = read("train", train_windows)
-    lm_te, y_te, rows_te = read("test", 0)
+    train, test = ShardIndex.build(shards, ["train"]), ShardIndex.build(shards, ["test"])
+    lm_tr, y_tr = read(train, train.spread(train_windows))
+    rows_te = test.spread(0)
+    lm_te, y_te = read(test, rows_te)
 
     def neutral(shape: np.ndarray) -> torch.Tensor:
         n = len(shape)
@@ -278,9 +279,8 @@ def _shape_from_landmarks(checkpoint: str, shards: str, train_windows: int = 150
         return float(v3d.mean()), float(lips.mean())
 
     out = {"template (zero shape)": errors(np.zeros_like(y_te))}
-    index = ShardIndex.build(shards, ["test"])
     with torch.no_grad():
-        pred = [model(b).shape.mean(1).numpy() for b in index.batches(rows_te, model.config.image_size)]
+        pred = [model(b).shape.mean(1).numpy() for b in test.batches(rows_te, model.config.image_size)]
     out["the final model's (mean over the window's frames)"] = errors(np.concatenate(pred))
     rng = np.random.default_rng(0)
     for name, sigma in (("exact", 0.0), (f"{noise_px:g} px noise", noise_px)):
