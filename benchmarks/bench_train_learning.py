@@ -1,7 +1,7 @@
 """Does the tiny model learn? The staged recipe on a synthetic corpus with exact ground truth, on held-out
 speakers, beside the mean face and the constant-expression baseline, and the paper's recipe from scratch.
 
-    python benchmarks/bench_train_learning.py [--out runs/bench_learning] [--identities 600] [--test-identities 20]
+    python benchmarks/bench_train_learning.py [--out runs/bench_learning] [--identities 1200] [--test-identities 80]
         [--pretrain-steps 2000] [--stage-steps 150] [--scratch-steps 600]
 
 1. corpus: ``--identities`` training speakers and ``--test-identities`` held-out ones, ``--clips`` short clips each,
@@ -55,9 +55,13 @@ def _fmt(v) -> str:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", default="runs/bench_learning")
-    ap.add_argument("--identities", type=int, default=600)
-    ap.add_argument("--test-identities", type=int, default=20)
-    ap.add_argument("--clips", type=int, default=2, help="clips per training speaker")
+    ap.add_argument("--identities", type=int, default=1200)
+    # 80, not 20: the lip error's floor is the face shape, so 20 held-out speakers moved the lip ratio by several
+    # hundredths between draws (0.78 vs 0.71); validation scores a fixed, evenly spaced subset, so its cost stays
+    ap.add_argument("--test-identities", type=int, default=80)
+    # one clip each: the same number of windows from twice the speakers (a clip still gives a batch several windows
+    # of one speaker); more identities are what the shape and the per-speaker jaw gain need to generalise
+    ap.add_argument("--clips", type=int, default=1, help="clips per speaker")
     ap.add_argument("--pretrain-steps", type=int, default=2000)
     ap.add_argument("--stage-steps", type=int, default=150)
     ap.add_argument("--scratch-steps", type=int, default=600)
