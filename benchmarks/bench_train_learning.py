@@ -57,10 +57,10 @@ def main() -> None:
     ap.add_argument("--out", default="runs/bench_learning")
     ap.add_argument("--identities", type=int, default=1200)
     # 80, not 20: the lip error's floor is the face shape, so 20 held-out speakers moved the lip ratio by several
-    # hundredths between draws (0.78 vs 0.71); validation scores a fixed, evenly spaced subset, so its cost stays
+    # hundredths between draws (0.78 vs 0.71); validation scores a fixed, evenly spaced subset, so it costs no more
     ap.add_argument("--test-identities", type=int, default=80)
     # one clip each: the same number of windows from twice the speakers (a clip still gives a batch several windows
-    # of one speaker); more identities are what the shape and the per-speaker jaw gain need to generalise
+    # of one speaker); the shape and the jaw gain are drawn per speaker, so speakers are what they generalise from
     ap.add_argument("--clips", type=int, default=1, help="clips per speaker")
     ap.add_argument("--pretrain-steps", type=int, default=2000)
     ap.add_argument("--stage-steps", type=int, default=150)
