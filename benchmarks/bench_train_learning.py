@@ -311,13 +311,14 @@ def _oracle_lip_refiner(checkpoint: str, shards: str, steps: int = 1000, every: 
     """Could any lip-stage loss lower the lip error on this corpus? The lip refiner (the paper's inputs: the audio
     window and the coarse lips) trained from ``checkpoint`` on the held-out metric itself: the lip vertices'
     distance to the TRUE mesh after the similarity alignment (3D supervision no paper loss has). The rest of the
-    model is frozen, as in the lip stage. Held-out lip mm at every ``every`` steps (step 0 = the coarse model)."""
+    model is frozen, as in the lip stage. Held-out lip mm (``validate``'s, the lip stage's own metric) at every
+    ``every`` steps (step 0 = the starting model)."""
     import numpy as np
     import torch
 
     from avface.train.checkpoints import load_trained
     from avface.train.data import ShardIndex
-    from avface.train.validation import flat_frames, ground_truth_vertices, vertex_errors
+    from avface.train.validation import flat_frames, ground_truth_vertices, validate, vertex_errors
 
     torch.manual_seed(0)
     trained = load_trained(checkpoint, stage="lip")
@@ -327,24 +328,18 @@ def _oracle_lip_refiner(checkpoint: str, shards: str, steps: int = 1000, every: 
     val_index, train_index = ShardIndex.build(shards, ["test"]), ShardIndex.build(shards, ["train"])
     val_batches = val_index.batches(val_index.spread(windows), model.config.image_size)
 
-    def lip_mm(batch) -> torch.Tensor:
-        out = model(batch, render=False)
-        return vertex_errors(flat_frames(out.vertices), ground_truth_vertices(fm, batch.targets), lip)[1].mean()
-
-    def held_out() -> float:
-        model.eval()
+    def held_out() -> float:  # the lip stage's own validation metric (eval mode; validate restores train mode)
         with torch.no_grad():
-            v = float(np.mean([float(lip_mm(b)) for b in val_batches]))
-        model.train()
-        return v
+            return validate(model, val_batches)["val/lip_mm"]
 
     optimiser = torch.optim.Adam(model.trainable_parameters(), lr=lr, weight_decay=5e-4)
     rng = np.random.default_rng(0)
-    curve = {0: held_out()}
     model.train()
+    curve = {0: held_out()}
     for step in range(1, steps + 1):
         batch = train_index.batches(rng.choice(len(train_index.table), 8, replace=False), model.config.image_size)[0]
-        loss = lip_mm(batch)
+        out = model(batch, render=False)
+        loss = vertex_errors(flat_frames(out.vertices), ground_truth_vertices(fm, batch.targets), lip)[1].mean()
         optimiser.zero_grad(set_to_none=True)
         loss.backward()
         optimiser.step()
