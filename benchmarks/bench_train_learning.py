@@ -235,6 +235,8 @@ def _lip_error_budget(checkpoint: str, shards: str, windows: int) -> dict[str, f
                 "template, mean expression, true jaw": ground_truth_vertices(fm, tg, me, flat_frames(tg.jaw), template),
                 "template, true expression and jaw": ground_truth_vertices(fm, tg, shape=template),
                 "final model's identity, true expression and jaw": ground_truth_vertices(fm, tg, shape=shape),
+                # the floor of a face without lip refinement: every model parameter exact, no lip detail
+                "true shape, expression and jaw, no lip detail": ground_truth_vertices(fm, tg, lip_detail=False),
             }
             for name, verts in faces.items():
                 acc.setdefault(name, []).append(float(vertex_errors(verts, gt, lip)[1].mean()))

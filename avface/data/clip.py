@@ -223,6 +223,8 @@ def window_targets(gt: dict[str, np.ndarray], src_idx: np.ndarray, crop_box: lis
     if not all(k in gt for k in _SIDECAR_PARAMS) or src_idx.max() >= len(gt["shape"]) or th != tw:
         return None
     out = {name: gt[k][src_idx].astype(np.float32) for k, name in _SIDECAR_PARAMS.items()}
+    if "lip_detail" in gt:
+        out["lip_detail"] = gt["lip_detail"][src_idx].astype(np.float32)
     if "albedo" in gt:
         out["albedo"] = gt["albedo"].astype(np.float32)
     if "sh" in gt:

@@ -18,7 +18,8 @@ Fields (file name in the tar = ``<key>.<field>``; never pickle):
 ``gt_params.npy``     optional (synthetic clips): ``(T, D)`` f32 ground-truth model parameters of the window's frames,
                        columns laid out by ``meta["gt_layout"]`` (name -> [start, stop]): ``shape``, ``expression``,
                        ``jaw``, ``global_pose``, ``neck_pose``, ``eye_pose``, ``cam`` (in the stored frames' NDC)
-                       per frame, and the clip constants ``albedo`` and ``light`` (9 x 3 SH) repeated per frame;
+                       per frame, optionally ``lip_detail`` (C) per frame, and the clip constants ``albedo`` and
+                       ``light`` (9 x 3 SH) repeated per frame;
                        decoded to ``gt``: dict name -> ``(T, k)`` (``albedo (NA,)``, ``light (9, 3)``)
 ``occlusion_mask.png`` optional (``_occ`` samples and synthetic clips with a mask): vertical PNG strip ``(T*H, W)``
                        u8, 255 = occluded; decoded to ``(T, H, W)`` u8
@@ -44,13 +45,16 @@ import numpy as np
 from avface.utils.jsonable import json_default
 
 __all__ = ["sample_key", "sanitize", "encode_sample", "decode_sample", "pack_gt_params", "unpack_gt_params", "FIELDS",
-           "GT_FRAME_PARAMS", "GT_CLIP_PARAMS"]
+           "GT_FRAME_PARAMS", "GT_OPTIONAL_FRAME_PARAMS", "GT_CLIP_PARAMS"]
 
 FIELDS = ("frames.jpg", "frames.npy", "audio_features.npy", "landmarks.npy", "landmarks_valid.npy", "normals.png",
           "occlusion_mask.png", "gt_params.npy", "meta.json")
 
-#: Per-frame ground-truth parameter groups of ``gt_params.npy`` (in column order), then the per-clip constants.
+#: Per-frame ground-truth parameter groups of ``gt_params.npy`` (in column order), then the optional per-frame
+#: groups (``lip_detail``: FaceModel lip-detail coefficients, clips synthesised with ``face.lip_detail_mm > 0``),
+#: then the per-clip constants.
 GT_FRAME_PARAMS = ("shape", "expression", "jaw", "global_pose", "neck_pose", "eye_pose", "cam")
+GT_OPTIONAL_FRAME_PARAMS = ("lip_detail",)
 GT_CLIP_PARAMS = ("albedo", "light")
 
 _BAD = re.compile(r"[^A-Za-z0-9_\-]")
@@ -158,16 +162,18 @@ def encode_sample(
 def pack_gt_params(gt: dict[str, np.ndarray], t: int) -> tuple[np.ndarray, dict[str, list[int]]]:
     """Ground-truth parameters -> ``(T, D)`` f32 and the column layout (name -> [start, stop]).
 
-    gt: ``GT_FRAME_PARAMS`` as ``(T, k)`` arrays (all required) and optional ``albedo (NA,)``, ``light (9, 3)``.
+    gt: ``GT_FRAME_PARAMS`` as ``(T, k)`` arrays (all required), optional ``lip_detail (T, C)``, ``albedo (NA,)``,
+    ``light (9, 3)``.
     """
     cols, layout, at = [], {}, 0
-    for name in GT_FRAME_PARAMS + GT_CLIP_PARAMS:
+    per_frame = GT_FRAME_PARAMS + GT_OPTIONAL_FRAME_PARAMS
+    for name in per_frame + GT_CLIP_PARAMS:
         if name not in gt:
             if name in GT_FRAME_PARAMS:
                 raise KeyError(f"ground-truth parameters lack {name!r} (have {sorted(gt)})")
             continue
         a = np.asarray(gt[name], np.float32)
-        a = a.reshape(t, -1) if name in GT_FRAME_PARAMS else np.broadcast_to(a.reshape(1, -1), (t, a.size))
+        a = a.reshape(t, -1) if name in per_frame else np.broadcast_to(a.reshape(1, -1), (t, a.size))
         cols.append(a)
         layout[name] = [at, at + a.shape[1]]
         at += a.shape[1]

@@ -19,6 +19,8 @@ from torch import nn
 
 from avface.face_model.data import NOW7_FROM_68, FaceModelData
 from avface.face_model.lbs import batch_rodrigues, lbs
+from avface.face_model.lip_detail import LIP_DETAIL_NAMES, canonical_offsets_to_posed, lip_detail_basis
+from avface.face_model.starter import EXPRESSION_NAMES
 
 __all__ = ["FaceModel", "FaceModelOutput", "vertices2landmarks", "dynamic_contour_index"]
 
@@ -138,9 +140,26 @@ class FaceModel(nn.Module):
             self.register_buffer("dynamic_lmk_bary", f32(data.dynamic_lmk_bary), persistent=False)
         self.has_albedo = data.has_albedo
         self.n_albedo = data.n_albedo
+        self._lip_detail_basis: torch.Tensor | None = None  # built on first use (lip_detail_basis)
         if data.has_albedo:
             self.register_buffer("albedo_mean", f32(data.albedo_mean), persistent=False)
             self.register_buffer("albedo_basis", f32(data.albedo_basis), persistent=False)
+
+    def lip_detail_displacement(self, lip_detail: torch.Tensor, global_pose: torch.Tensor) -> torch.Tensor:
+        """lip_detail (B, C) coefficients (mm RMS over the lips per unit), global_pose (B, 3) -> (B, V, 3) posed
+        displacement of the lips (zero elsewhere)."""
+        if self._lip_detail_basis is None:
+            # the starter model's named expression bases are what the synthetic mouth rig drives (none in FLAME)
+            n_semantic = len(EXPRESSION_NAMES) if self.name.startswith("avface-starter") else 0
+            self._lip_detail_basis = lip_detail_basis(self, n_semantic)
+        basis = self._lip_detail_basis.to(self.v_template)  # (C, K, 3)
+        if lip_detail.dim() != 2 or lip_detail.shape[1] != basis.shape[0]:
+            raise ValueError(f"lip_detail must be (B, {basis.shape[0]}) ({', '.join(LIP_DETAIL_NAMES)}), "
+                             f"got {tuple(lip_detail.shape)}")
+        offsets = torch.einsum("bc,ckj->bkj", lip_detail.to(basis), basis)
+        lip_ids = torch.as_tensor(self.regions["lips"], device=basis.device)
+        return canonical_offsets_to_posed(offsets, batch_rodrigues(global_pose.to(basis)), lip_ids,
+                                          self.num_vertices)
 
     @property
     def num_vertices(self) -> int:
@@ -158,12 +177,16 @@ class FaceModel(nn.Module):
         neck_pose: torch.Tensor | None = None,
         jaw_pose: torch.Tensor | None = None,
         eye_pose: torch.Tensor | None = None,
+        lip_detail: torch.Tensor | None = None,
     ) -> FaceModelOutput:
         """Pose the model.
 
         shape (B, n_shape); expression (B, n_expression); global_pose, neck_pose, jaw_pose (B, 3) axis-angle;
         eye_pose (B, 6) = left eye (joint 3) then right eye (joint 4). Any argument left out is zeros (at least
         one must be given, to fix B). Fewer coefficients than the model has are zero-padded.
+        lip_detail (B, C): optional coefficients of lip motion outside the expression space
+        (:mod:`avface.face_model.lip_detail`, the synthetic corpus's lips), added to the lips in the canonical
+        frame and rotated with the head; vertices and landmarks include it.
         """
         given = [t for t in (shape, expression, global_pose, neck_pose, jaw_pose, eye_pose) if t is not None]
         if not given:
@@ -197,6 +220,8 @@ class FaceModel(nn.Module):
         out = lbs(betas, full_pose, self.v_template, self.shapedirs, self.posedirs, self.J_regressor, self.parents,
                   self.lbs_weights)
         verts = out.vertices
+        if lip_detail is not None:
+            verts = verts + self.lip_detail_displacement(lip_detail, gp)
         lmk_faces = self.lmk68_faces.unsqueeze(0).expand(b, -1)
         lmk_bary = self.lmk68_bary.unsqueeze(0).expand(b, -1, -1)
         lmk68 = vertices2landmarks(verts, self.faces, lmk_faces, lmk_bary)

@@ -21,6 +21,7 @@ from torch import nn
 
 from avface.face_model.flame import vertices2landmarks
 from avface.face_model.lbs import batch_rodrigues
+from avface.face_model.lip_detail import canonical_offsets_to_posed
 from avface.losses import landmarks as L
 from avface.losses import maps as M
 from avface.models.config import AVFaceConfig
@@ -218,8 +219,8 @@ class AVFace(nn.Module):
         posed_lips = out.vertices[:, :, self.lip_ids]
         canon = torch.einsum("btji,btkj->btki", rot, posed_lips - j0) + j0  # R^T (v - J0) + J0
         off = self.lip(canon, audio, audio_valid)  # (B,T,K,3)
-        off_posed = torch.einsum("btij,btkj->btki", rot, off)
-        delta = torch.zeros_like(out.vertices).index_add(2, self.lip_ids, off_posed)
+        delta = canonical_offsets_to_posed(_bt(off), _bt(rot), self.lip_ids, out.vertices.shape[2])
+        delta = delta.reshape(out.vertices.shape)
         verts = out.vertices + delta
         fm = self.face_model
         dl = vertices2landmarks(_bt(delta), fm.faces, fm.lmk68_faces[None].expand(b * t, -1),

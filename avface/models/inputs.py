@@ -16,7 +16,7 @@ __all__ = ["Batch", "ParamTargets", "PARAM_NAMES"]
 
 # The ground-truth parameter groups a decoded sample's ``gt`` dict carries (synthetic clips only).
 PARAM_NAMES: tuple[str, ...] = ("shape", "expression", "jaw", "global_pose", "neck_pose", "eye_pose", "cam",
-                                "albedo", "light")
+                                "lip_detail", "albedo", "light")
 
 
 def _move(x: Any, device: torch.device | str, non_blocking: bool) -> Any:
@@ -33,6 +33,8 @@ class ParamTargets:
 
     Per frame: ``shape (B,T,NS)``, ``expression (B,T,NE)``, ``jaw (B,T,3)``, ``global_pose (B,T,3)``,
     ``neck_pose (B,T,3)``, ``eye_pose (B,T,6)`` (axis-angle), ``cam (B,T,3)`` orthographic (s, tx, ty).
+    Optional per frame: ``lip_detail (B,T,C)``, the lips' motion outside the expression space
+    (``FaceModel(..., lip_detail=)``, :mod:`avface.face_model.lip_detail`), part of the true mesh.
     Per window: ``albedo (B,NA)`` and ``light (B,9,3)`` (SH coefficients), None when the samples lack them.
     """
 
@@ -43,6 +45,7 @@ class ParamTargets:
     neck_pose: torch.Tensor
     eye_pose: torch.Tensor
     cam: torch.Tensor
+    lip_detail: torch.Tensor | None = None
     albedo: torch.Tensor | None = None
     light: torch.Tensor | None = None
 

@@ -84,6 +84,10 @@ class FaceConfig:
     jaw_open_max: list[float] = field(default_factory=lambda: [0.2, 0.3])  # rad at jaw_open = 1 (per identity)
     articulation: list[float] = field(default_factory=lambda: [0.8, 1.15])  # speaker articulation strength
     expression_noise: float = 0.08  # smooth noise on the non-semantic expression coefficients
+    # Lip motion outside the mouth rig's expression bases and jaw (avface.face_model.lip_detail): mm RMS over the
+    # lips at full lip rounding / press / spread (protrusion / roll-in / corner pull); 0 = lips in the model's
+    # parameters only. Stored per frame as ``lip_detail`` (T, 3) in the sidecar and the shards' targets.
+    lip_detail_mm: float = 2.0
 
 
 @dataclass

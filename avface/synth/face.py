@@ -149,6 +149,7 @@ class FaceSequence:
     eye_pose: np.ndarray  # (T, 6)
     articulation: np.ndarray  # (T, 4) jaw_open, lip_round, lip_spread, lip_press
     blink: np.ndarray  # (T,)
+    lip_detail: np.ndarray | None = None  # (T, C) FaceModel lip_detail coefficients (LIP_DETAIL_NAMES); None = none
 
 
 def _euler_to_axis_angle(yaw: np.ndarray, pitch: np.ndarray, roll: np.ndarray) -> np.ndarray:
@@ -214,6 +215,8 @@ def face_sequence(
     jaw = np.zeros((num_frames, 3), np.float32)
     jaw[:, 0] = curves[:, 0] * identity.jaw_open_max
     jaw[:, 1] = 0.02 * smooth_noise(rng, num_frames, 1, sig)[:, 0] * curves[:, 0]  # slight lateral jaw
+    # lip detail (LIP_DETAIL_NAMES: protrude, roll_in, corner_pull) driven by lip rounding, press and spread
+    lip_detail = (face.lip_detail_mm * curves[:, [1, 3, 2]]).astype(np.float32) if face.lip_detail_mm > 0 else None
     return FaceSequence(
         shape=np.repeat(identity.shape[None], num_frames, axis=0).astype(np.float32),
         expression=expression.astype(np.float32),
@@ -223,4 +226,5 @@ def face_sequence(
         eye_pose=eye,
         articulation=curves.astype(np.float32),
         blink=blinks.astype(np.float32),
+        lip_detail=lip_detail,
     )

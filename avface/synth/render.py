@@ -72,8 +72,9 @@ class FaceContext:
         for i in range(0, len(seq.shape), 64):
             sl = slice(i, i + 64)
             gp = tt(seq.global_pose, sl) if with_global else torch.zeros(len(seq.shape[sl]), 3)
+            lip_detail = None if seq.lip_detail is None else tt(seq.lip_detail, sl)
             outs.append(self.model(tt(seq.shape, sl), tt(seq.expression, sl), gp, tt(seq.neck_pose, sl),
-                                   tt(seq.jaw_pose, sl), tt(seq.eye_pose, sl)))
+                                   tt(seq.jaw_pose, sl), tt(seq.eye_pose, sl), lip_detail=lip_detail))
         cat = lambda name: torch.cat([getattr(o, name) for o in outs]).numpy().astype(np.float32)  # noqa: E731
         return PosedSequence(cat("vertices"), cat("landmarks68"), cat("landmarks68_dynamic"), cat("joints"))
 

@@ -251,6 +251,8 @@ def make_vox_clip(job: VoxClipJob, cfg: SynthesizeConfig, root: Path) -> dict:
             "face_model": np.array(ctx.name), "image_size": np.array(size), "fps": np.array(fps),
             "sample_rate": np.array(cfg.speech.sample_rate), "num_frames": np.array(t),
         }
+        if seq.lip_detail is not None:
+            gt["lip_detail"] = seq.lip_detail
         if cfg.vox.store_vertices:
             gt["vertices"] = posed.vertices
         with atomic_path(paths["gt"], suffix=".npz") as tmp:

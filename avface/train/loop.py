@@ -86,8 +86,9 @@ def pretrain_losses(out, batch, scales: dict[str, torch.Tensor], face_model: Fac
     if face_model is not None:
         # The geometry the parameters make, in mm: weighs each coefficient by how much it moves the surface
         # (the std-normalised terms weigh a coefficient that barely moves a vertex like one that opens the jaw).
-        # The true pose is used, so these terms train identity and expression, not the camera.
-        gt_v = ground_truth_vertices(face_model, tg)
+        # The true pose is used, so these terms train identity and expression, not the camera. Both sides without
+        # the lips' detail: pretraining fits the model's parameters (DECA's role), the lip stage adds the detail.
+        gt_v = ground_truth_vertices(face_model, tg, lip_detail=False)
         pred_v = ground_truth_vertices(face_model, tg, expression=flat_frames(out.expression), jaw=flat_frames(out.jaw),
                                        shape=flat_frames(out.shape))
         dist = (pred_v - gt_v).norm(dim=-1) * 1000.0  # (N, V) mm

@@ -18,6 +18,8 @@ import numpy as np
 import torch
 
 from avface.face_model import FaceModel
+from avface.face_model.lbs import batch_rodrigues
+from avface.face_model.lip_detail import canonical_offsets_to_posed
 from avface.metrics import apply_similarity, landmark_nme, lip_nme, similarity_procrustes
 from avface.models.avface import AVFace
 
@@ -47,13 +49,22 @@ def flat_frames(x: torch.Tensor) -> torch.Tensor:
 
 
 def ground_truth_vertices(face_model: FaceModel, targets, expression: torch.Tensor | None = None,
-                          jaw: torch.Tensor | None = None, shape: torch.Tensor | None = None) -> torch.Tensor:
+                          jaw: torch.Tensor | None = None, shape: torch.Tensor | None = None,
+                          lip_detail: bool | None = None) -> torch.Tensor:
     """Vertices (N, V, 3) of the true parameters (full pose: global, neck, jaw, eyes), N = B*T; ``expression``
-    (N, NE) / ``jaw`` (N, 3) / ``shape`` (N, NS) replace the true ones (baselines, expression error)."""
+    (N, NE) / ``jaw`` (N, 3) / ``shape`` (N, NS) replace the true ones (baselines, expression error).
+
+    ``lip_detail``: add the targets' lip detail (the lips' motion outside the expression space, when the targets
+    carry it). Default: only for the true mesh itself (nothing replaced); a face made of replaced parameters is
+    what a model of those parameters could show, which has no lip detail."""
+    if lip_detail is None:
+        lip_detail = expression is None and jaw is None and shape is None
+    detail = flat_frames(targets.lip_detail) if lip_detail and targets.lip_detail is not None else None
     out = face_model(shape=flat_frames(targets.shape) if shape is None else shape,
                      expression=flat_frames(targets.expression) if expression is None else expression,
                      global_pose=flat_frames(targets.global_pose), neck_pose=flat_frames(targets.neck_pose),
-                     jaw_pose=flat_frames(targets.jaw) if jaw is None else jaw, eye_pose=flat_frames(targets.eye_pose))
+                     jaw_pose=flat_frames(targets.jaw) if jaw is None else jaw, eye_pose=flat_frames(targets.eye_pose),
+                     lip_detail=detail)
     return out.vertices
 
 
@@ -106,6 +117,10 @@ def validate(model: AVFace, batches: list, baselines: Baselines | None = None,
             add("v3d_mm", v3d)
             add("lip_mm", lip)
             expr_v = ground_truth_vertices(fm, tg, expression=flat_frames(out.expression), jaw=flat_frames(out.jaw))
+            if out.lip_offsets is not None:  # the refined lips' offsets are part of the predicted motion
+                expr_v = expr_v + canonical_offsets_to_posed(flat_frames(out.lip_offsets),
+                                                             batch_rodrigues(flat_frames(tg.global_pose)), lip_ids,
+                                                             expr_v.shape[1])
             add("expression_mm", (expr_v - gt_v).norm(dim=-1).mean(1) * 1000.0)
             if baselines is not None:
                 n = gt_v.shape[0]
