@@ -53,7 +53,7 @@ def _batch_reprojection_error_px(batch) -> float:
     fm = FaceModel(load_face_model(None))
     out = fm(shape=flat_frames(tg.shape), expression=flat_frames(tg.expression),
              global_pose=flat_frames(tg.global_pose), neck_pose=flat_frames(tg.neck_pose), jaw_pose=flat_frames(tg.jaw),
-             eye_pose=flat_frames(tg.eye_pose))
+             eye_pose=flat_frames(tg.eye_pose), lip_detail=flat_frames(tg.lip_detail))
     px = (orthographic_project(out.landmarks68_dynamic, flat_frames(tg.cam))[..., :2] + 1) * batch.image_size / 2
     valid = flat_frames(batch.landmarks_valid)
     return float((px - flat_frames(batch.landmarks)).norm(dim=-1)[valid].max())

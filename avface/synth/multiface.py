@@ -204,6 +204,7 @@ def make_multiface_segment(job: MultifaceJob, cfg: SynthesizeConfig, root: Path)
             np.savez_compressed(
                 f, shape=seq.shape, expression=seq.expression, jaw_pose=seq.jaw_pose, global_pose=seq.global_pose,
                 neck_pose=seq.neck_pose, eye_pose=seq.eye_pose, articulation=seq.articulation,
+                **({} if seq.lip_detail is None else {"lip_detail": seq.lip_detail}),
                 landmarks3d_mm=head.landmarks3d * 1000.0, frames=np.arange(base, base + t),
                 phonemes=np.array(json.dumps([{"symbol": p.symbol, "start_ms": round((p.start + lead) * 1000, 3),
                                                "end_ms": round((p.end + lead) * 1000, 3)} for p in utt.phonemes])),
