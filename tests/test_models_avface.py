@@ -108,6 +108,42 @@ def test_lip_offsets_follow_head_rotation(face_model):
     assert torch.allclose(d1, d0 @ r.T, atol=1e-6)
 
 
+def test_lip_stage_frame_removes_the_coarse_pose_and_camera_error(face_model):
+    """The lip stage's terms see the mesh through a camera re-fitted to the rigid landmarks (lip_frame
+    "landmarks"): with the true face under a wrong head pose and camera, the re-fitted lip landmarks land on the
+    image's, while the model's own frame misses them by several pixels."""
+    from avface.render.cameras import orthographic_project, pixels_to_ndc
+
+    cfg = AVFaceConfig.tiny()
+    model = AVFace(cfg, face_model, renderer=False).eval()
+    model.set_stage("lip")
+    b, t = 2, 2
+    g = torch.Generator().manual_seed(3)
+    shape, pose = 0.5 * torch.randn(b * t, 100, generator=g), 0.1 * torch.randn(b * t, 3, generator=g)
+    jaw = torch.tensor([[0.15, 0.0, 0.0]]).expand(b * t, 3)
+    cam = torch.tensor([[7.0, 0.01, -0.02]]).expand(b * t, 3)
+    with torch.no_grad():
+        lmk = orthographic_project(face_model(shape=shape, global_pose=pose, jaw_pose=jaw).landmarks68_dynamic, cam)
+    s = cfg.image_size
+    batch = Batch(images=torch.zeros(b, t, 3, s, s), audio=None, landmarks=((lmk[..., :2] + 1) * s / 2).reshape(
+        b, t, 68, 2), landmarks_valid=torch.ones(b, t, dtype=torch.bool))
+    code = AVFaceOutput(shape=shape.reshape(b, t, -1), expression=torch.zeros(b, t, 50), jaw=jaw.reshape(b, t, 3),
+                        global_pose=(pose + torch.tensor([0.08, -0.1, 0.05])).reshape(b, t, 3),
+                        cam=torch.tensor([7.6, 0.0, 0.01]).expand(b, t, 3), albedo=torch.zeros(b, t, 50),
+                        light=torch.zeros(b, t, 9, 3))
+    with torch.no_grad():
+        out = model.decode(code)
+        refit = model.refit_frame(batch, out)
+    gt = pixels_to_ndc(batch.landmarks, (s, s))
+    lips = slice(48, 68)
+    own = (out.landmarks2d[..., lips, :] - gt[..., lips, :]).norm(dim=-1).mean() * s / 2
+    fitted = (refit.landmarks2d[..., lips, :] - gt[..., lips, :]).norm(dim=-1).mean() * s / 2
+    assert own > 1.0 and fitted < 0.02, (own.item(), fitted.item())  # pixels at 64 px
+    # rotated as one rigid body: the lip offsets' frame (vertices and root turn together)
+    d0 = (out.vertices - out.root[:, :, None]).norm(dim=-1)
+    torch.testing.assert_close((refit.vertices - refit.root[:, :, None]).norm(dim=-1), d0, atol=1e-6, rtol=0)
+
+
 def test_sixteen_frame_window_with_occluded_frame_full_model_finite(face_model):
     cfg = AVFaceConfig.tiny()
     model = AVFace(cfg, face_model).eval()

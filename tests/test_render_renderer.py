@@ -143,6 +143,32 @@ def test_uv_normals_override_and_background() -> None:
     assert (out.image[0][:, ~a] == 0.25).all()
 
 
+def test_fit_orthographic_camera_recovers_rotation_and_camera() -> None:
+    """The weak-perspective re-fit inverts orthographic_project(points @ R^T, cam); zero-weight points (an outlier
+    moved far away) do not move it."""
+    from avface.face_model.lbs import batch_rodrigues
+    from avface.render.cameras import fit_orthographic_camera
+
+    g = torch.Generator().manual_seed(0)
+    points = 0.05 * torch.randn(4, 31, 3, generator=g)
+    rot = batch_rodrigues(0.3 * torch.randn(4, 3, generator=g))
+    cam = torch.tensor([[7.0, 0.01, -0.02]]) + 0.1 * torch.randn(4, 3, generator=g)
+    target = orthographic_project(points @ rot.transpose(1, 2), cam)[..., :2]
+    r, c = fit_orthographic_camera(points, target)
+    torch.testing.assert_close(r, rot, atol=1e-4, rtol=0)
+    torch.testing.assert_close(c, cam, atol=1e-3, rtol=0)
+    torch.testing.assert_close(torch.linalg.det(r), torch.ones(4), atol=1e-5, rtol=0)
+    moved = target.clone()
+    moved[:, 0] += 0.5
+    w = torch.ones(31)
+    w[0] = 0.0
+    r0, c0 = fit_orthographic_camera(points, moved, w)
+    torch.testing.assert_close(r0, rot, atol=1e-4, rtol=0)
+    torch.testing.assert_close(c0, cam, atol=1e-3, rtol=0)
+    r1, _ = fit_orthographic_camera(points, moved)
+    assert (r1 - rot).abs().max() > 1e-2
+
+
 def test_perspective_camera_matches_orthographic_at_long_focal_length() -> None:
     v, f, uv = face_like_mesh(16)
     r = FaceRenderer(f, uv, f, image_size=64)

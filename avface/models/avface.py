@@ -31,10 +31,13 @@ from avface.models.inputs import Batch
 from avface.models.lip import LipRefiner
 from avface.models.outputs import AVFaceOutput
 from avface.models.perceptual import IdentityLoss, IDMRFLoss
-from avface.render.cameras import orthographic_project, pixels_to_ndc
+from avface.render.cameras import fit_orthographic_camera, orthographic_project, pixels_to_ndc
 from avface.render.renderer import FaceRenderer
 
 STAGES = ("coarse", "lip", "detail")
+#: iBUG-68 points the lip stage re-fits its frame to (``LossWeights.lip_frame``): brows, nose, eyes; not the
+#: contour (it slides with the yaw) and not the lips (what the stage corrects)
+REFIT_LANDMARKS = tuple(range(17, 48))
 
 
 def _bt(x: torch.Tensor) -> torch.Tensor:
@@ -284,6 +287,38 @@ class AVFace(nn.Module):
                           uv_normals_detail=n_d.reshape(b, t, 3, u, u), uv_positions_detail=v_d.reshape(b, t, 3, u, u))
         return self._render(out, "detail", uv_normals=n_d)
 
+    def refit_frame(self, batch: Batch, out: AVFaceOutput) -> AVFaceOutput:
+        """``out`` seen through a rotation and camera re-fitted per frame to the image's rigid landmarks (brows,
+        nose, eyes: ``REFIT_LANDMARKS``), re-rendered when ``out`` was rendered: the lip stage's frame
+        (``LossWeights.lip_frame = "landmarks"``). The fit is detached and uses no lip point, so the lip terms
+        measure the lips relative to the upper face, not the coarse stage's pose and camera error. Frames without
+        valid landmarks keep the model's own pose and camera. Vertices and landmarks (B,T,...,3) are rotated about
+        the model-space origin, ``cam`` (B,T,3) replaced."""
+        b, t = out.vertices.shape[:2]
+        h, wd = batch.images.shape[-2:]
+        ids = torch.as_tensor(REFIT_LANDMARKS, device=out.vertices.device)
+        with torch.no_grad():
+            gt = pixels_to_ndc(batch.landmarks.to(out.vertices.dtype), (h, wd))
+            rot, cam = fit_orthographic_camera(_bt(out.landmarks3d)[:, ids], _bt(gt)[:, ids])
+            keep = _bt(batch.landmarks_valid).bool() if batch.landmarks_valid is not None else \
+                torch.ones(b * t, dtype=torch.bool, device=rot.device)
+            keep = keep & torch.isfinite(rot).all((1, 2)) & torch.isfinite(cam).all(1) & (cam[:, 0] > 0)
+            eye = torch.eye(3, dtype=rot.dtype, device=rot.device).expand_as(rot)
+            rot = torch.where(keep[:, None, None], rot, eye)
+            cam = torch.where(keep[:, None], cam, _bt(out.cam).detach())
+
+        def turn(x: torch.Tensor) -> torch.Tensor:  # (B,T,N,3) -> rotated
+            return torch.einsum("nij,nkj->nki", rot, _bt(x)).reshape(x.shape)
+
+        lmk3 = turn(out.landmarks3d)
+        lmk2 = orthographic_project(_bt(lmk3), cam)[..., :2].reshape(b, t, 68, 2)
+        root = None if out.root is None else turn(out.root[:, :, None])[:, :, 0]
+        refit = out.replace(vertices=turn(out.vertices), landmarks3d=lmk3, landmarks2d=lmk2,
+                            cam=cam.reshape(b, t, 3), root=root)
+        if out.render_coarse is not None and self.renderer is not None:
+            refit = self._render(refit, "coarse")
+        return refit
+
     # ------------------------------------------------------------------------------------------ losses
     def losses(self, batch: Batch, outputs: AVFaceOutput) -> dict[str, torch.Tensor]:
         """Weighted loss terms of the current stage + ``total``. A term whose inputs are missing (no renderer,
@@ -294,6 +329,8 @@ class AVFace(nn.Module):
         h, wd = images.shape[-2:]
         occ = batch.occlusion_mask
         visible = None if occ is None else (1.0 - occ.to(images.dtype))[:, :, None]
+        if self.stage == "lip" and w.lip_frame == "landmarks" and outputs.landmarks3d is not None:
+            outputs = self.refit_frame(batch, outputs)
         if self.stage in ("coarse", "lip"):
             # ---- L_coarse (DECA + EMOCA lip terms)
             if outputs.landmarks2d is not None:

@@ -199,6 +199,11 @@ class LossWeights:
     light: float = 1.0  # DECA's reg_light
     regularizer_batch_frames: int = 64  # frames DECA's batch-summed regularisers are scaled to
     normals: float = 10.0  # lambda_n (lip-normals in the lip stage, face normals in the fine stage)
+    # The lip stage's image frame. "model": its terms see the mesh through the coarse stage's own pose and camera
+    # (the paper's eq. 1 as written). "landmarks": through a rotation + camera re-fitted per frame to the image's
+    # non-lip landmarks (brows, nose, eyes), so that the refiner corrects the lips relative to the face instead of
+    # bending them to make up for the coarse stage's head-pose and camera error (models README, "lip stage").
+    lip_frame: str = "landmarks"
     detail_photometric: float = 1.0  # L_i in eq. (4) has weight 1
     mrf: float = 5e-2  # lambda_m
     symmetry: float = 5e-3  # lambda_s

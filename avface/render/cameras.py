@@ -39,6 +39,42 @@ def orthographic_project(points: torch.Tensor, cam: torch.Tensor) -> torch.Tenso
     return torch.cat([x, y, z], dim=-1)
 
 
+def fit_orthographic_camera(points: torch.Tensor, target: torch.Tensor, weights: torch.Tensor | None = None,
+                            ridge: float = 1e-6) -> tuple[torch.Tensor, torch.Tensor]:
+    """Least-squares re-fit of a rotation and DECA's orthographic camera to 2D correspondences:
+    ``orthographic_project(points @ R^T, cam)[..., :2] ~ target``.
+
+    The weak-perspective fit of 3DDFA's ``P2sRt``: a weighted affine fit ``u ~ M X + t`` (M 2x3) in y-up image
+    coordinates, M replaced by its nearest scaled pair of orthonormal rows (SVD; scale = mean singular value),
+    the third row their cross product (a proper rotation), the translation re-solved for that M.
+
+    Args:
+        points: (B, N, 3) model-space points (e.g. landmarks of the posed mesh).
+        target: (B, N, 2) their NDC positions in the image (y down).
+        weights: (B, N) or (N,) non-negative point weights; None = all 1.
+        ridge: Tikhonov term on the affine fit, relative to the points' spread (nearly planar point sets).
+    Returns:
+        rotation (B, 3, 3) to apply to the points (``points @ R^T``) and cam (B, 3) ``(s, tx, ty)``.
+    """
+    b, n, _ = points.shape
+    w = points.new_ones(b, n) if weights is None else weights.to(points).expand(b, n)
+    w = w / w.sum(-1, keepdim=True).clamp_min(1e-12)
+    u = target * target.new_tensor([1.0, -1.0])  # y up, as the model space
+    x_mean = (w[..., None] * points).sum(1, keepdim=True)
+    u_mean = (w[..., None] * u).sum(1, keepdim=True)
+    p, q = points - x_mean, u - u_mean  # (B, N, 3), (B, N, 2)
+    ptp = torch.einsum("bn,bni,bnj->bij", w, p, p)
+    ptp = ptp + ridge * ptp.diagonal(dim1=1, dim2=2).sum(-1)[:, None, None] * torch.eye(3).to(ptp)
+    qtp = torch.einsum("bn,bni,bnj->bij", w, q, p)  # (B, 2, 3)
+    m = torch.linalg.solve(ptp, qtp.transpose(1, 2)).transpose(1, 2)  # (B, 2, 3) = qtp ptp^-1
+    uu, sv, vh = torch.linalg.svd(m, full_matrices=False)  # (B,2,2), (B,2), (B,2,3)
+    rows = uu @ vh  # (B, 2, 3) orthonormal rows
+    rotation = torch.cat([rows, torch.linalg.cross(rows[:, 0], rows[:, 1])[:, None]], dim=1)
+    s = sv.mean(-1)  # (B,)
+    t = u_mean[:, 0] - s[:, None] * torch.einsum("bij,bj->bi", rows, x_mean[:, 0])  # (B, 2)
+    return rotation, torch.stack([s, t[:, 0] / s, t[:, 1] / s], dim=-1)
+
+
 def perspective_project(
     points: torch.Tensor, K: torch.Tensor, R: torch.Tensor, t: torch.Tensor, image_size: ImageSize
 ) -> torch.Tensor:

@@ -12,7 +12,7 @@ import numpy as np
 from scipy.ndimage import gaussian_filter1d
 
 from avface.face_model.data import FaceModelData
-from avface.face_model.starter import EXPRESSION_NAMES
+from avface.face_model.starter import EXPRESSION_NAMES, semantic_expression_count
 from avface.speech.espeak import Phoneme
 from avface.speech.visemes import articulation_curves
 from avface.synth.config import FaceConfig, SpeechConfig
@@ -112,8 +112,8 @@ class MouthRig:
     def __init__(self, data: FaceModelData, n_expression: int = 50) -> None:
         self.n_expression = min(n_expression, data.exprdirs.shape[-1])
         self.index: dict[str, int] = {}
-        if data.name.startswith("avface-starter"):
-            self.index = {n: i for i, n in enumerate(EXPRESSION_NAMES) if i < self.n_expression}
+        n_semantic = min(semantic_expression_count(data.name), self.n_expression)
+        self.index = {n: i for i, n in enumerate(EXPRESSION_NAMES[:n_semantic])}
         self.n_semantic = len(self.index)
 
     def expression(self, curves: np.ndarray, blinks: np.ndarray, extra: dict[str, np.ndarray]) -> np.ndarray:
