@@ -363,3 +363,26 @@ def test_vertex_distance_is_the_mean_euclidean_distance_in_mm():
     assert b.grad.abs().sum() > 0
     with pytest.raises(ValueError, match="alike"):
         vertex_distance_loss(a, a[..., :2])
+
+
+def test_uniform_laplacian_of_lip_offsets_is_nhas_smoothness_term():
+    """Zero for a rigid shift of the lips, small for the corpus's smooth lip fields, large for per-vertex noise of
+    the same size; a mean, so batch-size invariant; the one-ring stays inside the lips."""
+    from avface.face_model import FaceModel, load_face_model
+    from avface.face_model.lip_detail import lip_detail_basis
+    from avface.losses.geometry import submesh_neighbours, uniform_laplacian_loss
+
+    fm = FaceModel(load_face_model(None))
+    ids = fm.region("lips").long()
+    ring, mask = submesh_neighbours(fm.faces, ids)
+    assert ring.shape[0] == len(ids) and mask.any(-1).all() and int(ring[mask].max()) < len(ids)
+    k = len(ids)
+    shift = torch.tensor([0.001, -0.002, 0.0005]).expand(2, k, 3)
+    assert uniform_laplacian_loss(shift, ring, mask) < 1e-10
+    fields = torch.as_tensor(lip_detail_basis(fm, 13), dtype=torch.float32)  # (3, K, 3), 1 mm RMS each
+    noise = torch.randn(3, k, 3, generator=torch.Generator().manual_seed(0))
+    noise = noise / noise.square().sum(-1).mean(-1, keepdim=True).sqrt()[..., None] * 1e-3  # 1 mm RMS
+    smooth, rough = uniform_laplacian_loss(fields, ring, mask), uniform_laplacian_loss(noise, ring, mask)
+    assert smooth < 0.05 * rough, (smooth.item(), rough.item())
+    assert torch.isclose(uniform_laplacian_loss(fields[:1], ring, mask),
+                         uniform_laplacian_loss(fields[:1].expand(4, k, 3), ring, mask))

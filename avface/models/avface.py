@@ -24,6 +24,7 @@ from avface.face_model.lbs import batch_rodrigues
 from avface.face_model.lip_detail import canonical_offsets_to_posed
 from avface.losses import landmarks as L
 from avface.losses import maps as M
+from avface.losses.geometry import submesh_neighbours, uniform_laplacian_loss
 from avface.models.config import AVFaceConfig
 from avface.models.detail import DetailUNet, displacement_to_detail
 from avface.models.encoders import CoarseEncoder, ExpressionJawEncoder
@@ -61,6 +62,9 @@ class AVFace(nn.Module):
             self.register_buffer("lip_ids", face_model.region("lips").long(), persistent=False)
             self.lip = LipRefiner(cfg.lip, int(self.lip_ids.numel()), cfg.audio_dim, cfg.audio_window,
                                   cfg.audio_mean, cfg.audio_std)
+            ring, ring_mask = submesh_neighbours(face_model.faces, self.lip_ids)
+            self.register_buffer("lip_ring", ring, persistent=False)
+            self.register_buffer("lip_ring_mask", ring_mask, persistent=False)
         if "detail" in cfg.stages:
             self.detail = DetailUNet(cfg.detail, cfg.audio_dim, cfg.audio_window)
         self.renderer = None
@@ -362,6 +366,9 @@ class AVFace(nn.Module):
                 defined = (_bt(outputs.alpha_coarse) * (target.norm(dim=1, keepdim=True) > 0.5).to(target)).detach()
                 terms["normals_lip"] = w.normals * M.laplacian_normals_loss(
                     _bt(outputs.normals_coarse), target, _bt(mask), defined=defined)
+            if self.stage == "lip" and w.lip_smooth > 0 and outputs.lip_offsets is not None:
+                terms["lip_smooth"] = w.lip_smooth * uniform_laplacian_loss(outputs.lip_offsets, self.lip_ring,
+                                                                            self.lip_ring_mask)
         elif self.stage == "detail" and outputs.displacement is not None:
             mask = outputs.alpha_detail if visible is None else outputs.alpha_detail * visible
             terms["photometric_detail"] = w.detail_photometric * M.photometric_loss(

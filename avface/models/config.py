@@ -204,6 +204,9 @@ class LossWeights:
     # non-lip landmarks (brows, nose, eyes), so that the refiner corrects the lips relative to the face instead of
     # bending them to make up for the coarse stage's head-pose and camera error (models README, "lip stage").
     lip_frame: str = "landmarks"
+    # NHA's Laplacian smoothness on the refiner's lip offsets (mm^2 per unit weight; 0: off): the landmark terms
+    # see 20 lip points, so without it the offsets of the vertices under them move alone
+    lip_smooth: float = 0.0
     detail_photometric: float = 1.0  # L_i in eq. (4) has weight 1
     mrf: float = 5e-2  # lambda_m
     symmetry: float = 5e-3  # lambda_s
