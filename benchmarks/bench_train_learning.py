@@ -2,7 +2,7 @@
 speakers, beside the mean face and the constant-expression baseline, and the paper's recipe from scratch.
 
     python benchmarks/bench_train_learning.py [--out runs/bench_learning] [--identities 1200] [--test-identities 80]
-        [--pretrain-steps 2000] [--stage-steps 150] [--scratch-steps 600]
+        [--pretrain-steps 2000] [--stage-steps 150] [--lip-steps 400] [--scratch-steps 600]
 
 1. corpus: ``--identities`` training speakers and ``--test-identities`` held-out ones, ``--clips`` short clips each,
    64 px
@@ -65,6 +65,8 @@ def main() -> None:
     ap.add_argument("--clips", type=int, default=1, help="clips per speaker")
     ap.add_argument("--pretrain-steps", type=int, default=2000)
     ap.add_argument("--stage-steps", type=int, default=150)
+    # the lip stage's signal (the lips' normals and landmarks in the re-fitted frame) is small: it learns slowly
+    ap.add_argument("--lip-steps", type=int, default=400)
     ap.add_argument("--scratch-steps", type=int, default=600)
     ap.add_argument("--val-every", type=int, default=50, help="steps between validations of the later stages")
     ap.add_argument("--pretrain-val-every", type=int, default=100,
@@ -85,7 +87,7 @@ def main() -> None:
     t_data = time.perf_counter() - t0
     common = {"data": {"shards": str(data["shards"]), "val_windows": 128, "val_occluded_windows": 150},
               "out": str(out / "runs"), "num_cpus": args.num_cpus, "progress": False}
-    later = {"lip": args.stage_steps, "detail": args.stage_steps, "occlusion": args.stage_steps}
+    later = {"lip": args.lip_steps, "detail": args.stage_steps, "occlusion": args.stage_steps}
     timings = {}
     t0 = time.perf_counter()
     stages = _stage_config({"coarse": args.stage_steps, **later}, args.val_every)

@@ -43,6 +43,31 @@ def laplacian_normals_loss(pred: torch.Tensor, target: torch.Tensor, mask: torch
     return masked_mean((image_laplacian(pred) - image_laplacian(target)).abs(), mask)
 
 
+def lowpass_normals_loss(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor,
+                         defined: torch.Tensor) -> torch.Tensor:
+    """|| B(pred) - B(target) ||_1 over a region, B a 5x5 binomial blur (sigma 1 px): the lip stage's normals term
+    at low resolution (``LossWeights.lip_normals = "lowpass"``).
+
+    Why not eq. (1)'s Laplacian there: at 64 px the lips are a ring 2-3 px thick, and a map that is off by a pixel
+    (the coarse stage's pose and shape error) has a Laplacian difference larger than the lips' own shape makes. On
+    the synthetic corpus the Laplacian term is lower for the coarse lips than for the same lips with their true
+    detail added; the blurred maps rank the true detail first (models README, "lip stage").
+
+    pred, target (N,3,H,W) normal maps; mask (N,1,H,W) the region (dilated by the blur's reach); defined (N,1,H,W)
+    where both maps are defined (both are blurred with the same mask, so a silhouette weighs both alike).
+    """
+    d = defined.to(pred)
+    k = pred.new_tensor([1.0, 4.0, 6.0, 4.0, 1.0])
+    k = (k[:, None] * k[None]) / 256.0
+    c = pred.shape[1]
+
+    def blur(x: torch.Tensor) -> torch.Tensor:
+        return F.conv2d(x, k[None, None].expand(c, 1, 5, 5), padding=2, groups=c)
+
+    region = F.max_pool2d(mask.to(pred) * d, 5, 1, 2)
+    return masked_mean((blur(pred * d) - blur(target * d)).abs(), region)
+
+
 def photometric_loss(rendered: torch.Tensor, image: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
     """Masked L1 photometric loss as DECA's ``(mask * |R - I|).mean()``: the mean over every pixel and channel
     (masked-out pixels count as zeros, so a smaller face region weighs less, as in DECA).

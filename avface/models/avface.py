@@ -364,8 +364,12 @@ class AVFace(nn.Module):
                 target = _bt(batch.normals.to(images.dtype))
                 # the stencil may reach past the lips into the skin, not past the rendered or target face
                 defined = (_bt(outputs.alpha_coarse) * (target.norm(dim=1, keepdim=True) > 0.5).to(target)).detach()
-                terms["normals_lip"] = w.normals * M.laplacian_normals_loss(
-                    _bt(outputs.normals_coarse), target, _bt(mask), defined=defined)
+                if w.lip_normals == "lowpass":
+                    terms["normals_lip"] = w.normals * M.lowpass_normals_loss(
+                        _bt(outputs.normals_coarse), target, _bt(mask), defined)
+                else:
+                    terms["normals_lip"] = w.normals * M.laplacian_normals_loss(
+                        _bt(outputs.normals_coarse), target, _bt(mask), defined=defined)
             if self.stage == "lip" and w.lip_smooth > 0 and outputs.lip_offsets is not None:
                 terms["lip_smooth"] = w.lip_smooth * uniform_laplacian_loss(outputs.lip_offsets, self.lip_ring,
                                                                             self.lip_ring_mask)

@@ -204,6 +204,9 @@ class LossWeights:
     # non-lip landmarks (brows, nose, eyes), so that the refiner corrects the lips relative to the face instead of
     # bending them to make up for the coarse stage's head-pose and camera error (models README, "lip stage").
     lip_frame: str = "landmarks"
+    # The lip stage's normals term: "laplacian" (eq. 1 as written) or "lowpass" (the maps blurred instead of
+    # high-passed: at 64 px the Laplacian of a map off by a pixel outweighs the lips' shape; models README)
+    lip_normals: str = "lowpass"
     # NHA's Laplacian smoothness on the refiner's lip offsets (mm^2 per unit weight; 0: off): the landmark terms
     # see 20 lip points, so without it the offsets of the vertices under them move alone
     lip_smooth: float = 0.0
