@@ -386,3 +386,28 @@ def test_uniform_laplacian_of_lip_offsets_is_nhas_smoothness_term():
     assert smooth < 0.05 * rough, (smooth.item(), rough.item())
     assert torch.isclose(uniform_laplacian_loss(fields[:1], ring, mask),
                          uniform_laplacian_loss(fields[:1].expand(4, k, 3), ring, mask))
+
+
+def test_lowpass_normals_loss_is_zero_for_equal_maps_and_forgives_a_pixel_of_misalignment():
+    """The lip stage's low-passed normals term: 0 for equal maps; against a 1 px shift of a map with a sharp crease
+    (what the coarse stage's pose error does to the lips at 64 px) it is far smaller, relative to a real tilt of
+    the normals, than eq. (1)'s Laplacian term."""
+    from avface.losses.maps import laplacian_normals_loss, lowpass_normals_loss
+
+    n = torch.zeros(1, 3, 32, 32)
+    n[:, 2] = 1.0
+    n[:, 0, :, 16:] = 0.4  # a crease down the middle
+    n = F.normalize(n, dim=1)
+    mask = torch.zeros(1, 1, 32, 32)
+    mask[..., 8:24, 8:24] = 1.0
+    defined = torch.ones(1, 1, 32, 32)
+    assert lowpass_normals_loss(n, n, mask, defined) == 0
+    shifted = torch.roll(n, 1, dims=3)
+    tilted = F.normalize(n + torch.tensor([0.0, 0.15, 0.0])[None, :, None, None], dim=1)  # about 8 degrees
+    low = lowpass_normals_loss(shifted, n, mask, defined) / lowpass_normals_loss(tilted, n, mask, defined)
+    lap_tilt = laplacian_normals_loss(tilted, n, mask, defined=defined)
+    lap = laplacian_normals_loss(shifted, n, mask, defined=defined) / lap_tilt.clamp_min(1e-12)
+    assert low < 0.5 and lap > 2 * low, (low.item(), lap.item())
+    p = tilted.clone().requires_grad_(True)
+    lowpass_normals_loss(p, n, mask, defined).backward()
+    assert p.grad.abs().sum() > 0
