@@ -293,7 +293,7 @@ class AVFace(nn.Module):
 
     def refit_frame(self, batch: Batch, out: AVFaceOutput) -> AVFaceOutput:
         """``out`` seen through a rotation and camera re-fitted per frame to the image's rigid landmarks (brows,
-        nose, eyes: ``REFIT_LANDMARKS``), re-rendered when ``out`` was rendered: the lip stage's frame
+        nose, eyes: ``REFIT_LANDMARKS``), rendered in that frame when there is a renderer: the lip stage's frame
         (``LossWeights.lip_frame = "landmarks"``). The fit is detached and uses no lip point, so the lip terms
         measure the lips relative to the upper face, not the coarse stage's pose and camera error. Frames without
         valid landmarks keep the model's own pose and camera. Vertices and landmarks (B,T,...,3) are rotated about
@@ -319,9 +319,15 @@ class AVFace(nn.Module):
         root = None if out.root is None else turn(out.root[:, :, None])[:, :, 0]
         refit = out.replace(vertices=turn(out.vertices), landmarks3d=lmk3, landmarks2d=lmk2,
                             cam=cam.reshape(b, t, 3), root=root)
-        if out.render_coarse is not None and self.renderer is not None:
+        if self.renderer is not None:
             refit = self._render(refit, "coarse")
         return refit
+
+    @property
+    def losses_render(self) -> bool:
+        """True when ``losses`` renders the coarse mesh itself (the lip stage's re-fitted frame): a training step
+        then calls ``forward(render=False)`` instead of rendering the mesh twice."""
+        return self.stage == "lip" and self.config.losses.lip_frame == "landmarks"
 
     # ------------------------------------------------------------------------------------------ losses
     def losses(self, batch: Batch, outputs: AVFaceOutput) -> dict[str, torch.Tensor]:

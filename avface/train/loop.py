@@ -139,8 +139,9 @@ def train_step(model: AVFace, optimiser: torch.optim.Optimizer, params: list[tor
     windows in the batch)."""
     batch = random_zoom_shift(batch, ctx.augment_zoom, ctx.augment_shift, generator)
     with ctx.autocast:
-        # pretraining has no image-space term: skip the coarse rendering (half the step time)
-        out = model(batch, render=ctx.stage != "pretrain")
+        # pretraining has no image-space term: skip the coarse rendering (half the step time); the lip stage's
+        # losses render in their own frame
+        out = model(batch, render=ctx.stage != "pretrain" and not model.losses_render)
         terms = (pretrain_losses(out, batch, ctx.scales, ctx.face_model, ctx.lip_ids, ctx.landmark_weight)
                  if ctx.stage == "pretrain" else model.losses(batch, out))
         if ctx.teacher is not None and ctx.clean_consistency > 0:
