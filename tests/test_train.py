@@ -448,3 +448,37 @@ def test_clean_twin_consistency_pulls_the_occluded_face_to_the_teachers_clean_on
     assert windows == 2 and float(terms["clean_consistency"]) > 1e-1
     rest = sum(float(v) for k, v in terms.items() if k not in ("total", "clean_consistency"))
     assert float(terms["total"]) == pytest.approx(rest + float(terms["clean_consistency"]), rel=1e-5)
+
+
+@pytest.mark.ray
+def test_pretraining_vertex_target_has_the_lip_detail_only_when_asked(shards):
+    """``StageConfig.fit_lip_detail``: the exact parameters score zero vertex error against the parameters' own mesh,
+    and the lips' detail (which no parameter holds) against the exact mesh; nothing else changes."""
+    from types import SimpleNamespace
+
+    from avface.train.loop import pretrain_losses
+
+    index = ShardIndex.build(shards, ["train"])
+    batch = samples_to_batch([index.read(i) for i in range(2)], 64)
+    tg = batch.targets
+    assert tg.lip_detail is not None and float(tg.lip_detail.abs().max()) > 0  # the corpus's lips have detail
+    expression = tg.expression.clone().requires_grad_(True)
+    t = batch.window
+    exact = SimpleNamespace(shape=tg.shape, expression=expression, jaw=tg.jaw, global_pose=tg.global_pose,
+                            cam=tg.cam, albedo=tg.albedo[:, None].expand(-1, t, -1),
+                            light=tg.light[:, None].expand(-1, t, -1, -1), landmarks2d=None)
+    fm = FaceModel(load_face_model(None))
+    lips = torch.as_tensor(fm.region("lips")).long()
+    scales = {k: torch.ones(v.shape[-1]) for k, v in (("shape", tg.shape), ("expression", tg.expression),
+                                                      ("jaw", tg.jaw), ("global_pose", tg.global_pose),
+                                                      ("cam", tg.cam), ("albedo", tg.albedo))}
+    scales["light"] = torch.ones(tg.light[0].numel())
+    own = pretrain_losses(exact, batch, scales, fm, lips)
+    fitted = pretrain_losses(exact, batch, scales, fm, lips, fit_lip_detail=True)
+    assert float(own["lip_vertices_mm"]) < 1e-3 and float(own["vertices_mm"]) < 1e-3
+    assert float(fitted["lip_vertices_mm"]) > 0.3  # the detail: 2 mm RMS fields x the rig's curves
+    assert float(fitted["vertices_mm"]) < float(fitted["lip_vertices_mm"])  # only the lips move
+    for k in ("param_shape", "param_expression", "param_jaw"):
+        assert float(fitted[k]) == pytest.approx(float(own[k]), abs=1e-9)
+    fitted["lip_vertices_mm"].backward()
+    assert float(expression.grad.abs().sum()) > 0  # the expression space reaches part of the detail

@@ -43,6 +43,9 @@ class StageConfig:
     lr_schedule: Literal["constant", "cosine"] = "constant"  # cosine: lr decays to lr_min_ratio * lr at `steps`
     lr_min_ratio: float = 0.05
     landmark_weight: float = 0.0  # pretrain only: weight of DECA's 2D landmark loss beside the parameter terms
+    # pretrain only: the vertex terms' target is the exact mesh with its lips' detail (what DECA's encoder, fitted to
+    # real faces, approximates in FLAME's space); false: the mesh of the parameters alone
+    fit_lip_detail: bool = False
     # random zoom (1 +- augment_zoom) and shift (+- augment_shift, NDC) of each training window, every target moved
     # with it (avface.train.augment); 0 and 0: off
     augment_zoom: float = 0.1
@@ -58,7 +61,7 @@ class StageConfig:
 
 def default_stages() -> dict[str, StageConfig]:
     return {"pretrain": StageConfig(steps=1500, lr=1e-3, patience=6, lr_schedule="cosine", landmark_weight=10.0,
-                                    augment_zoom=0.15),
+                                    augment_zoom=0.15, fit_lip_detail=True),
             "coarse": StageConfig(steps=300, patience=3),
             "lip": StageConfig(steps=300, patience=3),
             "detail": StageConfig(steps=300, patience=3),

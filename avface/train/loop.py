@@ -58,7 +58,8 @@ FALLBACK_MONITOR = "val/nme"
 
 
 def pretrain_losses(out, batch, scales: dict[str, torch.Tensor], face_model: FaceModel | None = None,
-                    lip_ids: torch.Tensor | None = None, landmark_weight: float = 0.0) -> dict[str, torch.Tensor]:
+                    lip_ids: torch.Tensor | None = None, landmark_weight: float = 0.0,
+                    fit_lip_detail: bool = False) -> dict[str, torch.Tensor]:
     """The pretraining stage's supervised terms: each predicted parameter group against the synthetic ground
     truth, divided by its spread over the corpus (``scales``: name -> (k,) std; albedo and light are per clip in
     the targets and per frame in the prediction), and with ``face_model`` the mean vertex distance (mm) of the
@@ -86,9 +87,9 @@ def pretrain_losses(out, batch, scales: dict[str, torch.Tensor], face_model: Fac
     if face_model is not None:
         # The geometry the parameters make, in mm: weighs each coefficient by how much it moves the surface
         # (the std-normalised terms weigh a coefficient that barely moves a vertex like one that opens the jaw).
-        # The true pose is used, so these terms train identity and expression, not the camera. Both sides without
-        # the lips' detail: pretraining fits the model's parameters (DECA's role), the lip stage adds the detail.
-        gt_v = ground_truth_vertices(face_model, tg, lip_detail=False)
+        # The true pose is used, so these terms train identity and expression, not the camera. The target has the
+        # lips' detail only with ``fit_lip_detail`` (the exact mesh, reached as far as the expression space allows).
+        gt_v = ground_truth_vertices(face_model, tg, lip_detail=fit_lip_detail)
         pred_v = ground_truth_vertices(face_model, tg, expression=flat_frames(out.expression), jaw=flat_frames(out.jaw),
                                        shape=flat_frames(out.shape))
         dist = (pred_v - gt_v).norm(dim=-1) * 1000.0  # (N, V) mm
@@ -129,6 +130,7 @@ class StepContext:
     autocast: Any = field(default_factory=contextlib.nullcontext)  # torch.autocast(...) under mixed precision
     teacher: AVFace | None = None  # the stage's starting model, frozen (clean-twin consistency)
     clean_consistency: float = 0.0  # StageConfig.clean_consistency
+    fit_lip_detail: bool = False  # StageConfig.fit_lip_detail (pretraining only)
 
 
 def train_step(model: AVFace, optimiser: torch.optim.Optimizer, params: list[torch.nn.Parameter], batch,
@@ -142,7 +144,8 @@ def train_step(model: AVFace, optimiser: torch.optim.Optimizer, params: list[tor
         # pretraining has no image-space term: skip the coarse rendering (half the step time); the lip stage's
         # losses render in their own frame
         out = model(batch, render=ctx.stage != "pretrain" and not model.losses_render)
-        terms = (pretrain_losses(out, batch, ctx.scales, ctx.face_model, ctx.lip_ids, ctx.landmark_weight)
+        terms = (pretrain_losses(out, batch, ctx.scales, ctx.face_model, ctx.lip_ids, ctx.landmark_weight,
+                                 ctx.fit_lip_detail)
                  if ctx.stage == "pretrain" else model.losses(batch, out))
         if ctx.teacher is not None and ctx.clean_consistency > 0:
             terms["clean_consistency"] = ctx.clean_consistency * clean_consistency_loss(model, out, ctx.teacher, batch)
@@ -328,7 +331,7 @@ def stage_worker(payload: dict[str, Any]) -> None:
     step_ctx = StepContext(stage, scfg.augment_zoom, scfg.augment_shift, scfg.landmark_weight, scales, face_model,
                            torch.as_tensor(face_model.region("lips")).long().to(device), world,
                            torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.scaling.mixed_precision),
-                           teacher, scfg.clean_consistency)
+                           teacher, scfg.clean_consistency, fit_lip_detail=scfg.fit_lip_detail)
 
     def evaluate() -> dict[str, float]:
         m = validate(model, [b.to(device) for b in val], baselines, "val/")
