@@ -247,10 +247,7 @@ class AVFaceConfig:
         # E_c and E_v (one architecture: both start from DECA's encoder) twice as wide as the narrowest that runs:
         # pose and camera generalise to new speakers better (held-out pose error 0.77 -> 0.70 of its spread in a
         # 1000-step probe); E_a at the paper's widths (the jaw is read mostly from the audio; 1D convolutions over
-        # 16 x 80 cost little beside the image encoders); E_v's per-frame embedding at the paper's 64, not 16:
-        # blinks, brows, smile, the free expression bases and each speaker's articulation gain are read from the
-        # video alone, and pretraining underfits (training speakers score no better than held-out ones;
-        # avface/models/README.md, "What limits")
+        # 16 x 80 cost little beside the image encoders)
         small = BackboneConfig(block="basic", layers=(1, 1, 1, 1), widths=(16, 32, 64, 128), stem=16)
         tr = TransformerConfig(layers=2, heads=2, ff=64, d_model=None)
         head = HeadConfig(hidden=(64, 64))
@@ -263,7 +260,7 @@ class AVFaceConfig:
             window=16,
             coarse=CoarseConfig(backbone=small, embed_hidden=128,
                                 transformer=TransformerConfig(layers=2, heads=2, ff=64, d_model=184), head=head),
-            expression=ExpressionJawConfig(backbone=small, audio=expression_audio, video_embed=64, transformer=tr,
+            expression=ExpressionJawConfig(backbone=small, audio=expression_audio, video_embed=16, transformer=tr,
                                            head=head),
             lip=LipRefinerConfig(hidden=32, layers=3, vertex_feature=8, audio=audio, mapping_hidden=32,
                                  mapping_layers=2),
