@@ -2,8 +2,7 @@
 speakers, beside the mean face and the constant-expression baseline, and the paper's recipe from scratch.
 
     python benchmarks/bench_train_learning.py [--out runs/bench_learning] [--data DIR] [--identities 1200]
-        [--test-identities 80]
-        [--pretrain-steps 2000] [--stage-steps 150] [--lip-steps 400] [--scratch-steps 600]
+        [--test-identities 80] [--pretrain-steps 2000] [--stage-steps 150] [--lip-steps 400] [--scratch-steps 600]
 
 1. corpus: ``--identities`` training speakers and ``--test-identities`` held-out ones, ``--clips`` short clips each,
    64 px
