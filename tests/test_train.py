@@ -482,3 +482,52 @@ def test_pretraining_vertex_target_has_the_lip_detail_only_when_asked(shards):
         assert float(fitted[k]) == pytest.approx(float(own[k]), abs=1e-9)
     fitted["lip_vertices_mm"].backward()
     assert float(expression.grad.abs().sum()) > 0  # the expression space reaches part of the detail
+
+
+@pytest.mark.ray
+def test_pretraining_scores_free_expression_coefficients_by_the_surface_only(shards):
+    """``StageConfig.named_expression_only``: the parameter term gets no gradient to the free expression
+    coefficients (the vertex terms still do); ``lip_vertex_weight`` scales the lip term and nothing else."""
+    from types import SimpleNamespace
+
+    from avface.face_model.starter import semantic_expression_count
+    from avface.train.loop import pretrain_losses
+
+    index = ShardIndex.build(shards, ["train"])
+    batch = samples_to_batch([index.read(i) for i in range(2)], 64)
+    tg = batch.targets
+    t = batch.window
+    fm = FaceModel(load_face_model(None))
+    n_named = semantic_expression_count(fm.name)
+    assert 0 < n_named < tg.expression.shape[-1]
+    lips = torch.as_tensor(fm.region("lips")).long()
+    scales = {k: torch.ones(v.shape[-1]) for k, v in (("shape", tg.shape), ("expression", tg.expression),
+                                                      ("jaw", tg.jaw), ("global_pose", tg.global_pose),
+                                                      ("cam", tg.cam), ("albedo", tg.albedo))}
+    scales["light"] = torch.ones(tg.light[0].numel())
+
+    def prediction(expression):
+        return SimpleNamespace(shape=tg.shape, expression=expression, jaw=tg.jaw, global_pose=tg.global_pose,
+                               cam=tg.cam, albedo=tg.albedo[:, None].expand(-1, t, -1),
+                               light=tg.light[:, None].expand(-1, t, -1, -1), landmarks2d=None)
+
+    off = tg.expression + 0.5  # every coefficient wrong
+    grads = {}
+    for n in (None, n_named):
+        e = off.clone().requires_grad_(True)
+        terms = pretrain_losses(prediction(e), batch, scales, fm, lips, n_param_expression=n)
+        terms["param_expression"].backward()
+        grads[n] = e.grad.clone()
+    assert float(grads[None][..., n_named:].abs().sum()) > 0
+    assert float(grads[n_named][..., n_named:].abs().sum()) == 0  # free coefficients: not by their parameters
+    assert float(grads[n_named][..., :n_named].abs().sum()) > 0
+    e = off.clone().requires_grad_(True)
+    terms = pretrain_losses(prediction(e), batch, scales, fm, lips, n_param_expression=n_named)
+    (terms["vertices_mm"] + terms["lip_vertices_mm"]).backward()
+    assert float(e.grad[..., n_named:].abs().sum()) > 0  # ... but by the surface they make
+    plain = pretrain_losses(prediction(off), batch, scales, fm, lips)
+    heavy = pretrain_losses(prediction(off), batch, scales, fm, lips, lip_vertex_weight=4.0)
+    assert float(heavy["lip_vertices_mm"]) == pytest.approx(4.0 * float(plain["lip_vertices_mm"]), rel=1e-6)
+    for k in plain:
+        if k not in ("lip_vertices_mm", "total"):
+            assert float(heavy[k]) == pytest.approx(float(plain[k]), rel=1e-6)

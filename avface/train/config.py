@@ -46,6 +46,12 @@ class StageConfig:
     # pretrain only: the vertex terms' target is the exact mesh with its lips' detail (what DECA's encoder, fitted to
     # real faces, approximates in FLAME's space); false: the mesh of the parameters alone
     fit_lip_detail: bool = False
+    # pretrain only: weight of the lip vertices' distance (mm) beside the all-vertex one (1: the lips count twice)
+    lip_vertex_weight: float = 1.0
+    # pretrain only: the parameter term scores only the face model's named expression coefficients (the mouth
+    # rig's); the free ones are scored by the vertex terms alone. Their ground truth is the generator's small noise
+    # (std 0.015-0.08, 0.02-0.07 mm at the lips), and the lips' detail needs them far outside it (models README)
+    named_expression_only: bool = False
     # random zoom (1 +- augment_zoom) and shift (+- augment_shift, NDC) of each training window, every target moved
     # with it (avface.train.augment); 0 and 0: off
     augment_zoom: float = 0.1
@@ -61,7 +67,8 @@ class StageConfig:
 
 def default_stages() -> dict[str, StageConfig]:
     return {"pretrain": StageConfig(steps=1500, lr=1e-3, patience=6, lr_schedule="cosine", landmark_weight=10.0,
-                                    augment_zoom=0.15, fit_lip_detail=True),
+                                    augment_zoom=0.15, fit_lip_detail=True,
+                                    named_expression_only=True, lip_vertex_weight=4.0),
             "coarse": StageConfig(steps=300, patience=3),
             "lip": StageConfig(steps=300, patience=3),
             "detail": StageConfig(steps=300, patience=3),

@@ -31,6 +31,7 @@ import torch
 import torch.distributed as dist
 
 from avface.face_model import FaceModel
+from avface.face_model.starter import semantic_expression_count
 from avface.losses.geometry import vertex_distance_loss
 from avface.losses.landmarks import landmark_loss
 from avface.losses.params import parameter_loss
@@ -59,12 +60,15 @@ FALLBACK_MONITOR = "val/nme"
 
 def pretrain_losses(out, batch, scales: dict[str, torch.Tensor], face_model: FaceModel | None = None,
                     lip_ids: torch.Tensor | None = None, landmark_weight: float = 0.0,
-                    fit_lip_detail: bool = False) -> dict[str, torch.Tensor]:
+                    fit_lip_detail: bool = False, lip_vertex_weight: float = 1.0,
+                    n_param_expression: int | None = None) -> dict[str, torch.Tensor]:
     """The pretraining stage's supervised terms: each predicted parameter group against the synthetic ground
     truth, divided by its spread over the corpus (``scales``: name -> (k,) std; albedo and light are per clip in
     the targets and per frame in the prediction), and with ``face_model`` the mean vertex distance (mm) of the
     predicted identity + expression + jaw under the true pose, over all vertices and over ``lip_ids``; with
-    ``landmark_weight`` DECA's weighted 2D landmark loss against the ground-truth landmarks."""
+    ``landmark_weight`` DECA's weighted 2D landmark loss against the ground-truth landmarks. ``lip_vertex_weight``
+    weighs the lip term; ``n_param_expression``: only the first that many expression coefficients in the parameter
+    term (None: all)."""
     tg = batch.targets
     t = batch.window
     pred = {"shape": out.shape, "expression": out.expression, "jaw": out.jaw, "global_pose": out.global_pose,
@@ -77,8 +81,14 @@ def pretrain_losses(out, batch, scales: dict[str, torch.Tensor], face_model: Fac
     if tg.light is not None:
         pred["light"] = out.light.reshape(*out.light.shape[:2], -1)
         target["light"] = tg.light.reshape(tg.light.shape[0], 1, -1).expand(-1, t, -1)
-    terms = parameter_loss(pred, {k: v.to(pred[k]) for k, v in target.items()},
-                           {k: scales[k].to(pred[k]) for k in pred})
+    scale = {k: scales[k].to(pred[k]) for k in pred}
+    if n_param_expression is not None:
+        n = n_param_expression
+        pred["expression"], target["expression"] = pred["expression"][..., :n], target["expression"][..., :n]
+        scale["expression"] = scale["expression"][..., :n]
+        if n == 0:
+            del pred["expression"], target["expression"], scale["expression"]
+    terms = parameter_loss(pred, {k: v.to(pred[k]) for k, v in target.items()}, scale)
     terms = {f"param_{k}": v for k, v in terms.items()}
     if landmark_weight > 0 and out.landmarks2d is not None:
         # the 2D reprojection that NME measures: pose and camera errors weighted by what they do to the image
@@ -94,7 +104,7 @@ def pretrain_losses(out, batch, scales: dict[str, torch.Tensor], face_model: Fac
                                        shape=flat_frames(out.shape))
         dist = (pred_v - gt_v).norm(dim=-1) * 1000.0  # (N, V) mm
         terms["vertices_mm"] = dist.mean()
-        terms["lip_vertices_mm"] = dist[:, lip_ids].mean()
+        terms["lip_vertices_mm"] = lip_vertex_weight * dist[:, lip_ids].mean()
     terms["total"] = sum(terms.values())
     return terms
 
@@ -131,6 +141,8 @@ class StepContext:
     teacher: AVFace | None = None  # the stage's starting model, frozen (clean-twin consistency)
     clean_consistency: float = 0.0  # StageConfig.clean_consistency
     fit_lip_detail: bool = False  # StageConfig.fit_lip_detail (pretraining only)
+    lip_vertex_weight: float = 1.0  # StageConfig.lip_vertex_weight (pretraining only)
+    n_param_expression: int | None = None  # expression coefficients in the parameter term (None: all)
 
 
 def train_step(model: AVFace, optimiser: torch.optim.Optimizer, params: list[torch.nn.Parameter], batch,
@@ -145,7 +157,7 @@ def train_step(model: AVFace, optimiser: torch.optim.Optimizer, params: list[tor
         # losses render in their own frame
         out = model(batch, render=ctx.stage != "pretrain" and not model.losses_render)
         terms = (pretrain_losses(out, batch, ctx.scales, ctx.face_model, ctx.lip_ids, ctx.landmark_weight,
-                                 ctx.fit_lip_detail)
+                                 ctx.fit_lip_detail, ctx.lip_vertex_weight, ctx.n_param_expression)
                  if ctx.stage == "pretrain" else model.losses(batch, out))
         if ctx.teacher is not None and ctx.clean_consistency > 0:
             terms["clean_consistency"] = ctx.clean_consistency * clean_consistency_loss(model, out, ctx.teacher, batch)
@@ -331,7 +343,10 @@ def stage_worker(payload: dict[str, Any]) -> None:
     step_ctx = StepContext(stage, scfg.augment_zoom, scfg.augment_shift, scfg.landmark_weight, scales, face_model,
                            torch.as_tensor(face_model.region("lips")).long().to(device), world,
                            torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.scaling.mixed_precision),
-                           teacher, scfg.clean_consistency, fit_lip_detail=scfg.fit_lip_detail)
+                           teacher, scfg.clean_consistency, fit_lip_detail=scfg.fit_lip_detail,
+                           lip_vertex_weight=scfg.lip_vertex_weight,
+                           n_param_expression=(semantic_expression_count(face_model.name)
+                                               if scfg.named_expression_only else None))
 
     def evaluate() -> dict[str, float]:
         m = validate(model, [b.to(device) for b in val], baselines, "val/")
