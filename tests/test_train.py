@@ -450,29 +450,42 @@ def test_clean_twin_consistency_pulls_the_occluded_face_to_the_teachers_clean_on
     assert float(terms["total"]) == pytest.approx(rest + float(terms["clean_consistency"]), rel=1e-5)
 
 
-@pytest.mark.ray
-def test_pretraining_vertex_target_has_the_lip_detail_only_when_asked(shards):
-    """``StageConfig.fit_lip_detail``: the exact parameters score zero vertex error against the parameters' own mesh,
-    and the lips' detail (which no parameter holds) against the exact mesh; nothing else changes."""
+def _pretraining_inputs(shards):
+    """Two training windows of ``shards`` and what ``pretrain_losses`` needs beside a prediction: (batch, a function
+    expression (B,T,NE) -> a prediction holding the true parameters with that expression, the starter face model,
+    its lip vertex ids, unit spreads per parameter group)."""
     from types import SimpleNamespace
-
-    from avface.train.loop import pretrain_losses
 
     index = ShardIndex.build(shards, ["train"])
     batch = samples_to_batch([index.read(i) for i in range(2)], 64)
     tg = batch.targets
-    assert tg.lip_detail is not None and float(tg.lip_detail.abs().max()) > 0  # the corpus's lips have detail
-    expression = tg.expression.clone().requires_grad_(True)
     t = batch.window
-    exact = SimpleNamespace(shape=tg.shape, expression=expression, jaw=tg.jaw, global_pose=tg.global_pose,
-                            cam=tg.cam, albedo=tg.albedo[:, None].expand(-1, t, -1),
-                            light=tg.light[:, None].expand(-1, t, -1, -1), landmarks2d=None)
+
+    def prediction(expression):
+        return SimpleNamespace(shape=tg.shape, expression=expression, jaw=tg.jaw, global_pose=tg.global_pose,
+                               cam=tg.cam, albedo=tg.albedo[:, None].expand(-1, t, -1),
+                               light=tg.light[:, None].expand(-1, t, -1, -1), landmarks2d=None)
+
     fm = FaceModel(load_face_model(None))
     lips = torch.as_tensor(fm.region("lips")).long()
     scales = {k: torch.ones(v.shape[-1]) for k, v in (("shape", tg.shape), ("expression", tg.expression),
                                                       ("jaw", tg.jaw), ("global_pose", tg.global_pose),
                                                       ("cam", tg.cam), ("albedo", tg.albedo))}
     scales["light"] = torch.ones(tg.light[0].numel())
+    return batch, prediction, fm, lips, scales
+
+
+@pytest.mark.ray
+def test_pretraining_vertex_target_has_the_lip_detail_only_when_asked(shards):
+    """``StageConfig.fit_lip_detail``: the exact parameters score zero vertex error against the parameters' own mesh,
+    and the lips' detail (which no parameter holds) against the exact mesh; nothing else changes."""
+    from avface.train.loop import pretrain_losses
+
+    batch, prediction, fm, lips, scales = _pretraining_inputs(shards)
+    tg = batch.targets
+    assert tg.lip_detail is not None and float(tg.lip_detail.abs().max()) > 0  # the corpus's lips have detail
+    expression = tg.expression.clone().requires_grad_(True)
+    exact = prediction(expression)
     own = pretrain_losses(exact, batch, scales, fm, lips)
     fitted = pretrain_losses(exact, batch, scales, fm, lips, fit_lip_detail=True)
     assert float(own["lip_vertices_mm"]) < 1e-3 and float(own["vertices_mm"]) < 1e-3
@@ -488,29 +501,13 @@ def test_pretraining_vertex_target_has_the_lip_detail_only_when_asked(shards):
 def test_pretraining_scores_free_expression_coefficients_by_the_surface_only(shards):
     """``StageConfig.named_expression_only``: the parameter term gets no gradient to the free expression
     coefficients (the vertex terms still do); ``lip_vertex_weight`` scales the lip term and nothing else."""
-    from types import SimpleNamespace
-
     from avface.face_model.starter import semantic_expression_count
     from avface.train.loop import pretrain_losses
 
-    index = ShardIndex.build(shards, ["train"])
-    batch = samples_to_batch([index.read(i) for i in range(2)], 64)
+    batch, prediction, fm, lips, scales = _pretraining_inputs(shards)
     tg = batch.targets
-    t = batch.window
-    fm = FaceModel(load_face_model(None))
     n_named = semantic_expression_count(fm.name)
     assert 0 < n_named < tg.expression.shape[-1]
-    lips = torch.as_tensor(fm.region("lips")).long()
-    scales = {k: torch.ones(v.shape[-1]) for k, v in (("shape", tg.shape), ("expression", tg.expression),
-                                                      ("jaw", tg.jaw), ("global_pose", tg.global_pose),
-                                                      ("cam", tg.cam), ("albedo", tg.albedo))}
-    scales["light"] = torch.ones(tg.light[0].numel())
-
-    def prediction(expression):
-        return SimpleNamespace(shape=tg.shape, expression=expression, jaw=tg.jaw, global_pose=tg.global_pose,
-                               cam=tg.cam, albedo=tg.albedo[:, None].expand(-1, t, -1),
-                               light=tg.light[:, None].expand(-1, t, -1, -1), landmarks2d=None)
-
     off = tg.expression + 0.5  # every coefficient wrong
     grads = {}
     for n in (None, n_named):

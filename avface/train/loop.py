@@ -82,13 +82,13 @@ def pretrain_losses(out, batch, scales: dict[str, torch.Tensor], face_model: Fac
         pred["light"] = out.light.reshape(*out.light.shape[:2], -1)
         target["light"] = tg.light.reshape(tg.light.shape[0], 1, -1).expand(-1, t, -1)
     scale = {k: scales[k].to(pred[k]) for k in pred}
+    weights = None
     if n_param_expression is not None:
         n = n_param_expression
         pred["expression"], target["expression"] = pred["expression"][..., :n], target["expression"][..., :n]
         scale["expression"] = scale["expression"][..., :n]
-        if n == 0:
-            del pred["expression"], target["expression"], scale["expression"]
-    terms = parameter_loss(pred, {k: v.to(pred[k]) for k, v in target.items()}, scale)
+        weights = {"expression": 0.0} if n == 0 else None  # no coefficient left: the group is not scored
+    terms = parameter_loss(pred, {k: v.to(pred[k]) for k, v in target.items()}, scale, weights)
     terms = {f"param_{k}": v for k, v in terms.items()}
     if landmark_weight > 0 and out.landmarks2d is not None:
         # the 2D reprojection that NME measures: pose and camera errors weighted by what they do to the image
