@@ -63,6 +63,10 @@ class StageConfig:
     # weight of the clean-twin consistency (mm): the model's face (shape, expression, jaw; no pose) on each window
     # against the stage's starting model's face on the same window without the occluder (avface.train.loop)
     clean_consistency: float = 0.0
+    # selection guard: a validated candidate is selected only if none of the held-out errors of the selection score
+    # (avface.train.validation.SCORE_TERMS: all-vertex, lip and expression mm, clean windows) is above the stage's
+    # start, so a fine-tuning stage trades none of them for another; None: when the stage starts from trained weights
+    no_regression: bool | None = None
 
 
 def default_stages() -> dict[str, StageConfig]:

@@ -43,7 +43,7 @@ from avface.train.checkpoints import CHECKPOINT_FILE, check_compatible, read_che
 from avface.train.config import MODEL_STAGE, TrainConfig
 from avface.train.data import OCC_SUFFIX, BatchStream, ShardIndex, make_loader
 from avface.train.tracking import StageTracker
-from avface.train.validation import Baselines, flat_frames, ground_truth_vertices, validate
+from avface.train.validation import SCORE_TERMS, Baselines, flat_frames, ground_truth_vertices, validate
 from avface.train.viz import validation_strip
 
 log = logging.getLogger(__name__)
@@ -56,6 +56,14 @@ __all__ = ["STAGE_MONITOR", "StepContext", "stage_worker", "train_step", "pretra
 STAGE_MONITOR = {"pretrain": "val/score_mm", "coarse": "val/score_mm", "lip": "val/lip_mm",
                  "detail": "val/normal_deg_detail", "occlusion": "val_occ/score_mm"}
 FALLBACK_MONITOR = "val/nme"
+
+
+def _regressed(metrics: dict[str, float], start: dict[str, float] | None) -> list[str]:
+    """The guarded held-out errors (``start``: name -> the stage's starting value, mm) that ``metrics`` has above
+    their start; none without a guard."""
+    if not start:
+        return []
+    return [k for k, v in start.items() if metrics.get(f"val/{k}", math.inf) > v]
 
 
 def pretrain_losses(out, batch, scales: dict[str, torch.Tensor], face_model: FaceModel | None = None,
@@ -277,6 +285,7 @@ def stage_worker(payload: dict[str, Any]) -> None:
     model = AVFace(mcfg, face_model)
     resume = ray.train.get_checkpoint()
     step, epoch, step_in_epoch, best, stale = 0, 0, 0, math.inf, 0
+    guard_start: dict[str, float] | None = None  # the start's held-out errors (the no-regression guard)
     opt_state = None
     start_state: dict[str, torch.Tensor] | None = None  # the stage's starting weights (the teacher's)
     if resume is not None:
@@ -288,6 +297,7 @@ def stage_worker(payload: dict[str, Any]) -> None:
         step, epoch = int(ck["step"]), int(ck["epoch"])
         step_in_epoch = int(ck["extras"].get("step_in_epoch", 0))
         best, stale = float(ck["extras"].get("best", math.inf)), int(ck["extras"].get("stale", 0))
+        guard_start = ck["extras"].get("guard_start")
         log.info("rank %d resumes %s at step %d (epoch %d, batch %d)", rank, stage, step, epoch, step_in_epoch)
         if scfg.clean_consistency > 0 and payload.get("init"):
             start_state = read_checkpoint(payload["init"])["model"]
@@ -305,6 +315,7 @@ def stage_worker(payload: dict[str, Any]) -> None:
     _broadcast_model(model, world)
     started_trained = bool(payload.get("init")) or bool(mcfg.coarse.deca_checkpoint)
     model.freeze_batchnorm(started_trained if scfg.freeze_batchnorm is None else scfg.freeze_batchnorm)
+    guarded = started_trained if scfg.no_regression is None else scfg.no_regression
     model.train()
     teacher = None
     if scfg.clean_consistency > 0:
@@ -363,14 +374,26 @@ def stage_worker(payload: dict[str, Any]) -> None:
     sums: dict[str, float] = {}
     n_sum, t0, samples_seen, stop = 0, time.perf_counter(), 0, False
     best_state: dict[str, torch.Tensor] | None = None
+    best_file = stage_dir / "best.pt"  # the selected weights, so that a resumed stage still exports them
+    if resume is not None and rank == 0 and best_file.is_file():
+        kept = read_checkpoint(best_file)
+        # a best.pt written after the resumed checkpoint (killed in between) is of steps this run repeats
+        if int(kept["step"]) <= step and float(kept["extras"].get("best", math.nan)) == best:
+            best_state = kept["model"]
     last_val: dict[str, float] = {}
+
+    def keep_best() -> dict[str, torch.Tensor]:
+        snapshot({"best": best, "monitor": monitor}, best_file, with_optimiser=False)
+        return {k: v.detach().cpu().clone() for k, v in model.trainable_state_dict().items()}
     if step == 0 and scfg.val_every > 0:
         # The starting weights are the first candidate: a stage never ends worse (on the held-out windows) than
         # it began, and the curve shows where it started.
         if rank == 0 and val:
             last_val = evaluate()
             best = last_val.get(monitor, last_val.get(FALLBACK_MONITOR, math.inf))
-            best_state = {k: v.detach().cpu().clone() for k, v in model.trainable_state_dict().items()}
+            best_state = keep_best()
+            if guarded:
+                guard_start = {k: last_val[f"val/{k}"] for k in SCORE_TERMS if f"val/{k}" in last_val} or None
             if tracker is not None:
                 tracker.log_metrics(last_val, 0)
         ray.train.report({**last_val, "step": 0, "epoch": epoch})
@@ -403,9 +426,12 @@ def stage_worker(payload: dict[str, Any]) -> None:
             last_val = evaluate()
             metrics.update(last_val)
             score = last_val.get(monitor, last_val.get(FALLBACK_MONITOR, math.nan))
-            if score < best:
+            regressed = _regressed(last_val, guard_start)
+            if regressed:
+                metrics["val/guard_regressed"] = float(len(regressed))
+            if score < best and not regressed:
                 best, stale = score, 0
-                best_state = {k: v.detach().cpu().clone() for k, v in model.trainable_state_dict().items()}
+                best_state = keep_best()
             else:
                 stale += 1
             stop = scfg.patience > 0 and stale >= scfg.patience
@@ -417,7 +443,8 @@ def stage_worker(payload: dict[str, Any]) -> None:
         checkpoint = None
         if do_ckpt and rank == 0:
             tmp = Path(tempfile.mkdtemp(prefix="avface-ckpt-"))
-            snapshot({"step_in_epoch": step_in_epoch, "best": best, "stale": stale, "monitor": monitor},
+            snapshot({"step_in_epoch": step_in_epoch, "best": best, "stale": stale, "monitor": monitor,
+                      "guard_start": guard_start},
                      tmp / CHECKPOINT_FILE, with_optimiser=True)
             checkpoint = ray.train.Checkpoint.from_directory(tmp)
         if tracker is not None:
