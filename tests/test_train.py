@@ -33,6 +33,7 @@ from avface.train.data import (
     plan_epoch,
     target_statistics,
 )
+from avface.train.selection import Selection, kept_best_state
 from avface.train.trainer import plan_stages
 from avface.train.validation import flat_frames
 
@@ -314,6 +315,42 @@ def test_checkpoint_round_trip_and_every_refusal(tmp_path):
         read_checkpoint(foreign)
     with pytest.raises(CheckpointError, match="no such checkpoint"):
         read_checkpoint(tmp_path / "missing.pt")
+
+
+def _val(v3d: float, lip: float, expression: float) -> dict[str, float]:
+    return {"val/v3d_mm": v3d, "val/lip_mm": lip, "val/expression_mm": expression,
+            "val/score_mm": (v3d + lip + expression) / 3, "val/nme": 0.1}
+
+
+def test_guarded_selection_trades_no_held_out_error_for_another():
+    start, trade, better = _val(2.66, 2.53, 0.67), _val(2.65, 2.58, 0.59), _val(2.65, 2.52, 0.66)
+    assert trade["val/score_mm"] < start["val/score_mm"]  # the mean alone would take the trade
+    free = Selection("val/score_mm")
+    assert free.offer(start, start=True) and free.offer(trade)
+    guarded = Selection("val/score_mm", guarded=True)
+    assert guarded.offer(start, start=True) and guarded.guard_start == {"v3d_mm": 2.66, "lip_mm": 2.53,
+                                                                        "expression_mm": 0.67}
+    assert guarded.regressed(trade) == ["lip_mm"] and not guarded.offer(trade) and guarded.stale == 1
+    assert guarded.offer(better) and guarded.best == better["val/score_mm"] and guarded.stale == 0
+    # carried through a checkpoint's extras (JSON-like), as a resumed stage reads it
+    again = Selection.from_state("val/score_mm", True, json.loads(json.dumps(guarded.state())))
+    assert again == guarded and not again.offer(trade)
+    # without ground truth (real data) the monitor falls back to the NME and nothing is guarded
+    real = Selection("val/score_mm", guarded=True)
+    assert real.offer({"val/nme": 0.12}, start=True) and real.guard_start is None and real.offer({"val/nme": 0.11})
+
+
+def test_a_resumed_stage_exports_its_kept_best_weights_only_when_they_are_its_best(tmp_path):
+    torch.manual_seed(0)
+    model = _tiny_model()
+    path = save_checkpoint(tmp_path / "best.pt", model=model, stage="coarse", step=8, epoch=0, audio_kind="mel",
+                           face_model_source=None, extras=Selection("val/score_mm", best=1.25).state())
+    kept = kept_best_state(path, step=8, best=1.25)
+    assert kept is not None and all(torch.equal(v, kept[k]) for k, v in model.trainable_state_dict().items())
+    assert kept_best_state(path, step=12, best=1.25) is not None  # resumed later than the best: still it
+    assert kept_best_state(path, step=4, best=1.25) is None  # written after the resumed checkpoint
+    assert kept_best_state(path, step=8, best=1.5) is None  # another best
+    assert kept_best_state(tmp_path / "none.pt", step=8, best=1.25) is None
 
 
 def test_stage_requirements_stop_before_training_naming_the_preprocessing_option():

@@ -51,6 +51,10 @@ def test_every_stage_for_two_steps_then_the_same_command_resumes(train_shards, t
         assert final.exists(), stage
         report = json.loads(final.with_suffix(".json").read_text())
         assert report["steps"] == 2 and "val/nme" in report["metrics"], report
+        # a stage that starts from trained weights may not raise any held-out error above its start's
+        guarded = set(report["guard_start"] or ())
+        assert guarded == (set() if stage == "pretrain" else {"v3d_mm", "lip_mm", "expression_mm"}), (stage, report)
+        assert not final.with_name("best.pt").exists()  # final.pt holds the selected weights
     # each stage starts from the previous stage's final model and records it
     client, runs = _runs(out)
     parents = [r for r in runs if r.data.tags.get("avface.stage") == "parent"]
@@ -95,11 +99,12 @@ def test_every_stage_for_two_steps_then_the_same_command_resumes(train_shards, t
 
 def test_a_killed_training_worker_resumes_from_its_last_checkpoint(train_shards, tmp_path):
     """SIGKILL the rank-0 training process mid-run: Ray Train restarts the worker group (FailureConfig), the step
-    counter continues from the last checkpoint (not from 0), the run finishes and MLflow shows one run."""
+    counter continues from the last checkpoint (not from 0), the run finishes, MLflow shows one run and the stage
+    exports the weights its validation selected."""
     out = tmp_path / "run"
     steps = 24
     proc = _train(train_shards, out, "stage=pretrain", f"stages.pretrain.steps={steps}",
-                  "stages.pretrain.checkpoint_every=4", "stages.pretrain.val_every=0",
+                  "stages.pretrain.checkpoint_every=4", "stages.pretrain.val_every=4",
                   "stages.pretrain.report_every=1", "scaling.max_failures=2", wait=False)
     pid_file = out / "avface" / "pretrain" / "worker-0.pid"
     ckpt_root = out / "ray" / "avface-pretrain"
@@ -130,7 +135,10 @@ def test_a_killed_training_worker_resumes_from_its_last_checkpoint(train_shards,
     assert restarts, f"no restart visible in the reported steps {values}"
     first_after = values[restarts[0]]
     assert first_after > 4, f"resumed at step {first_after}: it restarted from scratch ({values})"
-    assert json.loads((out / "avface" / "pretrain" / "final.json").read_text())["steps"] == steps
+    report = json.loads((out / "avface" / "pretrain" / "final.json").read_text())
+    assert report["steps"] == steps
+    # the exported weights are the selected ones, also when the best was validated before the kill
+    assert report["metrics"][report["monitor"]] == pytest.approx(report["best"], abs=1e-6), report
 
 
 def test_training_lowers_the_held_out_3d_error_below_the_mean_face(train_shards, tmp_path):

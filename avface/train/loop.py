@@ -42,29 +42,15 @@ from avface.train.augment import random_zoom_shift
 from avface.train.checkpoints import CHECKPOINT_FILE, check_compatible, read_checkpoint, save_checkpoint
 from avface.train.config import MODEL_STAGE, TrainConfig
 from avface.train.data import OCC_SUFFIX, BatchStream, ShardIndex, make_loader
+from avface.train.selection import STAGE_MONITOR, Selection, kept_best_state
 from avface.train.tracking import StageTracker
-from avface.train.validation import SCORE_TERMS, Baselines, flat_frames, ground_truth_vertices, validate
+from avface.train.validation import Baselines, flat_frames, ground_truth_vertices, validate
 from avface.train.viz import validation_strip
 
 log = logging.getLogger(__name__)
 
-__all__ = ["STAGE_MONITOR", "StepContext", "stage_worker", "train_step", "pretrain_losses", "average_gradients",
+__all__ = ["StepContext", "stage_worker", "train_step", "pretrain_losses", "average_gradients",
            "load_pretrained"]
-
-#: the validation metric each stage early-stops and selects its final model on (lower is better); without
-#: ground truth (real data) every stage falls back to the landmark NME
-STAGE_MONITOR = {"pretrain": "val/score_mm", "coarse": "val/score_mm", "lip": "val/lip_mm",
-                 "detail": "val/normal_deg_detail", "occlusion": "val_occ/score_mm"}
-FALLBACK_MONITOR = "val/nme"
-
-
-def _regressed(metrics: dict[str, float], start: dict[str, float] | None) -> list[str]:
-    """The guarded held-out errors (``start``: name -> the stage's starting value, mm) that ``metrics`` has above
-    their start; none without a guard."""
-    if not start:
-        return []
-    return [k for k, v in start.items() if metrics.get(f"val/{k}", math.inf) > v]
-
 
 def pretrain_losses(out, batch, scales: dict[str, torch.Tensor], face_model: FaceModel | None = None,
                     lip_ids: torch.Tensor | None = None, landmark_weight: float = 0.0,
@@ -284,8 +270,8 @@ def stage_worker(payload: dict[str, Any]) -> None:
     face_model = cfg.build_face_model()
     model = AVFace(mcfg, face_model)
     resume = ray.train.get_checkpoint()
-    step, epoch, step_in_epoch, best, stale = 0, 0, 0, math.inf, 0
-    guard_start: dict[str, float] | None = None  # the start's held-out errors (the no-regression guard)
+    step, epoch, step_in_epoch = 0, 0, 0
+    selection_extras: dict[str, Any] = {}  # a resumed checkpoint's selection state
     opt_state = None
     start_state: dict[str, torch.Tensor] | None = None  # the stage's starting weights (the teacher's)
     if resume is not None:
@@ -296,8 +282,7 @@ def stage_worker(payload: dict[str, Any]) -> None:
         opt_state = ck.get("optimizer")
         step, epoch = int(ck["step"]), int(ck["epoch"])
         step_in_epoch = int(ck["extras"].get("step_in_epoch", 0))
-        best, stale = float(ck["extras"].get("best", math.inf)), int(ck["extras"].get("stale", 0))
-        guard_start = ck["extras"].get("guard_start")
+        selection_extras = ck["extras"]
         log.info("rank %d resumes %s at step %d (epoch %d, batch %d)", rank, stage, step, epoch, step_in_epoch)
         if scfg.clean_consistency > 0 and payload.get("init"):
             start_state = read_checkpoint(payload["init"])["model"]
@@ -315,7 +300,10 @@ def stage_worker(payload: dict[str, Any]) -> None:
     _broadcast_model(model, world)
     started_trained = bool(payload.get("init")) or bool(mcfg.coarse.deca_checkpoint)
     model.freeze_batchnorm(started_trained if scfg.freeze_batchnorm is None else scfg.freeze_batchnorm)
-    guarded = started_trained if scfg.no_regression is None else scfg.no_regression
+    # the selection (step 6): the lowest held-out monitor; a stage that starts trained trades no error for another
+    selection = Selection.from_state(STAGE_MONITOR[stage],
+                                     started_trained if scfg.no_regression is None else scfg.no_regression,
+                                     selection_extras)
     model.train()
     teacher = None
     if scfg.clean_consistency > 0:
@@ -350,7 +338,6 @@ def stage_worker(payload: dict[str, Any]) -> None:
                                        mcfg.image_size)
             except ValueError:
                 val_occ = []  # no occluded held-out windows were preprocessed
-    monitor = STAGE_MONITOR[stage]
     step_ctx = StepContext(stage, scfg.augment_zoom, scfg.augment_shift, scfg.landmark_weight, scales, face_model,
                            torch.as_tensor(face_model.region("lips")).long().to(device), world,
                            torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.scaling.mixed_precision),
@@ -373,27 +360,21 @@ def stage_worker(payload: dict[str, Any]) -> None:
     # 5. loop ------------------------------------------------------------------------------------------------
     sums: dict[str, float] = {}
     n_sum, t0, samples_seen, stop = 0, time.perf_counter(), 0, False
-    best_state: dict[str, torch.Tensor] | None = None
     best_file = stage_dir / "best.pt"  # the selected weights, so that a resumed stage still exports them
-    if resume is not None and rank == 0 and best_file.is_file():
-        kept = read_checkpoint(best_file)
-        # a best.pt written after the resumed checkpoint (killed in between) is of steps this run repeats
-        if int(kept["step"]) <= step and float(kept["extras"].get("best", math.nan)) == best:
-            best_state = kept["model"]
+    best_state = kept_best_state(best_file, step, selection.best) if resume is not None and rank == 0 else None
     last_val: dict[str, float] = {}
 
     def keep_best() -> dict[str, torch.Tensor]:
-        snapshot({"best": best, "monitor": monitor}, best_file, with_optimiser=False)
+        snapshot(selection.state(), best_file, with_optimiser=False)
         return {k: v.detach().cpu().clone() for k, v in model.trainable_state_dict().items()}
+
     if step == 0 and scfg.val_every > 0:
         # The starting weights are the first candidate: a stage never ends worse (on the held-out windows) than
         # it began, and the curve shows where it started.
         if rank == 0 and val:
             last_val = evaluate()
-            best = last_val.get(monitor, last_val.get(FALLBACK_MONITOR, math.inf))
+            selection.offer(last_val, start=True)
             best_state = keep_best()
-            if guarded:
-                guard_start = {k: last_val[f"val/{k}"] for k in SCORE_TERMS if f"val/{k}" in last_val} or None
             if tracker is not None:
                 tracker.log_metrics(last_val, 0)
         ray.train.report({**last_val, "step": 0, "epoch": epoch})
@@ -425,16 +406,11 @@ def stage_worker(payload: dict[str, Any]) -> None:
         if do_val and rank == 0 and val:
             last_val = evaluate()
             metrics.update(last_val)
-            score = last_val.get(monitor, last_val.get(FALLBACK_MONITOR, math.nan))
-            regressed = _regressed(last_val, guard_start)
-            if regressed:
-                metrics["val/guard_regressed"] = float(len(regressed))
-            if score < best and not regressed:
-                best, stale = score, 0
+            if selection.guarded:  # how many of the guarded errors are above the start's (what the guard refuses)
+                metrics["val/regressed_terms"] = float(len(selection.regressed(last_val)))
+            if selection.offer(last_val):
                 best_state = keep_best()
-            else:
-                stale += 1
-            stop = scfg.patience > 0 and stale >= scfg.patience
+            stop = scfg.patience > 0 and selection.stale >= scfg.patience
             if tracker is not None:
                 tracker.log_image(validation_strip(model, val[0].to(device)), f"validation/step_{step:06d}.png")
         if do_val:
@@ -443,8 +419,7 @@ def stage_worker(payload: dict[str, Any]) -> None:
         checkpoint = None
         if do_ckpt and rank == 0:
             tmp = Path(tempfile.mkdtemp(prefix="avface-ckpt-"))
-            snapshot({"step_in_epoch": step_in_epoch, "best": best, "stale": stale, "monitor": monitor,
-                      "guard_start": guard_start},
+            snapshot({"step_in_epoch": step_in_epoch, **selection.state()},
                      tmp / CHECKPOINT_FILE, with_optimiser=True)
             checkpoint = ray.train.Checkpoint.from_directory(tmp)
         if tracker is not None:
@@ -456,10 +431,12 @@ def stage_worker(payload: dict[str, Any]) -> None:
             model.load_trainable_state_dict(best_state)
         final_metrics = evaluate() if val else {}
         model_stage = payload.get("model_stage", MODEL_STAGE[stage])
-        snapshot({"best": best, "monitor": monitor, "metrics": final_metrics, "model_stage": model_stage,
+        snapshot({**selection.state(), "metrics": final_metrics, "model_stage": model_stage,
                   "statistics": payload.get("statistics") or {}}, Path(payload["export"]), with_optimiser=False)
         Path(payload["export"]).with_suffix(".json").write_text(json.dumps(
-            {"stage": stage, "steps": step, "best": best, "monitor": monitor, "metrics": final_metrics}, indent=2))
+            {"stage": stage, "steps": step, "best": selection.best, "monitor": selection.monitor,
+             "guard_start": selection.guard_start, "metrics": final_metrics}, indent=2))
+        best_file.unlink(missing_ok=True)  # final.pt holds the selected weights now
         if tracker is not None:
             tracker.log_metrics({f"final/{k}": v for k, v in final_metrics.items()}, step)
             if val:
