@@ -193,7 +193,7 @@ def test_evaluate_end_to_end_trained_registered_model_nightly(corpus, tmp_path):
 
     # version 2 (the untrained model) evaluated without Multiface: the watched multiface/* metrics are gone, which
     # the nightly counts as a regression against the previous nightly: exit code 1, the champion stays
-    from avface.train.tracking import register_final_model
+    from avface.utils.tracking import register_final_model
 
     run2 = client.create_run(client.get_experiment_by_name("avface-train").experiment_id).info.run_id
     assert register_final_model(uri, run2, corpus["ckpt"], "avface") == "2"

@@ -309,7 +309,7 @@ def test_checkpoint_from_the_mlflow_registry(model, tmp_path, monkeypatch):
     from mlflow.tracking import MlflowClient
 
     from avface.inference.checkpoint import CheckpointNotFoundError, load_for_inference
-    from avface.train.tracking import default_tracking_uri, register_final_model, setup_tracking
+    from avface.utils.tracking import default_tracking_uri, register_final_model, setup_tracking
 
     final = save_checkpoint(tmp_path / "run" / "lip" / "final.pt", model=model, stage="lip", step=3, epoch=1,
                             audio_kind="mel", face_model_source=None)

@@ -24,7 +24,7 @@ import torch
 from avface.audio.config import AudioConfig
 from avface.train.checkpoints import CHECKPOINT_FILE, FINAL_FILE, find_latest_checkpoint, load_trained
 from avface.train.config import TrainConfig
-from avface.train.tracking import default_tracking_uri
+from avface.utils.tracking import default_tracking_uri
 
 NO_CHECKPOINT_HINT = ("train one with `python pipelines/train.py data.shards=DIR` (see README: it writes "
                       "runs/train/<name>/<stage>/final.pt and registers the model in runs/train/mlflow.db), or pass "

@@ -22,7 +22,7 @@ from avface.train.checkpoints import FINAL_FILE, check_compatible, read_checkpoi
 from avface.train.config import MODEL_STAGE, TrainConfig
 from avface.train.data import OCC_SUFFIX, ShardIndex, audio_statistics, data_summary, target_statistics
 from avface.train.loop import stage_worker
-from avface.train.tracking import (
+from avface.utils.tracking import (
     default_tracking_uri,
     find_or_create_run,
     flatten_params,

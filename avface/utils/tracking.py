@@ -1,4 +1,5 @@
-"""MLflow tracking of training: one parent run per ``train`` invocation (run name), one child run per stage.
+"""MLflow tracking, shared by training and evaluation: one parent run per ``train`` invocation (run name), one
+child run per stage.
 
 The driver creates (or upgrades) the store and the runs before any worker starts (MLflow 3.17 races when several
 processes create a fresh sqlite store at once, REFERENCE 5); rank 0 of each stage logs through
