@@ -11,12 +11,18 @@ import pytest
 import torch
 
 from avface.data.batch import samples_to_batch
+from avface.data.shard_index import ShardIndex, audio_statistics, data_summary, target_statistics
 from avface.face_model import FaceModel, load_face_model
 from avface.face_model.starter import build_starter_model
+from avface.metrics import flat_frames
 from avface.models import AVFaceConfig
 from avface.models.avface import AVFace
 from avface.render.cameras import orthographic_project
-from avface.train.checkpoints import (
+from avface.train.config import TrainConfig
+from avface.train.data import BatchStream, plan_epoch
+from avface.train.selection import Selection, kept_best_state
+from avface.train.trainer import plan_stages
+from avface.trained.checkpoints import (
     CheckpointError,
     check_compatible,
     find_latest_checkpoint,
@@ -24,18 +30,6 @@ from avface.train.checkpoints import (
     read_checkpoint,
     save_checkpoint,
 )
-from avface.train.config import TrainConfig
-from avface.train.data import (
-    BatchStream,
-    ShardIndex,
-    audio_statistics,
-    data_summary,
-    plan_epoch,
-    target_statistics,
-)
-from avface.train.selection import Selection, kept_best_state
-from avface.train.trainer import plan_stages
-from avface.train.validation import flat_frames
 
 
 @pytest.fixture

@@ -47,7 +47,7 @@ from avface.inference.reconstruct import ReconstructConfig, Reconstructor
 from avface.io.media import write_mp4
 from avface.landmarks.crop import crop_resize
 from avface.metrics import NOW_LANDMARKS_68, jitter, mesh_vertex_errors, scan_to_mesh
-from avface.train.checkpoints import load_trained
+from avface.trained.checkpoints import load_trained
 
 log = logging.getLogger(__name__)
 
