@@ -13,6 +13,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import logging
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -57,6 +58,17 @@ class InputContract:
         for k in ("audio_mean", "audio_std"):
             d[k] = None if d[k] is None else [float(v) for v in d[k]]
         return d
+
+    def resolve(self, name: str, given: float | None, where: str = "") -> float:
+        """The value of ``name`` (``fps``, ``crop_scale``) to use: the contract's, or ``given`` where it is set (a
+        user's override), with a warning when it differs from what the model was trained with."""
+        trained = float(getattr(self, name))
+        if given is None:
+            return trained
+        if not math.isclose(float(given), trained, rel_tol=1e-6):
+            log.warning("%s%s %g differs from the %g the model was trained with (its input contract)",
+                        f"{where}: " if where else "", name, float(given), trained)
+        return float(given)
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> InputContract:
