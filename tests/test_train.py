@@ -60,6 +60,9 @@ def test_shards_carry_exact_ground_truth_parameters(shards):
     summary = data_summary(index)
     assert summary["has_targets"] and summary["has_normals"] and summary["audio_kind"] == "mel"
     assert summary["gt_face_model"] == [FaceModel(load_face_model(None)).name]
+    # how the windows were made (the trained model's input contract): whole 64 px frames, 16 at 25 fps
+    assert (summary["fps"], summary["window"], summary["audio_window"], summary["image_sizes"]) == (25.0, 16, 16, [64])
+    assert summary["crop"] == "none" and summary["crop_scale"] is None
     assert _reprojection_error_px(index) < 1e-3  # the parameters are the ones that made the landmarks
 
 
