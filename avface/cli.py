@@ -4,6 +4,7 @@ Subcommands::
 
     avface reconstruct INPUT -o OUT/ [--audio FILE] [--checkpoint PATH|models:/NAME@ALIAS] [--device auto|cpu|cuda]
                        [--batch-size N] [--stages coarse,lip,detail] [--export npz,obj,ply,mp4,glb] [--flame-sizes]
+                       [--crop landmarks|none] [--crop-scale S] [--fps F] [--rule mean|centre] [--no-audio]
 
 Exit status: 0 on success, 2 for bad input or a missing checkpoint (the message names the file and the problem),
 1 for anything else.
@@ -58,8 +59,12 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--flame-sizes", action="store_true", help="pad shape to 300 and expression to 100 in the npz")
     r.add_argument("--crop", choices=("landmarks", "none"), default="landmarks",
                    help="landmarks: track and crop the face (default) | none: the whole frame (face-crop videos)")
-    r.add_argument("--crop-scale", type=float, default=2.2,
-                   help="crop side / landmark extent (default 2.2: the framing of the training clips)")
+    r.add_argument("--crop-scale", type=float, default=None,
+                   help="crop side / landmark extent (default: the framing of the model's training clips, from its "
+                        "checkpoint; a different value warns)")
+    r.add_argument("--fps", type=float, default=None,
+                   help="frame rate of the model's timeline (default: the one it was trained at, from its "
+                        "checkpoint; a different value warns)")
     r.add_argument("--rule", choices=("mean", "centre"), default="mean",
                    help="a frame's prediction from its sliding windows: their mean (default) or the centre-most")
     r.add_argument("--no-audio", action="store_true", help="ignore the audio (video-only mode)")
@@ -70,7 +75,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def cmd_reconstruct(args: argparse.Namespace) -> int:
     cfg = ReconstructConfig(stages=args.stages, batch_size=args.batch_size, crop=args.crop, rule=args.rule,
-                            crop_scale=args.crop_scale, use_audio=not args.no_audio, progress=not args.quiet)
+                            crop_scale=args.crop_scale, fps=args.fps, use_audio=not args.no_audio,
+                            progress=not args.quiet)
     src = Path(args.input)
     try:
         with Reconstructor(args.checkpoint, args.device, cfg) as rec_:

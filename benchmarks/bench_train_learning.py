@@ -191,9 +191,9 @@ def _lip_error_budget(checkpoint: str, shards: str, windows: int) -> dict[str, f
     import numpy as np
     import torch
 
-    from avface.train.checkpoints import load_trained
-    from avface.train.data import ShardIndex
-    from avface.train.validation import flat_frames, ground_truth_vertices, vertex_errors
+    from avface.data.shard_index import ShardIndex
+    from avface.metrics import flat_frames, ground_truth_vertices, vertex_errors
+    from avface.trained.checkpoints import load_trained
 
     trained = load_trained(checkpoint)
     model, fm = trained.model, trained.face_model
@@ -265,9 +265,9 @@ def _shape_from_landmarks(checkpoint: str, shards: str, train_windows: int = 150
     import numpy as np
     import torch
 
-    from avface.train.checkpoints import load_trained
-    from avface.train.data import ShardIndex
-    from avface.train.validation import vertex_errors
+    from avface.data.shard_index import ShardIndex
+    from avface.metrics import vertex_errors
+    from avface.trained.checkpoints import load_trained
 
     def read(index: ShardIndex, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         samples = [index.read(int(r)) for r in rows]
@@ -324,9 +324,10 @@ def _oracle_lip_refiner(checkpoint: str, shards: str, steps: int = 1000, every: 
     import numpy as np
     import torch
 
-    from avface.train.checkpoints import load_trained
-    from avface.train.data import ShardIndex
-    from avface.train.validation import flat_frames, ground_truth_vertices, validate, vertex_errors
+    from avface.data.shard_index import ShardIndex
+    from avface.metrics import flat_frames, ground_truth_vertices, vertex_errors
+    from avface.train.validation import validate
+    from avface.trained.checkpoints import load_trained
 
     torch.manual_seed(0)
     trained = load_trained(checkpoint, stage="lip")
@@ -359,9 +360,10 @@ def _oracle_lip_refiner(checkpoint: str, shards: str, steps: int = 1000, every: 
 def _occlusion_gap(checkpoints: dict[str, str], shards: str) -> dict[str, dict[str, float]]:
     """3D and lip error of each checkpoint on every held-out occluded window and on its clean twin (the same
     window without the occluder): how much the occluder costs, and how much of that the fine-tune wins back."""
-    from avface.train.checkpoints import load_trained
-    from avface.train.data import OCC_SUFFIX, ShardIndex
+    from avface.data.shard_index import ShardIndex
+    from avface.train.data import OCC_SUFFIX
     from avface.train.validation import validate
+    from avface.trained.checkpoints import load_trained
 
     index = ShardIndex.build(shards, ["test", "test" + OCC_SUFFIX])
     occ = index.table.index[index.table["occluded"]].to_numpy()

@@ -35,11 +35,12 @@ def loader_rate(index, workers: int, batches: int, image_size: int) -> float:
 
 
 def step_rate(index, stage: str, steps: int) -> float:
+    from avface.data.shard_index import target_statistics
     from avface.face_model import FaceModel, load_face_model
     from avface.models import AVFaceConfig
     from avface.models.avface import AVFace
     from avface.train.config import default_stages
-    from avface.train.data import BatchStream, target_statistics
+    from avface.train.data import BatchStream
     from avface.train.loop import StepContext, train_step
 
     cfg = AVFaceConfig.tiny()
@@ -99,7 +100,7 @@ def main() -> None:
     args = ap.parse_args()
     torch.set_num_threads(1)
     out = Path(args.out).resolve()
-    from avface.train.data import ShardIndex
+    from avface.data.shard_index import ShardIndex
     from avface.train.testing import make_training_shards
 
     shards = Path(args.shards) if args.shards else make_training_shards(out / "data", dev_identities=6,

@@ -19,17 +19,16 @@ import torch
 from mlflow.tracking import MlflowClient
 
 from avface.data.batch import samples_to_batch
+from avface.data.shard_index import ShardIndex, data_summary, target_statistics
 from avface.evaluate.config import FaceSetEvalConfig
 from avface.evaluate.faceset import BASELINE_METHODS, MODEL_METHODS, OURS, _baseline, evaluate_faceset, per_frame_batch
 from avface.evaluate.multiface_eval import DETAILED, MEAN_FACE, face_boxes
-from avface.metrics import landmark_nme
+from avface.metrics import Baselines, landmark_nme
 from avface.models.avface import AVFace
 from avface.models.outputs import AVFaceOutput
-from avface.train.checkpoints import load_trained, save_checkpoint
 from avface.train.config import TrainConfig
-from avface.train.data import ShardIndex, data_summary, target_statistics
 from avface.train.testing import make_training_shards
-from avface.train.validation import Baselines
+from avface.trained.checkpoints import load_trained, save_checkpoint
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -221,7 +221,7 @@ def test_starter_model_is_bit_identical_whatever_the_blas_thread_count():
     import sys
 
     code = ("from avface.face_model import FaceModel, load_face_model\n"
-            "from avface.train.checkpoints import face_model_fingerprint\n"
+            "from avface.trained.contract import face_model_fingerprint\n"
             "print(face_model_fingerprint(FaceModel(load_face_model(None))))\n")
     prints = []
     for threads in ("1", "2", "4"):

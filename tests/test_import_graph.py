@@ -3,6 +3,8 @@ occlusion_synth/ and pipelines/ is parsed with ``ast`` and every import, at any 
 function-local import cannot hide a cycle), is an edge of the module graph. The test fails on
 
 - an import from a lower layer to a higher one (e.g. avface.models importing avface.train),
+- an import of ``avface.train`` by inference, evaluation or the demo (they read trained models through
+  ``avface.trained``, the layer below them),
 - any cycle between modules,
 - a package that the layer table does not place (add it to ``LAYERS`` and to docs/ARCHITECTURE.md),
 
@@ -40,18 +42,23 @@ LAYERS: dict[str, int] = {
     "avface.data": 2,
     "avface.synth": 2,
     "occlusion_synth": 2,
-    # 3: what uses models on data
-    "avface.train": 3,
-    "avface.inference": 3,
-    "avface.evaluate": 3,
-    "avface.demo": 3,  # the main job on the embedded default
-    # 4: entry points
-    "avface.cli": 4,
-    "avface.configs": 4,  # registers every area's config with Hydra, for the pipelines
-    "pipelines": 4,
+    # 3: the trained model as a contract: checkpoint format and the input contract (written by train, read by
+    # inference and evaluate)
+    "avface.trained": 3,
+    # 4: what uses models on data
+    "avface.train": 4,
+    "avface.inference": 4,
+    "avface.evaluate": 4,
+    "avface.demo": 4,  # the main job on the embedded default
+    # 5: entry points
+    "avface.cli": 5,
+    "avface.configs": 5,  # registers every area's config with Hydra, for the pipelines
+    "pipelines": 5,
 }
-LAYER_NAMES = ("bottom", "landmarks/models/viz", "data/synth/occlusion_synth", "train/inference/evaluate",
-               "pipelines")
+LAYER_NAMES = ("bottom", "landmarks/models/viz", "data/synth/occlusion_synth", "trained",
+               "train/inference/evaluate", "pipelines")
+#: packages that use a trained model and must not depend on how it was trained
+TRAINING_FREE = ("avface.inference", "avface.evaluate", "avface.demo")
 
 
 @dataclass(frozen=True)
@@ -202,6 +209,23 @@ def test_no_import_goes_up_a_layer(graph):
     assert not upward, "imports from a lower layer to a higher one:\n" + "\n".join(upward)
 
 
+def _within(module: str, package: str) -> bool:
+    return module == package or module.startswith(package + ".")
+
+
+def training_imports(edges: list[Import]) -> list[Import]:
+    """Imports of ``avface.train`` (any module of it) by a module of :data:`TRAINING_FREE`."""
+    return [e for e in edges if any(_within(e.source, p) for p in TRAINING_FREE) and _within(e.target, "avface.train")]
+
+
+def test_inference_and_evaluation_do_not_import_training(graph):
+    """Inference, evaluation and the demo use trained models (``avface.trained``), never the training package."""
+    _, edges = graph
+    found = training_imports(edges)
+    assert not found, ("imports of avface.train by inference / evaluate / demo (use avface.trained, "
+                       "avface.data.shard_index or avface.metrics):\n" + "\n".join(map(str, found)))
+
+
 def test_no_import_cycles(graph):
     modules, edges = graph
     found = cycles(list(modules), edges)
@@ -229,3 +253,22 @@ def test_the_checks_catch_an_upward_import_and_a_hidden_cycle(tmp_path):
     assert cycles(list(modules), edges) == [["avface.models.a", "avface.models.b"]]
     up = [str(e) for e in edges if layer_of(e.target) > layer_of(e.source)]
     assert up == ["avface/models/b.py:3: avface.models.b imports avface.train.loop"]
+
+
+def test_the_check_catches_inference_importing_training(tmp_path):
+    """On a small tree: inference importing training (same layer, so the layer check lets it pass) is found, with
+    file:line, also inside a function; ``avface.trained`` is not ``avface.train``."""
+    pkg = tmp_path / "avface"
+    for sub in ("inference", "evaluate", "train", "trained"):
+        (pkg / sub).mkdir(parents=True)
+        (pkg / sub / "__init__.py").write_text("")
+    (pkg / "__init__.py").write_text("")
+    (pkg / "train" / "data.py").write_text("")
+    (pkg / "trained" / "checkpoints.py").write_text("")
+    (pkg / "inference" / "a.py").write_text("from avface.trained.checkpoints import x\n\n\ndef f():\n"
+                                            "    from avface.train.data import y\n")
+    (pkg / "evaluate" / "b.py").write_text("import avface.train\n")
+    _, edges = import_graph(tmp_path)
+    assert sorted(map(str, training_imports(edges))) == [
+        "avface/evaluate/b.py:1: avface.evaluate.b imports avface.train",
+        "avface/inference/a.py:5: avface.inference.a imports avface.train.data"]

@@ -28,7 +28,7 @@ from avface.inference.reconstruct import interpolate_to_times
 from avface.io.media import read_audio, write_mp4
 from avface.models import AVFaceConfig
 from avface.models.avface import AVFace
-from avface.train.checkpoints import save_checkpoint
+from avface.trained.checkpoints import save_checkpoint
 
 T = 30  # frames of the test clips (1.2 s at 25 fps)
 
@@ -103,7 +103,7 @@ def test_reconstruct_with_audio(recon, clips, face_model):
     assert np.allclose(side, rec.crop_box[:, 3] - rec.crop_box[:, 1], atol=1e-3)
     cx = (rec.crop_box[:, 0] + rec.crop_box[:, 2]) / 2
     # the astronaut face spans ~92 px (x 179..271 of the image): side = crop_scale x landmark extent
-    assert np.ptp(cx) > 15 and 80 < side.mean() / recon.config.crop_scale < 105
+    assert np.ptp(cx) > 15 and 80 < side.mean() / recon.crop_scale < 105
     assert rec.meta["stages"] == ["coarse", "lip", "detail"]
 
 

@@ -13,8 +13,8 @@ from avface.face_model import FaceModel, load_face_model, vertices2landmarks
 from avface.face_model.lbs import batch_rodrigues
 from avface.face_model.lip_detail import _JAW_STEP_RAD, LIP_DETAIL_NAMES
 from avface.face_model.starter import EXPRESSION_NAMES
+from avface.metrics import flat_frames, ground_truth_vertices, vertex_errors
 from avface.models.inputs import ParamTargets
-from avface.train.validation import flat_frames, ground_truth_vertices, vertex_errors
 
 
 @pytest.fixture(scope="module")

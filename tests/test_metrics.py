@@ -13,6 +13,7 @@ from avface.metrics import (
     NOW_LANDMARKS_68,
     TriangleIndex,
     aligned_vertex_error,
+    apply_similarity,
     auc,
     ced_curve,
     crop_scan,
@@ -28,6 +29,7 @@ from avface.metrics import (
     scan_to_mesh,
     similarity_procrustes,
     vertex_acceleration,
+    vertex_errors,
 )
 from avface.metrics.surface import closest_points_on_triangles
 
@@ -254,3 +256,18 @@ def test_jitter_of_a_constant_acceleration_sequence(rng):
     assert jitter(v0 + vel * t, scale_to_mm=1.0) == pytest.approx(0.0, abs=1e-12)  # constant velocity
     with pytest.raises(ValueError):
         jitter(seq[:2])
+
+
+def test_vertex_errors_are_the_aligned_vertex_error_fit_on_all_vertices():
+    """Validation's and evaluation's 3D errors (all vertices, lips under the same all-vertex similarity) are the
+    aligned vertex error's: the same numbers, bit for bit, as the explicit Procrustes in float64."""
+    g = torch.Generator().manual_seed(0)
+    gt = torch.randn(6, 500, 3, generator=g) * 0.05
+    rot = torch.linalg.qr(torch.randn(3, 3, generator=g))[0]
+    pred = (gt @ rot * 1.1 + 0.01 + torch.randn(6, 500, 3, generator=g) * 0.002).float()
+    lips = torch.arange(40, 90)
+    v3d, lip = vertex_errors(pred, gt.float(), lips)
+    p, t = pred.double(), gt.float().double()
+    err = torch.linalg.norm(apply_similarity(p, similarity_procrustes(p, t)) - t, dim=-1) * 1000.0
+    assert torch.equal(v3d, err.mean(1).float()) and torch.equal(lip, err[:, lips].mean(1).float())
+    assert torch.allclose(v3d.double(), aligned_vertex_error(p, t), rtol=1e-6)

@@ -12,8 +12,8 @@ import torch
 
 from avface.inference import Reconstructor
 from avface.inference.reconstruct import ReconstructConfig
-from avface.train.checkpoints import load_trained
-from avface.train.validation import vertex_errors
+from avface.metrics import vertex_errors
+from avface.trained.checkpoints import load_trained
 
 pytestmark = [pytest.mark.slow, pytest.mark.ray]
 

@@ -11,12 +11,18 @@ import pytest
 import torch
 
 from avface.data.batch import samples_to_batch
+from avface.data.shard_index import ShardIndex, audio_statistics, data_summary, target_statistics
 from avface.face_model import FaceModel, load_face_model
 from avface.face_model.starter import build_starter_model
+from avface.metrics import flat_frames
 from avface.models import AVFaceConfig
 from avface.models.avface import AVFace
 from avface.render.cameras import orthographic_project
-from avface.train.checkpoints import (
+from avface.train.config import TrainConfig
+from avface.train.data import BatchStream, plan_epoch
+from avface.train.selection import Selection, kept_best_state
+from avface.train.trainer import plan_stages
+from avface.trained.checkpoints import (
     CheckpointError,
     check_compatible,
     find_latest_checkpoint,
@@ -24,18 +30,6 @@ from avface.train.checkpoints import (
     read_checkpoint,
     save_checkpoint,
 )
-from avface.train.config import TrainConfig
-from avface.train.data import (
-    BatchStream,
-    ShardIndex,
-    audio_statistics,
-    data_summary,
-    plan_epoch,
-    target_statistics,
-)
-from avface.train.selection import Selection, kept_best_state
-from avface.train.trainer import plan_stages
-from avface.train.validation import flat_frames
 
 
 @pytest.fixture
@@ -66,6 +60,9 @@ def test_shards_carry_exact_ground_truth_parameters(shards):
     summary = data_summary(index)
     assert summary["has_targets"] and summary["has_normals"] and summary["audio_kind"] == "mel"
     assert summary["gt_face_model"] == [FaceModel(load_face_model(None)).name]
+    # how the windows were made (the trained model's input contract): whole 64 px frames, 16 at 25 fps
+    assert (summary["fps"], summary["window"], summary["audio_window"], summary["image_sizes"]) == (25.0, 16, 16, [64])
+    assert summary["crop"] == "none" and summary["crop_scale"] is None
     assert _reprojection_error_px(index) < 1e-3  # the parameters are the ones that made the landmarks
 
 

@@ -78,7 +78,7 @@ def test_every_stage_for_two_steps_then_the_same_command_resumes(train_shards, t
     # the final model loads for inference, with its audio kind and the furthest stage
     import torch
 
-    from avface.train.checkpoints import load_trained, read_checkpoint
+    from avface.trained.checkpoints import load_trained, read_checkpoint
 
     trained = load_trained(summary["final"])
     assert trained.audio_kind == "mel" and trained.model.stage == "detail"

@@ -170,7 +170,8 @@ def process_clip(row: dict[str, Any], cfg: PreprocessConfig, out_split: str, occ
     occ_samples: list[dict[str, Any]] = []
     base_meta = {
         "clip_id": row["clip_id"], "split": out_split, "identity": row["identity"], "ytid": row["ytid"],
-        "utterance": row["utterance"], "fps": v.fps, "source_fps": video.src_fps,
+        "utterance": row["utterance"], "fps": v.fps, "source_fps": video.src_fps, "crop": v.crop,
+        "crop_scale": v.crop_scale if v.crop == "landmarks" else None,
         "audio_kind": cfg.audio.kind, "audio_dim": int(feats.shape[-1]), "landmark_source": landmark_source,
         "normals_source": normals_source, "vggface2_id": row.get("vggface2_id"), "gender": row.get("gender"),
         "txt_reference": row.get("txt_reference"), "txt_offset": row.get("txt_offset"),

@@ -25,7 +25,8 @@ Fields (file name in the tar = ``<key>.<field>``; never pickle):
                        u8, 255 = occluded; decoded to ``(T, H, W)`` u8
 ``meta.json``          dict: key, clip_id, split, identity, ytid, utterance, start, num_frames, fps, height, width,
                        source_fps, source_indices, audio_kind, audio_dim, landmark_source (gt | mediapipe | none),
-                       normals_source, occluded, occlusion (params), crop boxes, vox meta, frames_format, ...
+                       normals_source, occluded, occlusion (params), crop (none | landmarks), crop_scale (landmarks;
+                       else null), crop boxes, vox meta, frames_format, ...
 =====================  =========================================================================================
 
 :func:`decode_sample` accepts the raw bytes of a tar (``webdataset`` without decoders) or values already decoded

@@ -32,7 +32,9 @@ class MultifaceEvalConfig:
     root: str | None = "data/synthetic/multiface"  # Multiface layout (identity dirs); None: skip Table 5
     camera: str | None = None  # None: the frontal camera of either rig (400030 / 400291)
     max_frames: int = 0  # per segment, evenly spaced 30 fps frames scored (0: all); all frames are reconstructed
-    crop_scale: float = 2.2  # face crop side = crop_scale x extent of the projected tracked-mesh landmarks
+    # face crop side = crop_scale x extent of the projected tracked-mesh landmarks; None: the framing the model was
+    # trained on (its input contract), a value that differs from it warns
+    crop_scale: float | None = None
     refine: bool = True  # NoW's rigid + scale refinement after the landmark Procrustes
     heatmap_frames: int = 1  # Fig. 6-style heat maps of this many frames (of the first segments)
     # 68 landmark vertex ids on the tracked meshes' topology (.npy or whitespace-separated text, iBUG order): what a

@@ -15,7 +15,7 @@ Every held-out window (``split``, 16 frames) goes through the model in eval mode
 
 Columns: 2D landmark NME / AUC / lip NME / NME occ (inter-ocular, ``avface.metrics``) on frames with valid
 landmarks; on windows with ground-truth parameters (the synthetic corpus): ``vertex_error_mm`` (per frame, mean
-vertex distance after a similarity alignment onto the true mesh, ``avface.train.validation.vertex_errors``),
+vertex distance after a similarity alignment onto the true mesh, ``avface.metrics.vertex_errors``),
 ``lve_mm2`` (lip vertex error on the aligned meshes: max over lip vertices of the squared error, mean over frames)
 and ``jitter`` (mean vertex acceleration of the predicted sequence, mm / frame^2).
 """
@@ -30,14 +30,23 @@ import numpy as np
 import torch
 
 from avface.data.batch import Batch, samples_to_batch
+from avface.data.shard_index import ShardIndex
 from avface.evaluate.config import FaceSetEvalConfig
 from avface.evaluate.results import MethodResult, faceset_summary
 from avface.evaluate.tables import write_frame_results
-from avface.metrics import apply_similarity, jitter, landmark_nme, lip_nme, lip_vertex_error, similarity_procrustes
+from avface.metrics import (
+    Baselines,
+    apply_similarity,
+    ground_truth_vertices,
+    jitter,
+    landmark_nme,
+    lip_nme,
+    lip_vertex_error,
+    similarity_procrustes,
+    vertex_errors,
+)
 from avface.models.avface import AVFace
 from avface.models.outputs import AVFaceOutput
-from avface.train.data import ShardIndex
-from avface.train.validation import Baselines, ground_truth_vertices, vertex_errors
 
 __all__ = ["OURS", "MODEL_METHODS", "BASELINE_METHODS", "FaceSetOutcome", "per_frame_batch", "evaluate_faceset"]
 

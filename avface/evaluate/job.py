@@ -24,6 +24,7 @@ from typing import Any
 
 from mlflow.tracking import MlflowClient
 
+from avface.data.shard_index import ShardIndex, target_statistics
 from avface.evaluate.config import EvaluateConfig
 from avface.evaluate.faceset import OURS, FaceSetOutcome, evaluate_faceset
 from avface.evaluate.multiface_eval import MultifaceOutcome, evaluate_multiface, panels_of
@@ -33,13 +34,12 @@ from avface.evaluate.results import MethodResult, write_results
 from avface.evaluate.tracking import log_evaluation, resolve_model_version
 from avface.inference.checkpoint import CheckpointNotFoundError, default_training_out, resolve_registered
 from avface.inference.reconstruct import resolve_device
-from avface.train.checkpoints import find_latest_checkpoint, load_trained
-from avface.train.data import ShardIndex, target_statistics
-from avface.utils.tracking import default_tracking_uri, flatten_params, log_params, setup_tracking
-from avface.train.validation import Baselines
+from avface.metrics import Baselines
+from avface.trained.checkpoints import find_latest_checkpoint, load_trained
 from avface.utils.config import dataclass_from_dict
 from avface.utils.files import atomic_path
 from avface.utils.ray_utils import init_ray
+from avface.utils.tracking import default_tracking_uri, flatten_params, log_params, setup_tracking
 
 log = logging.getLogger(__name__)
 

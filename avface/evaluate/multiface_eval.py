@@ -4,11 +4,11 @@ scan-to-mesh error against the tracked mesh, coarse and detailed, beside the mea
 One Ray task per segment (:func:`evaluate_segment`):
 
 1. crops: every 30 fps frame of the frontal camera cropped around the tracked face (a square box of side
-   ``crop_scale`` x the extent of the projected 68 landmarks of the tracked mesh: the dataset's tracking stands in
-   for a face detector), written with the segment's audio as a 30 fps mp4; frames listed without a mesh hold the
-   previous crop so the timeline stays aligned with the audio;
+   ``crop_scale`` (default: the model's, from its input contract) x the extent of the projected 68 landmarks of
+   the tracked mesh: the dataset's tracking stands in for a face detector), written with the segment's audio as a
+   30 fps mp4; frames listed without a mesh hold the previous crop so the timeline stays aligned with the audio;
 2. the inference API (:class:`avface.inference.Reconstructor`, ``crop=none`` on those crops): cached sliding
-   windows on the model's 25 fps timeline, interpolated back to the 30 fps frames;
+   windows on the model's timeline (the frame rate it was trained at), interpolated back to the 30 fps frames;
 3. per scored frame and method, :func:`avface.metrics.scan_to_mesh` (crop around the scan's 7 NoW landmarks,
    landmark Procrustes, rigid + scale refinement) of the tracked mesh (mm) against the predicted mesh in its head
    frame; the distances of every cropped scan vertex are written as partitioned parquet
@@ -47,7 +47,7 @@ from avface.inference.reconstruct import ReconstructConfig, Reconstructor
 from avface.io.media import write_mp4
 from avface.landmarks.crop import crop_resize
 from avface.metrics import NOW_LANDMARKS_68, jitter, mesh_vertex_errors, scan_to_mesh
-from avface.train.checkpoints import load_trained
+from avface.trained.checkpoints import load_trained
 
 log = logging.getLogger(__name__)
 
@@ -152,7 +152,7 @@ def evaluate_segment(checkpoint: str, seg: MultifaceSegment, cfg: MultifaceEvalC
     gt_faces = seg.faces()
     lm3 = _scan_landmarks(seg, meshes, fm, cfg.landmark_vertices)
     pts = np.stack([seg.project(lm3[i], int(f))[0] for i, f in enumerate(frames)])
-    boxes = face_boxes(pts, cfg.crop_scale)
+    boxes = face_boxes(pts, tm.contract.resolve("crop_scale", cfg.crop_scale, f"{seg.identity}/{seg.segment}"))
     # the 30 fps timeline from the first to the last usable frame; frames without a mesh hold the previous crop
     timeline = np.arange(int(frames[0]), int(frames[-1]) + 1)
     pos = np.searchsorted(frames, timeline, side="right") - 1
@@ -163,7 +163,7 @@ def evaluate_segment(checkpoint: str, seg: MultifaceSegment, cfg: MultifaceEvalC
     with tempfile.TemporaryDirectory(prefix="avface-mf-") as tmp:
         clip = write_mp4(Path(tmp) / "clip.mp4", crops, seg.fps, audio, 16000)
         rec = Reconstructor.from_model(tm.model, fm, audio_config_for(tm.model, tm.audio_kind), device,
-                                       rec_cfg).run(clip)
+                                       rec_cfg, tm.contract).run(clip)
     if rec.num_frames != len(timeline):
         raise ValueError(f"{seg.identity}/{seg.segment}: {rec.num_frames} frames reconstructed, "
                          f"{len(timeline)} written")

@@ -22,8 +22,15 @@ from typing import Any
 import torch
 
 from avface.audio.config import AudioConfig
-from avface.train.checkpoints import CHECKPOINT_FILE, FINAL_FILE, find_latest_checkpoint, load_trained
-from avface.train.config import TrainConfig
+from avface.trained.checkpoints import (
+    CHECKPOINT_FILE,
+    DEFAULT_REGISTERED_MODEL,
+    DEFAULT_TRAINING_OUT,
+    FINAL_FILE,
+    find_latest_checkpoint,
+    load_trained,
+)
+from avface.trained.contract import InputContract
 from avface.utils.tracking import default_tracking_uri
 
 NO_CHECKPOINT_HINT = ("train one with `python pipelines/train.py data.shards=DIR` (see README: it writes "
@@ -40,12 +47,13 @@ class LoadedModel:
     model: torch.nn.Module
     face_model: torch.nn.Module
     audio: AudioConfig  # the features the model was trained on
+    contract: InputContract  # how its inputs were made: frame rate, crop, ...
     source: str
     meta_summary: dict[str, Any] = field(default_factory=dict)
 
 
 def default_training_out() -> Path:
-    return Path(TrainConfig().out)
+    return Path(DEFAULT_TRAINING_OUT)
 
 
 def _tracking_uri() -> str:
@@ -111,7 +119,7 @@ def load_for_inference(checkpoint: str | os.PathLike | None, device: str) -> Loa
                     raise CheckpointNotFoundError(
                         f"no --checkpoint given, no checkpoint under {root}/ and no MLflow store at {uri}; "
                         f"{NO_CHECKPOINT_HINT}")
-                found = resolve_registered(f"models:/{TrainConfig().tracking.registered_model}", tmp, uri)
+                found = resolve_registered(f"models:/{DEFAULT_REGISTERED_MODEL}", tmp, uri)
             source = str(found)
         elif str(checkpoint).startswith("models:/"):
             source = str(checkpoint)
@@ -124,7 +132,7 @@ def load_for_inference(checkpoint: str | os.PathLike | None, device: str) -> Loa
         tm = load_trained(found, device)
     audio = audio_config_for(tm.model, tm.audio_kind)
     meta = {k: tm.meta.get(k) for k in ("stage", "step") if k in tm.meta}
-    return LoadedModel(tm.model, tm.face_model, audio, source, meta)
+    return LoadedModel(tm.model, tm.face_model, audio, tm.contract, source, meta)
 
 
 def audio_config_for(model: torch.nn.Module, kind: str = "mel") -> AudioConfig:

@@ -9,7 +9,7 @@ in the npz map it into the video (see :mod:`avface.inference.result`).
   (binary little-endian PLY). One file per input frame; OBJ files carry the face model's UVs.
   The detailed mesh is the coarse mesh displaced along its vertex normals by the detail stage's UV displacement
   sampled at each vertex's UV (detail at the mesh's resolution).
-* ``<name>_overlay.mp4`` -- at 25 fps on the model timeline, the input frame nearest each model time with the mesh
+* ``<name>_overlay.mp4`` -- on the model timeline (``rec.fps``), the input frame nearest each model time with the mesh
   rendered over it (project renderer, grey clay), side by side with a frontal view of the same mesh (head pose
   removed); the original audio.
 * ``<name>.glb`` -- glTF 2.0 binary (pygltflib). One mesh: the subject's neutral face (mean shape) with morph
@@ -33,7 +33,6 @@ import torch
 
 from avface.inference.result import Reconstruction
 from avface.inference.video import (
-    MODEL_FPS,
     SAMPLE_RATE,
     AudioTrack,
     InputLimits,
@@ -237,11 +236,11 @@ def _even(x: int) -> int:
 
 def write_overlay_mp4(rec: Reconstruction, face_model: torch.nn.Module, video: str | os.PathLike,
                       path: str | os.PathLike, height: int = 360, alpha: float = 0.6) -> Path:
-    """The overlay video of the module docstring (25 fps, original audio). Frames go through a memory-mapped
-    temporary file, so a long video is not held in memory."""
+    """The overlay video of the module docstring (the model's frame rate, original audio). Frames go through a
+    memory-mapped temporary file, so a long video is not held in memory."""
     path = Path(path)
     info = probe_video(video, InputLimits(max_width=1 << 20, max_height=1 << 20, min_fps=0.0, max_fps=1e9))
-    model_times, _ = model_timeline(rec.times, MODEL_FPS)
+    model_times, _ = model_timeline(rec.times, rec.fps)
     # the input frame nearest each model time (the same choice as the reconstruction's)
     nearest = np.clip(np.searchsorted(rec.times, model_times), 0, rec.num_frames - 1)
     prev = np.clip(nearest - 1, 0, None)
@@ -291,8 +290,8 @@ def write_overlay_mp4(rec: Reconstruction, face_model: torch.nn.Module, video: s
         if src:
             same = Path(src).resolve() == Path(info.path).resolve()
             with AudioTrack(src, video_start=video_start_time(info.path) if same else None) as track:
-                audio = track.window(0.0, int(round(m * SAMPLE_RATE / MODEL_FPS)))
-        write_mp4(path, frames, MODEL_FPS, audio, SAMPLE_RATE)
+                audio = track.window(0.0, int(round(m * SAMPLE_RATE / rec.fps)))
+        write_mp4(path, frames, rec.fps, audio, SAMPLE_RATE)
     finally:
         del frames
         tmp_frames.unlink(missing_ok=True)

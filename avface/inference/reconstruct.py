@@ -2,7 +2,8 @@
 
 Three streaming passes over the video, none holding more than a chunk of frames:
 
-1. frame times (decode once): the 25 fps model timeline (:func:`avface.inference.video.model_timeline`);
+1. frame times (decode once): the model's timeline at the frame rate it was trained at (its input contract,
+   :func:`avface.inference.video.model_timeline`);
 2. landmarks on the model frames (the project's detector, MediaPipe) -> the face track (smoothed crop boxes, frames
    without a face interpolated and flagged, the largest tracked face; :mod:`avface.inference.tracking`);
 3. crops + audio windows chunk by chunk -> cached sliding-window inference (:mod:`avface.inference.windows`) ->
@@ -31,7 +32,6 @@ from avface.inference.checkpoint import audio_config_for, load_for_inference
 from avface.inference.result import Reconstruction
 from avface.inference.tracking import FaceTrack, track_face
 from avface.inference.video import (
-    MODEL_FPS,
     SAMPLE_RATE,
     AudioTrack,
     InputLimits,
@@ -46,6 +46,7 @@ from avface.inference.windows import SlidingWindows, frame_features, split_codes
 from avface.landmarks.crop import crop_resize
 from avface.models.outputs import AVFaceOutput
 from avface.render.renderer import uv_to_grid
+from avface.trained.contract import InputContract, legacy_contract
 
 log = logging.getLogger(__name__)
 
@@ -66,10 +67,11 @@ class ReconstructConfig:
     # landmarks: track the face and crop like preprocessing | none: resize whole frames (no detector runs: every
     # frame counts as face_detected)
     crop: str = "landmarks"
-    # box side = crop_scale x landmark extent. 2.2 reproduces the framing of the training clips (VoxCeleb2-style
-    # face crops preprocessed with crop=none; the synthetic corpus frames the face at 1.96..2.58); videos that already
-    # are such face crops can use crop=none, exactly what training saw
-    crop_scale: float = 2.2
+    # box side = crop_scale x landmark extent. None: the framing of the training clips, from the model's input
+    # contract (the shards' crop scale, or the framing of face-crop videos preprocessed with crop=none); videos that
+    # already are such face crops can use crop=none, exactly what training saw. Set: overrides it, with a warning
+    crop_scale: float | None = None
+    fps: float | None = None  # the model's timeline; None: the frame rate it was trained at (its input contract)
     smooth: int = 5  # moving average of the crop boxes, frames
     detector: str = "mediapipe"  # landmark detector (avface.landmarks.get_detector)
     mediapipe_python: str | None = None
@@ -99,7 +101,7 @@ def interpolate_to_times(values: np.ndarray, model_times: np.ndarray, times: np.
     """Linear interpolation of per-model-frame ``values (M, ...)`` onto ``times (N,)`` (held at the ends)."""
     m = len(model_times)
     if len(times) == m and np.allclose(times, model_times, rtol=0, atol=1e-9):
-        return values  # the input is on the model's timeline (25 fps): nothing to interpolate, no copy
+        return values  # the input is on the model's timeline: nothing to interpolate, no copy
     if m == 1:
         return np.repeat(values[:1], len(times), axis=0)
     pos = np.clip(np.interp(times, model_times, np.arange(m, dtype=np.float64)), 0, m - 1)
@@ -132,22 +134,25 @@ class Reconstructor:
                  config: ReconstructConfig | None = None):
         dev = resolve_device(device)
         loaded = load_for_inference(checkpoint, dev)
-        self._setup(loaded.model, loaded.face_model, loaded.audio, dev, config,
+        self._setup(loaded.model, loaded.face_model, loaded.audio, loaded.contract, dev, config,
                     {"checkpoint": loaded.source, **loaded.meta_summary})
 
     @classmethod
     def from_model(cls, model: torch.nn.Module, face_model: torch.nn.Module | None = None,
                    audio: AudioConfig | None = None, device: str = "cpu",
-                   config: ReconstructConfig | None = None) -> Reconstructor:
+                   config: ReconstructConfig | None = None, contract: InputContract | None = None) -> Reconstructor:
         """An in-memory :class:`avface.models.avface.AVFace` (e.g. untrained, in tests); ``audio`` the features it
-        reads (default: mel with the model's ``audio_dim`` bins)."""
+        reads (default: mel with the model's ``audio_dim`` bins); ``contract`` how its inputs were made (a loaded
+        checkpoint's ``TrainedModel.contract``; default: the legacy contract, 25 fps and crop scale 2.2)."""
         self = cls.__new__(cls)
-        self._setup(model, face_model if face_model is not None else model.face_model,
-                    audio or audio_config_for(model),
+        audio = audio or audio_config_for(model)
+        self._setup(model, face_model if face_model is not None else model.face_model, audio,
+                    contract or legacy_contract(model.config.to_dict(), audio.kind),
                     resolve_device(device), config, {"checkpoint": None})
         return self
 
-    def _setup(self, model, face_model, audio: AudioConfig, device, config, meta) -> None:
+    def _setup(self, model, face_model, audio: AudioConfig, contract: InputContract, device, config,
+               meta) -> None:
         if face_model is None:
             raise ValueError("reconstruction needs the model's face model")
         self.device = device
@@ -158,6 +163,10 @@ class Reconstructor:
         self.audio = audio
         self.config = config or ReconstructConfig()
         self.meta = meta
+        self.contract = contract
+        where = str(meta.get("checkpoint") or "model")
+        self.fps = contract.resolve("fps", self.config.fps, where)
+        self.crop_scale = contract.resolve("crop_scale", self.config.crop_scale, where)
         self._detector = None
         # the stages the model has trained: up to its current stage (load_trained sets the furthest one)
         upto = STAGES.index(getattr(model, "stage", None) or model.config.stages[-1])
@@ -233,7 +242,7 @@ class Reconstructor:
             n = len(batch)
             flush()
             bar.update(n)
-        return track_face(lms, found, (h, w), cfg.crop_scale, cfg.smooth, source=info.path)
+        return track_face(lms, found, (h, w), self.crop_scale, cfg.smooth, source=info.path)
 
     def _crop(self, img: np.ndarray, box: np.ndarray) -> np.ndarray:
         s = self.image_size
@@ -248,9 +257,9 @@ class Reconstructor:
             return None
         g = self.config.audio_margin
         fa, fb = max(0, a - g), min(m, b + g)
-        n_samples = int(round((fb - fa) * SAMPLE_RATE / MODEL_FPS))
-        wave = track.window(fa / MODEL_FPS, n_samples)
-        feats = extract_audio_features(wave, fb - fa, MODEL_FPS, self.audio)
+        n_samples = int(round((fb - fa) * SAMPLE_RATE / self.fps))
+        wave = track.window(fa / self.fps, n_samples)
+        feats = extract_audio_features(wave, fb - fa, self.fps, self.audio)
         return torch.from_numpy(np.ascontiguousarray(feats[a - fa: b - fa])).to(self.device)
 
     @torch.no_grad()
@@ -281,7 +290,7 @@ class Reconstructor:
         cfg = self.config
         info = probe_video(video, cfg.limits)
         times = scan_times(info, cfg.limits)
-        model_times, source_index = model_timeline(times, MODEL_FPS)
+        model_times, source_index = model_timeline(times, self.fps)
         m = len(model_times)
         track = self._track(info, source_index)
 
@@ -321,7 +330,7 @@ class Reconstructor:
         seconds = time.perf_counter() - t_start
         meta = {**self.meta, "input": info.path, "audio": audio_source, "stages": list(self.stages),
                 "face_model": getattr(self.face_model, "name", None), "audio_kind": self.audio.kind,
-                "window": self.window, "rule": cfg.rule, "crop": cfg.crop, "crop_scale": cfg.crop_scale,
+                "window": self.window, "rule": cfg.rule, "crop": cfg.crop, "crop_scale": self.crop_scale,
                 "detector": cfg.detector if cfg.crop == "landmarks" else None, "model_frames": m,
                 "model_times_start": float(model_times[0]), "codec": info.codec, "seconds": seconds,
                 "device": self.device}
@@ -330,7 +339,7 @@ class Reconstructor:
             global_pose=interp["global_pose"], neck_pose=zeros3, eye_pose=np.zeros((n, 6), np.float32),
             cam=interp["cam"], crop_box=boxes.astype(np.float32), albedo=interp["albedo"],
             light=interp["light"], face_detected=detected, audio_valid=audio_valid, valid=np.ones(n, bool),
-            fps=MODEL_FPS, source_fps=float(info.fps), frame_size=(info.width, info.height),
+            fps=self.fps, source_fps=float(info.fps), frame_size=(info.width, info.height),
             rotation=info.rotation, image_size=self.image_size, lip_offsets=interp.get("lip_offsets"),
             lip_vertex_ids=lip_ids,
             displacement=interp["displacement"].astype(np.float16) if "displacement" in interp else None,

@@ -23,7 +23,7 @@ displacement       (N, V) f16       detail-stage displacement along each vertex 
 face_detected      (N,) bool        the tracked face was detected in this frame (else the crop was interpolated)
 audio_valid        (N,) bool        audio was present at this frame (False everywhere in video-only mode)
 valid              (N,) bool        the frame has a reconstruction (True for every decoded frame)
-fps                () f64           the model's frame rate (25); outputs are interpolated back to ``times``
+fps                () f64           the model's frame rate (its input contract); outputs are interpolated to ``times``
 source_fps         () f64           the input's average frame rate
 frame_size         (2,) i64         (width, height) of the upright input frames
 rotation           () i64           counter-clockwise degrees applied to the decoded frames (display matrix)

@@ -1,7 +1,9 @@
 """Evaluation metrics (bottom layer: pure functions over numpy arrays / torch tensors, no avface imports above
-this package). Landmarks (Table 4), NoW-style scan-to-mesh (Table 5), 3D vertex metrics with ground truth."""
+this package). Landmarks (Table 4), NoW-style scan-to-mesh (Table 5), 3D vertex metrics with ground truth and
+the baseline faces they are reported beside."""
 
 from avface.metrics.alignment import Similarity, apply_similarity, similarity_procrustes
+from avface.metrics.ground_truth import Baselines, flat_frames, ground_truth_vertices
 from avface.metrics.landmarks import (
     LIP_POINTS,
     OUTER_EYE_CORNERS,
@@ -27,7 +29,14 @@ from avface.metrics.surface import (
     closest_points_on_triangles,
     point_mesh_distance_allpairs,
 )
-from avface.metrics.vertices import aligned_vertex_error, jitter, lip_vertex_error, vertex_acceleration
+from avface.metrics.vertices import (
+    aligned_vertex_distances,
+    aligned_vertex_error,
+    jitter,
+    lip_vertex_error,
+    vertex_acceleration,
+    vertex_errors,
+)
 
 __all__ = [
     "Similarity", "apply_similarity", "similarity_procrustes",
@@ -35,5 +44,7 @@ __all__ = [
     "nme_normalizer", "occluded_nme",
     "NOW_LANDMARKS_68", "ScanToMeshResult", "crop_scan", "distance_stats", "mesh_vertex_errors", "scan_to_mesh",
     "MeshDistances", "TriangleIndex", "closest_points_on_triangles", "point_mesh_distance_allpairs",
-    "aligned_vertex_error", "jitter", "lip_vertex_error", "vertex_acceleration",
+    "aligned_vertex_distances", "aligned_vertex_error", "jitter", "lip_vertex_error", "vertex_acceleration",
+    "vertex_errors",
+    "Baselines", "flat_frames", "ground_truth_vertices",
 ]

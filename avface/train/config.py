@@ -16,6 +16,7 @@ from typing import Any, Literal
 from avface.face_model import FaceModel, load_face_model
 from avface.face_model.albedo import with_uv_albedo
 from avface.models.config import AVFaceConfig
+from avface.trained.checkpoints import DEFAULT_REGISTERED_MODEL, DEFAULT_TRAINING_OUT
 from avface.utils.config import dataclass_from_dict, plain, store_config
 
 __all__ = ["TRAIN_STAGES", "MODEL_STAGE", "StageConfig", "TrainDataConfig", "ScalingSettings", "TrackingConfig",
@@ -109,7 +110,8 @@ class ScalingSettings:
 class TrackingConfig:
     tracking_uri: str | None = None  # None: sqlite:///<out>/mlflow.db
     experiment: str = "avface-train"
-    registered_model: str = "avface"  # the final model is registered under this name ("" = do not register)
+    # the final model is registered under this name ("" = do not register)
+    registered_model: str = DEFAULT_REGISTERED_MODEL
 
 
 @dataclass
@@ -120,7 +122,7 @@ class TrainConfig:
     stages: dict[str, StageConfig] = field(default_factory=default_stages)
     scaling: ScalingSettings = field(default_factory=ScalingSettings)
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
-    out: str = "runs/train"  # run directory root: <out>/<name>/<stage>/final.pt, <out>/ray, <out>/mlflow.db
+    out: str = DEFAULT_TRAINING_OUT  # run directory root: <out>/<name>/<stage>/final.pt, <out>/ray, <out>/mlflow.db
     name: str = "avface"  # run name: re-running the same name resumes it
     init: str | None = None  # checkpoint to start the first stage from (None: previous stage / from scratch)
     face_model: str | None = None  # None: open starter model; or a FLAME generic_model.pkl / saved .npz

@@ -30,22 +30,24 @@ import ray.train
 import torch
 import torch.distributed as dist
 
+from avface.data.shard_index import ShardIndex
 from avface.face_model import FaceModel
 from avface.face_model.starter import semantic_expression_count
 from avface.losses.geometry import vertex_distance_loss
 from avface.losses.landmarks import landmark_loss
 from avface.losses.params import parameter_loss
+from avface.metrics.ground_truth import Baselines, flat_frames, ground_truth_vertices
 from avface.models.avface import AVFace
 from avface.models.checkpoints import load_deca_encoder, load_normals_net
 from avface.render.cameras import pixels_to_ndc
 from avface.train.augment import random_zoom_shift
-from avface.train.checkpoints import CHECKPOINT_FILE, check_compatible, read_checkpoint, save_checkpoint
 from avface.train.config import MODEL_STAGE, TrainConfig
-from avface.train.data import OCC_SUFFIX, BatchStream, ShardIndex, make_loader
+from avface.train.data import OCC_SUFFIX, BatchStream, make_loader
 from avface.train.selection import STAGE_MONITOR, Selection, kept_best_state
-from avface.utils.tracking import StageTracker
-from avface.train.validation import Baselines, flat_frames, ground_truth_vertices, validate
+from avface.train.validation import validate
 from avface.train.viz import validation_strip
+from avface.trained.checkpoints import CHECKPOINT_FILE, check_compatible, read_checkpoint, save_checkpoint
+from avface.utils.tracking import StageTracker
 
 log = logging.getLogger(__name__)
 
@@ -251,7 +253,8 @@ def _val_batches(index: ShardIndex | None, n: int, image_size: int) -> list:
 def stage_worker(payload: dict[str, Any]) -> None:
     """Train one stage. ``payload`` (plain data, resolved on the driver): ``config`` (TrainConfig dict), ``stage``,
     ``init`` (checkpoint to start from or None), ``export`` (final.pt path), ``scales`` (pretraining parameter
-    std, name -> list), ``baselines`` (mean expression/jaw), ``audio_kind``, ``tracking`` (uri, run_id)."""
+    std, name -> list), ``baselines`` (mean expression/jaw), ``audio_kind``, ``input_contract`` (the shards'
+    ``InputContract`` dict, written into every checkpoint), ``tracking`` (uri, run_id)."""
     # 1. context ---------------------------------------------------------------------------------------------
     cfg = TrainConfig.from_dict(payload["config"])
     stage = payload["stage"]
@@ -355,7 +358,8 @@ def stage_worker(payload: dict[str, Any]) -> None:
     def snapshot(extras: dict[str, Any], path: Path, with_optimiser: bool) -> Path:
         return save_checkpoint(path, model=model, stage=stage, step=step, epoch=epoch, audio_kind=payload["audio_kind"],
                                face_model_source=cfg.face_model, train_config=payload["config"],
-                               optimizer=optimiser if with_optimiser else None, extras=extras)
+                               optimizer=optimiser if with_optimiser else None, extras=extras,
+                               input_contract=payload["input_contract"])
 
     # 5. loop ------------------------------------------------------------------------------------------------
     sums: dict[str, float] = {}

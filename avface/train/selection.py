@@ -20,8 +20,8 @@ from typing import Any
 
 import torch
 
-from avface.train.checkpoints import read_checkpoint
 from avface.train.validation import SCORE_TERMS
+from avface.trained.checkpoints import read_checkpoint
 
 __all__ = ["STAGE_MONITOR", "FALLBACK_MONITOR", "Selection", "kept_best_state"]
 

@@ -16,11 +16,11 @@ __all__ = ["make_training_shards"]
 def make_training_shards(root: str | Path, dev_identities: int = 2, test_identities: int = 1,
                          clips_per_identity: int = 2, image_size: int = 64, occluded_windows: int = 8,
                          seed: int = 0, use_ray_for_synthesis: bool = False, num_cpus: int | None = None,
-                         progress: bool = False) -> dict[str, Any]:
+                         progress: bool = False, video: dict[str, Any] | None = None) -> dict[str, Any]:
     """Synthesize a VoxCeleb2-layout corpus under ``root/corpus`` and preprocess it into ``root/shards``
     (``video.image_size=image_size``, ``normals.source=auto``, ``occluded_windows`` occluded train windows and
-    half as many test ones). Returns ``{"corpus", "shards", "synth", "preprocess"}`` (paths and summaries);
-    re-running resumes both steps."""
+    half as many test ones; ``video``: more ``video.*`` settings, e.g. a landmark crop). Returns ``{"corpus",
+    "shards", "synth", "preprocess"}`` (paths and summaries); re-running resumes both steps."""
     root = Path(root)
     synth = synthesize_corpus({
         "out": str(root / "corpus"), "size": "tiny", "seed": seed, "progress": progress,
@@ -30,7 +30,7 @@ def make_training_shards(root: str | Path, dev_identities: int = 2, test_identit
     }, use_ray=use_ray_for_synthesis)
     pre = run_preprocess(PreprocessConfig.from_dict({
         "data": {"root": str(root / "corpus" / "voxceleb2")}, "out": str(root / "shards"),
-        "video": {"image_size": image_size}, "normals": {"source": "auto"}, "progress": progress,
+        "video": {"image_size": image_size, **(video or {})}, "normals": {"source": "auto"}, "progress": progress,
         "occlusion": {"windows": {"train": occluded_windows, "test": max(occluded_windows // 2, 1)}},
         "ray": {"num_cpus": num_cpus, "task_memory_mb": 400},
     }))

@@ -17,11 +17,15 @@ from typing import Any
 import numpy as np
 import torch
 
+from avface.data.shard_index import ShardIndex, audio_statistics, data_summary, target_statistics
 from avface.face_model import FaceModel
-from avface.train.checkpoints import FINAL_FILE, check_compatible, read_checkpoint
 from avface.train.config import MODEL_STAGE, TrainConfig
-from avface.train.data import OCC_SUFFIX, ShardIndex, audio_statistics, data_summary, target_statistics
+from avface.train.data import OCC_SUFFIX
 from avface.train.loop import stage_worker
+from avface.trained.checkpoints import FINAL_FILE, check_compatible, read_checkpoint
+from avface.trained.contract import contract_from_summary
+from avface.utils.files import atomic_path
+from avface.utils.ray_utils import init_ray
 from avface.utils.tracking import (
     default_tracking_uri,
     find_or_create_run,
@@ -30,8 +34,6 @@ from avface.utils.tracking import (
     register_final_model,
     setup_tracking,
 )
-from avface.utils.files import atomic_path
-from avface.utils.ray_utils import init_ray
 
 log = logging.getLogger(__name__)
 
@@ -127,6 +129,9 @@ def run_training(cfg: TrainConfig | dict[str, Any], start_ray: bool = True) -> d
     if init_ck is not None:
         check_compatible(init_ck, face_model=face_model, audio_kind=summary["audio_kind"],
                          audio_dim=summary["audio_dim"])
+    # how the inputs were made, carried by every checkpoint (inference frames and times videos the same way)
+    contract = contract_from_summary(summary, face_model=face_model, audio_mean=cfg.model.audio_mean,
+                                     audio_std=cfg.model.audio_std)
 
     # 2. tracking (created here, before any worker: REFERENCE 5) ---------------------------------------------
     uri = cfg.tracking.tracking_uri or default_tracking_uri(out)
@@ -166,7 +171,8 @@ def run_training(cfg: TrainConfig | dict[str, Any], start_ray: bool = True) -> d
         payload = {"config": cfg.to_dict(), "stage": stage, "init": prev, "export": str(export),
                    "model_stage": furthest,
                    "scales": {k: v["std"] for k, v in stats.items()} if stats else None, "statistics": stats,
-                   "audio_kind": summary["audio_kind"], "tracking": {"uri": uri, "run_id": child}}
+                   "audio_kind": summary["audio_kind"], "input_contract": contract.to_dict(),
+                   "tracking": {"uri": uri, "run_id": child}}
         trainer = TorchTrainer(
             stage_worker, train_loop_config=payload,
             scaling_config=ScalingConfig(num_workers=sc.num_workers, use_gpu=sc.use_gpu,

@@ -1,5 +1,6 @@
 """Validation on held-out speakers: landmark NME (inter-ocular), lip NME, and on clips with ground truth the 3D
-errors, always beside the two baselines computed the same way on the same windows.
+errors, always beside the two baselines computed the same way on the same windows (the true and baseline faces
+and the errors are ``avface.metrics``: :mod:`~avface.metrics.ground_truth`, :func:`~avface.metrics.vertex_errors`).
 
 3D errors (mm, mean over frames): ``v3d`` all vertices after a per-frame similarity alignment (fit on all
 vertices), ``lip`` the lip vertices under that same alignment, ``expression`` the predicted expression and jaw on
@@ -12,68 +13,20 @@ normals on the face pixels, for the coarse and the detailed surface.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import numpy as np
 import torch
 
-from avface.face_model import FaceModel
 from avface.face_model.lbs import batch_rodrigues
 from avface.face_model.lip_detail import canonical_offsets_to_posed
-from avface.metrics import apply_similarity, landmark_nme, lip_nme, similarity_procrustes
+from avface.metrics.ground_truth import Baselines, flat_frames, ground_truth_vertices
+from avface.metrics.landmarks import landmark_nme, lip_nme
+from avface.metrics.vertices import vertex_errors
 from avface.models.avface import AVFace
 
 #: the errors whose mean is the selection score ``score_mm``
 SCORE_TERMS = ("v3d_mm", "lip_mm", "expression_mm")
 
-__all__ = ["SCORE_TERMS", "Baselines", "flat_frames", "ground_truth_vertices", "vertex_errors", "normal_angle_deg",
-           "validate"]
-
-
-@dataclass
-class Baselines:
-    """Training-set mean expression (NE,) and jaw (3,) (the constant-expression baseline)."""
-
-    mean_expression: torch.Tensor
-    mean_jaw: torch.Tensor
-
-    @classmethod
-    def from_statistics(cls, stats: dict[str, dict[str, list]]) -> Baselines:
-        return cls(torch.tensor(stats["expression"]["mean"], dtype=torch.float32),
-                   torch.tensor(stats["jaw"]["mean"], dtype=torch.float32))
-
-
-def flat_frames(x: torch.Tensor) -> torch.Tensor:
-    """(B, T, ...) -> (B*T, ...)."""
-    return x.reshape(x.shape[0] * x.shape[1], *x.shape[2:])
-
-
-def ground_truth_vertices(face_model: FaceModel, targets, expression: torch.Tensor | None = None,
-                          jaw: torch.Tensor | None = None, shape: torch.Tensor | None = None,
-                          lip_detail: bool | None = None) -> torch.Tensor:
-    """Vertices (N, V, 3) of the true parameters (full pose: global, neck, jaw, eyes), N = B*T; ``expression``
-    (N, NE) / ``jaw`` (N, 3) / ``shape`` (N, NS) replace the true ones (baselines, expression error).
-
-    ``lip_detail``: add the targets' lip detail (the lips' motion outside the expression space, when the targets
-    carry it). Default: only for the true mesh itself (nothing replaced); a face made of replaced parameters is
-    what a model of those parameters could show, which has no lip detail."""
-    if lip_detail is None:
-        lip_detail = expression is None and jaw is None and shape is None
-    detail = flat_frames(targets.lip_detail) if lip_detail and targets.lip_detail is not None else None
-    out = face_model(shape=flat_frames(targets.shape) if shape is None else shape,
-                     expression=flat_frames(targets.expression) if expression is None else expression,
-                     global_pose=flat_frames(targets.global_pose), neck_pose=flat_frames(targets.neck_pose),
-                     jaw_pose=flat_frames(targets.jaw) if jaw is None else jaw, eye_pose=flat_frames(targets.eye_pose),
-                     lip_detail=detail)
-    return out.vertices
-
-
-def vertex_errors(pred: torch.Tensor, gt: torch.Tensor, lip_ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per-frame mean distance (mm) of all vertices and of the lip vertices after the similarity that best maps
-    ``pred`` onto ``gt`` over all vertices. pred, gt: (N, V, 3) metres -> ((N,), (N,))."""
-    sim = similarity_procrustes(pred.double(), gt.double())
-    err = torch.linalg.norm(apply_similarity(pred.double(), sim) - gt.double(), dim=-1) * 1000.0
-    return err.mean(1).float(), err[:, lip_ids].mean(1).float()
+__all__ = ["SCORE_TERMS", "normal_angle_deg", "validate"]
 
 
 def normal_angle_deg(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:

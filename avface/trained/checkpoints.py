@@ -1,4 +1,6 @@
-"""Training checkpoints: what is saved, how it is checked when loaded, and where the newest one is.
+"""Checkpoints of trained models: what is saved, how it is checked when loaded, and where the newest one is.
+
+Training writes them (``avface.train``); inference and evaluation read them, without the training package.
 
 A checkpoint is one ``torch.save`` file (``checkpoint.pt``) of plain containers and tensors, loaded with
 ``torch.load(weights_only=True)``::
@@ -13,6 +15,8 @@ A checkpoint is one ``torch.save`` file (``checkpoint.pt``) of plain containers 
     audio_kind    feature kind of the shards it was trained on (mel | deepspeech | wav2vec2 | phones)
     face_model    {"name", "fingerprint", "source"} of the face model (source: its file, None = starter model)
     extras        stage data (e.g. pretraining parameter scales, camera init, MLflow run ids, metrics)
+    input_contract  InputContract.to_dict() of the shards it was trained on (avface.trained.contract); a
+                  checkpoint without one loads with the legacy contract and a warning
 
 Loading a checkpoint into another face model or for another audio kind is a :class:`CheckpointError` naming both;
 so is a truncated or foreign file.
@@ -20,7 +24,7 @@ so is a truncated or foreign file.
 
 from __future__ import annotations
 
-import hashlib
+import logging
 import os
 import pickle
 import zipfile
@@ -34,35 +38,34 @@ import torch
 from avface.face_model import FaceModel, load_face_model
 from avface.models.avface import AVFace
 from avface.models.config import AVFaceConfig
+from avface.trained.contract import InputContract, face_model_fingerprint, legacy_contract
 from avface.utils.files import atomic_path
 
-__all__ = ["FORMAT", "CHECKPOINT_FILE", "FINAL_FILE", "CheckpointError", "TrainedModel", "face_model_fingerprint",
-           "save_checkpoint", "read_checkpoint", "check_compatible", "load_trained", "find_latest_checkpoint"]
+log = logging.getLogger(__name__)
+
+__all__ = ["FORMAT", "CHECKPOINT_FILE", "FINAL_FILE", "DEFAULT_TRAINING_OUT", "DEFAULT_REGISTERED_MODEL",
+           "CheckpointError", "TrainedModel", "save_checkpoint", "read_checkpoint", "input_contract_of",
+           "check_compatible", "load_trained", "find_latest_checkpoint"]
 
 FORMAT = "avface-checkpoint/1"
 CHECKPOINT_FILE = "checkpoint.pt"  # inside a Ray Train checkpoint directory
 FINAL_FILE = "final.pt"  # a stage's exported final model: <out>/<name>/<stage>/final.pt
+DEFAULT_TRAINING_OUT = "runs/train"  # where training writes (TrainConfig.out) and inference looks by default
+DEFAULT_REGISTERED_MODEL = "avface"  # the MLflow registry name of the final model (TrainConfig.tracking)
 
 
 class CheckpointError(ValueError):
     """A checkpoint that cannot be used here: truncated, not ours, or for another face model / audio kind."""
 
 
-def face_model_fingerprint(face_model: FaceModel) -> str:
-    """sha256 (16 hex) of the geometry a checkpoint depends on: template, faces, shape/expression bases, joints."""
-    h = hashlib.sha256()
-    for name in ("v_template", "faces", "shapedirs", "J_regressor", "lmk68_faces", "lmk68_bary"):
-        t = getattr(face_model, name).detach().cpu().contiguous()
-        h.update(name.encode())
-        h.update(str(tuple(t.shape)).encode())
-        h.update(t.numpy().tobytes())
-    return h.hexdigest()[:16]
-
-
 def save_checkpoint(path: str | os.PathLike, *, model: AVFace, stage: str, step: int, epoch: int,
                     audio_kind: str, face_model_source: str | None, train_config: dict[str, Any] | None = None,
-                    optimizer: torch.optim.Optimizer | None = None, extras: dict[str, Any] | None = None) -> Path:
-    """Write a checkpoint atomically (a killed writer never leaves a truncated file under ``path``)."""
+                    optimizer: torch.optim.Optimizer | None = None, extras: dict[str, Any] | None = None,
+                    input_contract: InputContract | dict[str, Any] | None = None) -> Path:
+    """Write a checkpoint atomically (a killed writer never leaves a truncated file under ``path``).
+
+    ``input_contract``: how the training inputs were made (training always gives it); None writes none, and the
+    checkpoint loads with the legacy contract and a warning."""
     fm = model.face_model
     payload = {
         "format": FORMAT, "stage": stage, "step": int(step), "epoch": int(epoch),
@@ -74,6 +77,10 @@ def save_checkpoint(path: str | os.PathLike, *, model: AVFace, stage: str, step:
     }
     if optimizer is not None:
         payload["optimizer"] = optimizer.state_dict()
+    if input_contract is not None:
+        contract = input_contract if isinstance(input_contract, InputContract) else \
+            InputContract.from_dict(input_contract)
+        payload["input_contract"] = contract.to_dict()
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     with atomic_path(path, suffix=".pt") as tmp:
@@ -116,6 +123,17 @@ def read_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
     return ckpt
 
 
+def input_contract_of(ckpt: dict[str, Any]) -> InputContract:
+    """The checkpoint's input contract (:func:`read_checkpoint`'s dict); one written before contracts existed gets
+    :func:`~avface.trained.contract.legacy_contract` and a warning naming the file."""
+    if ckpt.get("input_contract") is not None:
+        return InputContract.from_dict(ckpt["input_contract"])
+    contract = legacy_contract(ckpt["model_config"], ckpt["audio_kind"], ckpt.get("face_model"))
+    log.warning("%s: the checkpoint does not record how its inputs were made (no input_contract): assuming "
+                "%g fps and a crop scale of %g", ckpt.get("path", "checkpoint"), contract.fps, contract.crop_scale)
+    return contract
+
+
 def check_compatible(ckpt: dict[str, Any], *, face_model: FaceModel | None = None,
                      audio_kind: str | None = None, audio_dim: int | None = None) -> None:
     """Raise :class:`CheckpointError` when ``ckpt`` was trained for another face model or audio features."""
@@ -146,6 +164,7 @@ class TrainedModel:
     config: AVFaceConfig
     audio_kind: str
     audio_dim: int
+    contract: InputContract  # how its inputs must be made (fps, window, crop, audio features)
     meta: dict[str, Any] = field(default_factory=dict)  # stage, step, path, extras of the checkpoint
 
 
@@ -175,7 +194,8 @@ def load_trained(path: str | os.PathLike, device: str = "cpu", face_model: FaceM
     model.set_stage(stage or furthest)
     model.eval().to(device)
     meta = {k: ckpt[k] for k in ("stage", "step", "epoch", "path", "extras", "face_model") if k in ckpt}
-    return TrainedModel(model, face_model, config, ckpt["audio_kind"], int(config.audio_dim), meta)
+    return TrainedModel(model, face_model, config, ckpt["audio_kind"], int(config.audio_dim), input_contract_of(ckpt),
+                        meta)
 
 
 def find_latest_checkpoint(root: str | os.PathLike) -> Path | None:
