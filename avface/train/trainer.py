@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -36,7 +37,7 @@ from avface.utils.tracking import (
 
 log = logging.getLogger(__name__)
 
-__all__ = ["run_training", "plan_stages", "estimate_cam_scale", "stage_payload"]
+__all__ = ["run_training", "prepare_training", "PreparedRun", "plan_stages", "estimate_cam_scale", "stage_payload"]
 
 
 def plan_stages(cfg: TrainConfig, summary: dict[str, Any], shards: Path) -> list[Stage]:
@@ -88,26 +89,21 @@ def estimate_cam_scale(index: ShardIndex, face_model: FaceModel, stats: dict | N
     return float(np.median(ratios))
 
 
-def stage_payload(cfg: TrainConfig, stage: str, init: str | None, export: Path, model_stage: str,
-                  stats: dict[str, Any] | None, audio_kind: str, tracking: dict[str, str] | None) -> dict[str, Any]:
-    """What one stage's workers get (plain data: ``avface.train.loop.run_stage``'s ``payload``)."""
-    return {"config": cfg.to_dict(), "stage": str(stage), "init": init, "export": str(export),
-            "model_stage": str(model_stage),
-            "scales": {k: v["std"] for k, v in stats.items()} if stats else None, "statistics": stats,
-            "audio_kind": audio_kind, "tracking": tracking}
+@dataclass
+class PreparedRun:
+    """What the driver resolves before any stage runs (``prepare_training``)."""
+
+    cfg: TrainConfig  # with the data's audio size, camera scale and audio statistics filled in
+    summary: dict[str, Any]  # data_summary of the training shards (+ occluded_windows)
+    stats: dict[str, Any] | None  # ground-truth statistics (None without ground truth)
+    chain: list[Stage]  # the stages to run, checked against the shards
+    init_ck: dict[str, Any] | None  # the ``init`` checkpoint, read and checked
 
 
-def run_training(cfg: TrainConfig | dict[str, Any], start_ray: bool = True) -> dict[str, Any]:
-    """Train the configured stage(s); returns (and writes to ``<out>/<name>/summary.json``) what each stage
-    reached, the final model and its registered version."""
-    from mlflow.tracking import MlflowClient
-    from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
-    from ray.train.torch import TorchTrainer
-
-    # 1. configuration and data ------------------------------------------------------------------------------
+def prepare_training(cfg: TrainConfig | dict[str, Any]) -> PreparedRun:
+    """Step 1 of :func:`run_training`: read what the shards hold, plan and check the stage chain, fill in what the
+    config takes from the data (audio size, camera scale, audio statistics) and check the ``init`` checkpoint."""
     cfg = cfg if isinstance(cfg, TrainConfig) else TrainConfig.from_dict(cfg)
-    out = Path(cfg.out).resolve()
-    run_dir = out / cfg.name
     shards = Path(cfg.data.shards).expanduser().resolve()
     cfg.data.shards = str(shards)
     # one index of the clean and occluded training windows (the tars' headers are read once)
@@ -140,6 +136,31 @@ def run_training(cfg: TrainConfig | dict[str, Any], start_ray: bool = True) -> d
     if init_ck is not None:
         check_compatible(init_ck, face_model=face_model, audio_kind=summary["audio_kind"],
                          audio_dim=summary["audio_dim"])
+    return PreparedRun(cfg, summary, stats, chain, init_ck)
+
+
+def stage_payload(cfg: TrainConfig, stage: str, init: str | None, export: Path, model_stage: str,
+                  stats: dict[str, Any] | None, audio_kind: str, tracking: dict[str, str] | None) -> dict[str, Any]:
+    """What one stage's workers get (plain data: ``avface.train.loop.run_stage``'s ``payload``)."""
+    return {"config": cfg.to_dict(), "stage": str(stage), "init": init, "export": str(export),
+            "model_stage": str(model_stage),
+            "scales": {k: v["std"] for k, v in stats.items()} if stats else None, "statistics": stats,
+            "audio_kind": audio_kind, "tracking": tracking}
+
+
+def run_training(cfg: TrainConfig | dict[str, Any], start_ray: bool = True) -> dict[str, Any]:
+    """Train the configured stage(s); returns (and writes to ``<out>/<name>/summary.json``) what each stage
+    reached, the final model and its registered version."""
+    from mlflow.tracking import MlflowClient
+    from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
+    from ray.train.torch import TorchTrainer
+
+    # 1. configuration and data ------------------------------------------------------------------------------
+    prepared = prepare_training(cfg)
+    cfg, summary, stats, chain, init_ck = (prepared.cfg, prepared.summary, prepared.stats, prepared.chain,
+                                           prepared.init_ck)
+    out = Path(cfg.out).resolve()
+    run_dir = out / cfg.name
 
     # 2. tracking (created here, before any worker: REFERENCE 5) ---------------------------------------------
     uri = cfg.tracking.tracking_uri or default_tracking_uri(out)
