@@ -370,6 +370,8 @@ def test_stage_requirements_stop_before_training_naming_the_preprocessing_option
         TrainConfig.from_dict({"data": {"shards": "x"}, "stage": "lips"})
     with pytest.raises(ValueError, match="unknown stage"):
         TrainConfig.from_dict({"data": {"shards": "x"}, "stages": {"lips": {"steps": 1}}})
+    with pytest.raises(ValueError, match="only the occlusion stage"):  # a term no other objective has
+        TrainConfig.from_dict({"data": {"shards": "x"}, "stages": {"coarse": {"clean_consistency": 1.0}}})
     # a partial stages mapping overrides that stage's own defaults (pretrain keeps its learning rate)
     partial = TrainConfig.from_dict({"data": {"shards": "x"}, "stages": {"pretrain": {"steps": 5}}})
     assert partial.stages["pretrain"].steps == 5 and partial.stages["pretrain"].lr == 1e-3
