@@ -8,16 +8,12 @@ pseudo-GT normals, no VGG19 / face-recognition weights) is absent, never a fake 
 ``train/<term>`` metrics; their weights are ``AVFaceConfig.losses`` (:class:`avface.models.config.LossWeights`)
 and the stage's ``StageConfig``.
 
-=========  ========================  ===========================================================================
-stage      function                  terms
-=========  ========================  ===========================================================================
-pretrain   :func:`pretrain_objective`  ``param_<group>``, ``landmark``, ``vertices_mm``, ``lip_vertices_mm``
-coarse     :func:`coarse_objective`    ``landmark``, ``eye``, ``mouth_closure``, ``lip_corner``, ``reg_*``,
-                                       ``shape_consistency``, ``photometric``, ``identity``
-lip        :func:`lip_objective`       the coarse terms in the re-fitted frame + ``normals_lip``, ``lip_smooth``
-detail     :func:`detail_objective`    ``photometric_detail``, ``normals``, ``mrf``, ``symmetry``, ``displacement``
-occlusion  :func:`occlusion_objective` the coarse terms + ``clean_consistency``
-=========  ========================  ===========================================================================
+- pretrain: :func:`pretrain_objective`: ``param_<group>``, ``landmark``, ``vertices_mm``, ``lip_vertices_mm``;
+- coarse: :func:`coarse_objective`: ``landmark``, ``eye``, ``mouth_closure``, ``lip_corner``, ``reg_shape``,
+  ``reg_expression``, ``reg_albedo``, ``reg_light``, ``shape_consistency``, ``photometric``, ``identity``;
+- lip: :func:`lip_objective`: the coarse terms in the re-fitted frame + ``normals_lip``, ``lip_smooth``;
+- detail: :func:`detail_objective`: ``photometric_detail``, ``normals``, ``mrf``, ``symmetry``, ``displacement``;
+- occlusion: :func:`occlusion_objective`: the coarse terms + ``clean_consistency``.
 """
 
 from __future__ import annotations
