@@ -21,10 +21,10 @@ from avface.configs import register_all
 from avface.data.config import PreprocessConfig
 from avface.demo.config import MainConfig
 from avface.evaluate.config import EvaluateConfig
-from avface.models.avface import STAGES
-from avface.models.config import AVFaceConfig, Stage
+from avface.models.config import AVFaceConfig
+from avface.models.stages import MODEL_STAGES, STAGE_TABLE, TRAINING_ORDER, ModelStageName, Stage, StageName
 from avface.synth.config import SIZE_PRESETS, CorpusSize, SynthesizeConfig
-from avface.train.config import TrainConfig
+from avface.train.config import StageChoice, TrainConfig
 from avface.utils.config import dataclass_from_dict, omegaconf_node, store_config
 from occlusion_synth.config import OccludeConfig
 
@@ -172,7 +172,10 @@ def test_schema_nodes_type_check_overrides():
 
 def test_literal_aliases_match_what_uses_them():
     assert tuple(SIZE_PRESETS) == typing.get_args(CorpusSize)
-    assert tuple(STAGES) == typing.get_args(Stage)
+    assert MODEL_STAGES == typing.get_args(ModelStageName)
+    assert TRAINING_ORDER == typing.get_args(StageName) == tuple(Stage)
+    assert typing.get_args(StageChoice) == ("all", *TRAINING_ORDER)
+    assert set(MODEL_STAGES) == {spec.depth for spec in STAGE_TABLE.values()}
     assert FEATURE_KINDS == typing.get_args(AudioKind)
 
 

@@ -1,6 +1,7 @@
 """FLAME layer: LBS against an independent float64 reference, gradients, dtypes, truncation, dynamic contour,
 and the FaceModelData .npz round trip."""
 
+import dataclasses
 import math
 
 import numpy as np
@@ -10,6 +11,7 @@ import torch
 from avface.face_model import FaceModel, FaceModelData, load_face_model
 from avface.face_model.flame import dynamic_contour_index
 from avface.face_model.lbs import batch_rodrigues
+from avface.face_model.starter import EXPRESSION_NAMES
 from avface.face_model.testing import random_face_model_data, reference_flame_numpy
 
 
@@ -178,6 +180,23 @@ def test_npz_round_trip_is_identical(tmp_path):
         torch.testing.assert_close(m1(**p).vertices, m2(**p).vertices, rtol=0, atol=0)
     with np.load(path, allow_pickle=False) as z:
         assert "region__lips" in z.files
+
+
+def test_semantic_expression_count_is_carried_and_derived_for_old_files(tmp_path):
+    """``n_semantic_expression``: the starter model names its first ``len(EXPRESSION_NAMES)`` expression bases,
+    other models none; the ``.npz`` stores it, and a file written before it was derives it from the name."""
+    starter = load_face_model(None)
+    assert starter.n_semantic_expression == len(EXPRESSION_NAMES)
+    assert FaceModel(starter).n_semantic_expression == len(EXPRESSION_NAMES)
+    assert random_face_model_data(seed=7).n_semantic_expression == 0
+    for data in (starter, random_face_model_data(seed=7)):
+        old = {k: v for k, v in data.to_arrays().items() if k != "n_semantic_expression"}
+        np.savez(tmp_path / "old.npz", **old)
+        assert FaceModelData.load_npz(tmp_path / "old.npz").n_semantic_expression == data.n_semantic_expression
+    renamed = dataclasses.replace(random_face_model_data(seed=7), n_semantic_expression=3)
+    assert FaceModelData.load_npz(renamed.save_npz(tmp_path / "new.npz")).n_semantic_expression == 3
+    with pytest.raises(ValueError, match="n_semantic_expression"):
+        dataclasses.replace(starter, n_semantic_expression=starter.n_expression + 1)
 
 
 def test_npz_errors(tmp_path):

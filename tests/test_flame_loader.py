@@ -84,6 +84,7 @@ def test_load_flame_pickle_with_chumpy_and_sparse(tmp_path, fake_chumpy, monkeyp
     np.testing.assert_array_equal(flame.lmk68_faces, data.lmk68_faces)
     np.testing.assert_array_equal(flame.dynamic_lmk_faces, data.dynamic_lmk_faces)
     assert flame.uv_coords.min() >= 0 and flame.uv_coords.max() <= 1  # cylindrical fallback
+    assert flame.n_semantic_expression == 0  # FLAME's expression space is a PCA: no named bases
     for r in ("face", "lips", "lip_upper", "lip_lower", "eye_left", "eye_right", "brow_left", "brow_right", "nose"):
         assert r in flame.regions
     # The loaded model poses exactly like the independent reference on the original arrays.

@@ -57,6 +57,7 @@ def test_synthetic_corpus_to_shards(tmp_path):
     from avface.face_model import FaceModel, load_face_model
     from avface.models import AVFaceConfig
     from avface.models.avface import AVFace
+    from avface.train.objectives import objective
 
     samples = [decode_sample(s) for s in wds.WebDataset(tars, shardshuffle=False)][:2]
     cfg = AVFaceConfig.tiny()
@@ -68,7 +69,7 @@ def test_synthetic_corpus_to_shards(tmp_path):
     for stage in ("coarse", "lip", "detail"):
         model.set_stage(stage)
         model.zero_grad(set_to_none=True)
-        losses = model.losses(batch, model(batch))
+        losses = objective(stage)(model, batch, model(batch))
         assert torch.isfinite(losses["total"]) and losses["total"] > 0, (stage, losses)
         losses["total"].backward()
         assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in model.parameters()), stage

@@ -367,6 +367,8 @@ def test_stage_requirements_stop_before_training_naming_the_preprocessing_option
         TrainConfig.from_dict({"data": {"shards": "x"}, "stage": "lips"})
     with pytest.raises(ValueError, match="unknown stage"):
         TrainConfig.from_dict({"data": {"shards": "x"}, "stages": {"lips": {"steps": 1}}})
+    with pytest.raises(ValueError, match="only the occlusion stage"):  # a term no other objective has
+        TrainConfig.from_dict({"data": {"shards": "x"}, "stages": {"coarse": {"clean_consistency": 1.0}}})
     # a partial stages mapping overrides that stage's own defaults (pretrain keeps its learning rate)
     partial = TrainConfig.from_dict({"data": {"shards": "x"}, "stages": {"pretrain": {"steps": 5}}})
     assert partial.stages["pretrain"].steps == 5 and partial.stages["pretrain"].lr == 1e-3
@@ -448,7 +450,8 @@ def test_cosine_schedule_decays_to_its_floor_and_resumes_in_place():
 def test_clean_twin_consistency_pulls_the_occluded_face_to_the_teachers_clean_one(shards, tiny_checkpoint):
     """The occlusion fine-tune's consistency: zero for the teacher's own weights on a clean window, positive on an
     occluded copy, gradients to the coarse networks only through the student; train_step adds it to the total."""
-    from avface.train.loop import StepContext, _teacher, clean_consistency_loss, train_step
+    from avface.train.loop import StepContext, _teacher, train_step
+    from avface.train.objectives import clean_consistency_loss
 
     index = ShardIndex.build(shards, ["train", "train_occ"])
     twins = index.clean_twins()
@@ -513,7 +516,7 @@ def _pretraining_inputs(shards):
 def test_pretraining_vertex_target_has_the_lip_detail_only_when_asked(shards):
     """``StageConfig.fit_lip_detail``: the exact parameters score zero vertex error against the parameters' own mesh,
     and the lips' detail (which no parameter holds) against the exact mesh; nothing else changes."""
-    from avface.train.loop import pretrain_losses
+    from avface.train.objectives import pretrain_losses
 
     batch, prediction, fm, lips, scales = _pretraining_inputs(shards)
     tg = batch.targets
@@ -535,12 +538,11 @@ def test_pretraining_vertex_target_has_the_lip_detail_only_when_asked(shards):
 def test_pretraining_scores_free_expression_coefficients_by_the_surface_only(shards):
     """``StageConfig.named_expression_only``: the parameter term gets no gradient to the free expression
     coefficients (the vertex terms still do); ``lip_vertex_weight`` scales the lip term and nothing else."""
-    from avface.face_model.starter import semantic_expression_count
-    from avface.train.loop import pretrain_losses
+    from avface.train.objectives import pretrain_losses
 
     batch, prediction, fm, lips, scales = _pretraining_inputs(shards)
     tg = batch.targets
-    n_named = semantic_expression_count(fm.name)
+    n_named = fm.n_semantic_expression
     assert 0 < n_named < tg.expression.shape[-1]
     off = tg.expression + 0.5  # every coefficient wrong
     grads = {}

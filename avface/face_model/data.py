@@ -11,7 +11,9 @@ container holds the real FLAME (loaded by :mod:`avface.face_model.flame_loader`)
 - ``lmk68_faces (68,) i64`` and ``lmk68_bary (68, 3)``: static iBUG-68 embedding (face index + barycentrics);
 - optional ``dynamic_lmk_faces (79, 17)`` / ``dynamic_lmk_bary (79, 17, 3)``: DECA's yaw-dependent jaw contour;
 - optional ``albedo_mean (V, 3)`` in [0, 1] and ``albedo_basis (V, 3, NA)``;
-- ``regions``: name -> (K,) i64 vertex ids; at least :data:`REQUIRED_REGIONS`.
+- ``regions``: name -> (K,) i64 vertex ids; at least :data:`REQUIRED_REGIONS`;
+- ``n_semantic_expression``: how many leading expression bases are named, semantic ones (the starter model's
+  ``EXPRESSION_NAMES``, which the synthetic mouth rig drives); 0 for FLAME, whose expression space is a PCA.
 """
 
 from __future__ import annotations
@@ -38,6 +40,9 @@ NOW7_FROM_68: tuple[int, ...] = (36, 39, 42, 45, 33, 48, 54)
 _REGION_PREFIX = "region__"
 _FORMAT_VERSION = 1
 _OPTIONAL = ("dynamic_lmk_faces", "dynamic_lmk_bary", "albedo_mean", "albedo_basis")
+#: ``.npz`` files written before ``n_semantic_expression`` was stored: the starter model (its name's prefix) named
+#: its first 13 expression bases (``starter.EXPRESSION_NAMES``; tests/test_starter_model.py checks they agree)
+_LEGACY_STARTER_PREFIX, _LEGACY_STARTER_SEMANTIC = "avface-starter", 13
 
 
 @dataclass
@@ -62,6 +67,7 @@ class FaceModelData:
     dynamic_lmk_bary: np.ndarray | None = None
     albedo_mean: np.ndarray | None = None
     albedo_basis: np.ndarray | None = None
+    n_semantic_expression: int = 0
 
     def __post_init__(self) -> None:
         # Normalise dtypes once so every consumer can rely on them (f32 geometry, i64 indices).
@@ -77,6 +83,7 @@ class FaceModelData:
             if v is not None:
                 setattr(self, k, np.ascontiguousarray(np.asarray(v, dtype=np.int64)))
         self.regions = {str(k): np.ascontiguousarray(np.asarray(v, dtype=np.int64)) for k, v in self.regions.items()}
+        self.n_semantic_expression = int(self.n_semantic_expression)
         self.validate()
 
     # ------------------------------------------------------------------ sizes
@@ -170,6 +177,8 @@ class FaceModelData:
         if self.albedo_mean is not None:
             check("albedo_mean", (V, 3))
             check("albedo_basis", (V, 3, None))
+        if not 0 <= self.n_semantic_expression <= self.n_expression:
+            fail(f"n_semantic_expression {self.n_semantic_expression} outside [0, {self.n_expression}]")
         missing = [r for r in REQUIRED_REGIONS if r not in self.regions]
         if missing:
             fail(f"missing regions {missing}")
@@ -185,6 +194,7 @@ class FaceModelData:
         out: dict[str, np.ndarray] = {
             "format_version": np.asarray(_FORMAT_VERSION, dtype=np.int64),
             "name": np.asarray(self.name),
+            "n_semantic_expression": np.asarray(self.n_semantic_expression, dtype=np.int64),
         }
         for k in ("v_template", "faces", "shapedirs", "exprdirs", "posedirs", "J_regressor", "parents",
                   "lbs_weights", "uv_coords", "uv_faces", "lmk68_faces", "lmk68_bary", *_OPTIONAL):
@@ -218,6 +228,8 @@ class FaceModelData:
             raise ValueError(f"{path}: format_version {version} is newer than this code ({_FORMAT_VERSION})")
         regions = {k[len(_REGION_PREFIX):]: arrays.pop(k) for k in list(arrays) if k.startswith(_REGION_PREFIX)}
         name = str(arrays.pop("name", path.stem))
+        legacy = _LEGACY_STARTER_SEMANTIC if name.startswith(_LEGACY_STARTER_PREFIX) else 0
+        n_semantic = int(arrays.pop("n_semantic_expression", legacy))
         required = ("v_template", "faces", "shapedirs", "exprdirs", "posedirs", "J_regressor", "parents",
                     "lbs_weights", "uv_coords", "uv_faces", "lmk68_faces", "lmk68_bary")
         missing = [k for k in required if k not in arrays]
@@ -225,11 +237,11 @@ class FaceModelData:
             raise ValueError(f"{path}: missing arrays {missing}")
         kwargs = {k: arrays[k] for k in (*required, *_OPTIONAL) if k in arrays}
         try:
-            return cls(name=name, regions=regions, **kwargs)
+            return cls(name=name, regions=regions, n_semantic_expression=n_semantic, **kwargs)
         except ValueError as e:
             raise ValueError(f"{path}: {e}") from e
 
     def equals(self, other: FaceModelData) -> bool:
-        """Exact equality of every array, region and the name."""
+        """Exact equality of every array, region, the name and the semantic expression count."""
         a, b = self.to_arrays(), other.to_arrays()
         return a.keys() == b.keys() and all(np.array_equal(a[k], b[k]) for k in a)

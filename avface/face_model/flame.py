@@ -20,7 +20,6 @@ from torch import nn
 from avface.face_model.data import NOW7_FROM_68, FaceModelData
 from avface.face_model.lbs import batch_rodrigues, lbs
 from avface.face_model.lip_detail import LIP_DETAIL_NAMES, canonical_offsets_to_posed, lip_detail_basis
-from avface.face_model.starter import semantic_expression_count
 
 __all__ = ["FaceModel", "FaceModelOutput", "vertices2landmarks", "dynamic_contour_index"]
 
@@ -109,6 +108,7 @@ class FaceModel(nn.Module):
             raise ValueError(
                 f"n_expression={n_expression}: model {data.name!r} has {data.n_expression} expression components")
         self.name = data.name
+        self.n_semantic_expression = data.n_semantic_expression  # leading named expression bases (FaceModelData)
         self.n_shape = n_shape
         self.n_expression = n_expression
         self.num_joints = data.num_joints
@@ -150,7 +150,7 @@ class FaceModel(nn.Module):
         displacement of the lips (zero elsewhere)."""
         if self._lip_detail_basis is None:
             # the starter model's named expression bases are what the synthetic mouth rig drives (none in FLAME)
-            self._lip_detail_basis = lip_detail_basis(self, semantic_expression_count(self.name))
+            self._lip_detail_basis = lip_detail_basis(self, self.n_semantic_expression)
         basis = self._lip_detail_basis.to(self.v_template)  # (C, K, 3)
         if lip_detail.dim() != 2 or lip_detail.shape[1] != basis.shape[0]:
             raise ValueError(f"lip_detail must be (B, {basis.shape[0]}) ({', '.join(LIP_DETAIL_NAMES)}), "

@@ -248,4 +248,5 @@ def load_flame(
         dynamic_lmk_faces=emb.get("dynamic_lmk_faces"),
         dynamic_lmk_bary=emb.get("dynamic_lmk_bary"),
         regions=regions,
+        n_semantic_expression=0,  # FLAME's expression space is a PCA: no named bases
     )

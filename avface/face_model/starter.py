@@ -52,7 +52,6 @@ __all__ = [
     "EXPRESSION_NAMES",
     "SHAPE_NAMES",
     "build_starter_model",
-    "semantic_expression_count",
 ]
 
 ASSET_OBJ = Path(__file__).resolve().parents[1] / "assets" / "mediapipe_canonical_face" / "canonical_face_model.obj"
@@ -105,11 +104,6 @@ EXPRESSION_NAMES: tuple[str, ...] = (
     "blink_right", "brow_raise", "brow_furrow", "cheek_puff", "mouth_sideways", "nose_wrinkle",
 )
 
-
-def semantic_expression_count(model_name: str) -> int:
-    """How many leading expression bases of the face model called ``model_name`` are the starter model's named
-    ones (``EXPRESSION_NAMES``): all of them for the starter model, none for FLAME (its space is a PCA)."""
-    return len(EXPRESSION_NAMES) if model_name.startswith("avface-starter") else 0
 
 _EYE_RADIUS = 1.35  # cm; fills the canonical eye openings (2.6 cm wide)
 _EYE_RING_DEG = (0.0, 8.0, 16.0, 24.0, 31.0, 40.0, 55.0, 70.0, 90.0, 115.0, 145.0, 180.0)
@@ -823,4 +817,5 @@ def _build_starter_model(seed: int) -> FaceModelData:
         albedo_mean=albedo_mean,
         albedo_basis=albedo_basis,
         regions=_regions(g, w_jaw),
+        n_semantic_expression=len(EXPRESSION_NAMES),  # bases 0..12 are the named ones
     )

@@ -45,12 +45,14 @@ from avface.inference.video import (
 from avface.inference.windows import SlidingWindows, frame_features, split_codes
 from avface.landmarks.crop import crop_resize
 from avface.models.outputs import AVFaceOutput
+from avface.models.stages import MODEL_STAGES, Stage
 from avface.render.renderer import uv_to_grid
 from avface.trained.contract import InputContract, legacy_contract
 
 log = logging.getLogger(__name__)
 
-STAGES = ("coarse", "lip", "detail")
+#: the model's stages as plain names (the CLI's choices, ``Reconstruction.meta["stages"]``)
+STAGES: tuple[str, ...] = tuple(str(s) for s in MODEL_STAGES)
 
 
 @dataclass
@@ -179,10 +181,10 @@ class Reconstructor:
         if missing:
             raise ValueError(f"stage(s) {missing} not trained in this model (it runs {have}; model.stage is "
                              f"{getattr(model, 'stage', None)!r})")
-        if "coarse" not in want:
-            want = ("coarse", *want)
+        if Stage.COARSE not in want:
+            want = (str(Stage.COARSE), *want)
         self.stages = tuple(s for s in STAGES if s in want)
-        if "detail" in self.stages and getattr(model, "renderer", None) is None:
+        if Stage.DETAIL in self.stages and getattr(model, "renderer", None) is None:
             raise ValueError("the detail stage needs the model's renderer (UV maps)")
         self.window = int(self.config.window or model.config.window)
         self.image_size = int(model.config.image_size)
@@ -270,12 +272,12 @@ class Reconstructor:
         out = AVFaceOutput(**{k: v[None] for k, v in parts.items()})
         audio = payload.get("audio")
         res = dict(parts)
-        if "lip" in self.stages or "detail" in self.stages:
+        if Stage.LIP in self.stages or Stage.DETAIL in self.stages:
             out = model.decode(out)
-        if "lip" in self.stages and model.lip is not None:
+        if Stage.LIP in self.stages and model.lip is not None:
             out = model.refine_lips(out, None if audio is None else audio[None], None)
             res["lip_offsets"] = out.lip_offsets[0]
-        if "detail" in self.stages:
+        if Stage.DETAIL in self.stages:
             images = payload["images"].float().div_(255.0)[None]
             out = model.fine(out, images, None if audio is None else audio[None])
             d = out.displacement[0]  # (K, 1, U, U)
@@ -305,7 +307,7 @@ class Reconstructor:
         if audio_track is None:
             log.warning("%s: %s; video-only mode (audio embedding zeroed as in modality dropout, no lip offsets)",
                         info.path, "audio disabled" if not cfg.use_audio else "no audio stream")
-        if "detail" in self.stages:
+        if Stage.DETAIL in self.stages:
             self._vertex_uv = vertex_uv(self.face_model)
 
         try:
@@ -356,7 +358,7 @@ class Reconstructor:
         bs = max(1, cfg.batch_size or (8 if self.device == "cpu" else 32))
         sw = SlidingWindows(self.model, self.window, batch_size=max(1, cfg.window_batch), rule=cfg.rule)
         store: dict[str, np.ndarray] = {}  # (m, ...) per model frame, filled as frames become final
-        need_images = "detail" in self.stages
+        need_images = Stage.DETAIL in self.stages
         chunk = max(cfg.chunk, 1)
         buf: list[np.ndarray] = []
         a = 0

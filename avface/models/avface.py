@@ -3,14 +3,15 @@
 Contract (nerfstudio style)::
 
     model = AVFace(config, face_model)            # face_model: avface.face_model.FaceModel; stage "coarse"
-    model.set_stage("coarse" | "lip" | "detail")  # what forward runs and what trains
+    model.set_stage(Stage.LIP)                    # a model stage (MODEL_STAGES): what forward runs and what trains
     opt = torch.optim.Adam(model.trainable_parameters(), lr=1e-4, weight_decay=5e-4)
     outputs = model(batch)                        # Batch -> AVFaceOutput, (B, T, ...) everywhere
-    losses = model.losses(batch, outputs)         # dict of weighted terms + "total"
     torch.save(model.trainable_state_dict(), p)   # every stage's networks, no frozen pretrained perceptual nets
 
 ``batch`` is an :class:`avface.data.batch.Batch`, ``outputs`` an :class:`avface.models.outputs.AVFaceOutput`;
-their fields and shapes are documented there.
+their fields and shapes are documented there. Each stage's objective (the weighted loss terms) is a function of
+``avface/train/objectives.py``; the model holds what they use (its renderer, the frozen perceptual networks, the
+lip stage's re-fitted frame ``refit_frame``).
 """
 
 from __future__ import annotations
@@ -22,9 +23,7 @@ from torch import nn
 from avface.face_model.flame import vertices2landmarks
 from avface.face_model.lbs import batch_rodrigues
 from avface.face_model.lip_detail import canonical_offsets_to_posed
-from avface.losses import landmarks as L
-from avface.losses import maps as M
-from avface.losses.geometry import submesh_neighbours, uniform_laplacian_loss
+from avface.losses.geometry import submesh_neighbours
 from avface.models.config import AVFaceConfig
 from avface.models.detail import DetailUNet, displacement_to_detail
 from avface.models.encoders import CoarseEncoder, ExpressionJawEncoder
@@ -32,10 +31,10 @@ from avface.models.inputs import Batch
 from avface.models.lip import LipRefiner
 from avface.models.outputs import AVFaceOutput
 from avface.models.perceptual import IdentityLoss, IDMRFLoss
+from avface.models.stages import MODEL_STAGES, STAGE_TABLE, Stage
 from avface.render.cameras import fit_orthographic_camera, orthographic_project, pixels_to_ndc
 from avface.render.renderer import FaceRenderer
 
-STAGES = ("coarse", "lip", "detail")
 #: iBUG-68 points the lip stage re-fits its frame to (``LossWeights.lip_frame``): brows, nose, eyes; not the
 #: contour (it slides with the yaw) and not the lips (what the stage corrects)
 REFIT_LANDMARKS = tuple(range(17, 48))
@@ -56,7 +55,7 @@ class AVFace(nn.Module):
         self.face_model = face_model
         self.lip: LipRefiner | None = None
         self.detail: DetailUNet | None = None
-        if "lip" in cfg.stages:
+        if Stage.LIP in cfg.stages:
             if face_model is None:
                 raise ValueError("the lip stage needs a face model (lip vertex ids)")
             self.register_buffer("lip_ids", face_model.region("lips").long(), persistent=False)
@@ -65,7 +64,7 @@ class AVFace(nn.Module):
             ring, ring_mask = submesh_neighbours(face_model.faces, self.lip_ids)
             self.register_buffer("lip_ring", ring, persistent=False)
             self.register_buffer("lip_ring_mask", ring_mask, persistent=False)
-        if "detail" in cfg.stages:
+        if Stage.DETAIL in cfg.stages:
             self.detail = DetailUNet(cfg.detail, cfg.audio_dim, cfg.audio_window)
         self.renderer = None
         if renderer is True and face_model is not None:
@@ -95,20 +94,22 @@ class AVFace(nn.Module):
         self.set_stage(stage or cfg.stages[0])
 
     # ------------------------------------------------------------------------------------------ stages
-    def stage_modules(self) -> dict[str, list[nn.Module]]:
-        """The trainable networks of each stage (stage "coarse": E_c and the expression-jaw branch)."""
-        groups = {"coarse": [self.coarse, self.expression], "lip": [self.lip], "detail": [self.detail]}
-        return {s: [m for m in mods if m is not None] for s, mods in groups.items()}
+    def stage_modules(self) -> dict[Stage, list[nn.Module]]:
+        """The trainable networks of each model stage (``STAGE_TABLE[stage].networks``; stage "coarse": E_c and
+        the expression-jaw branch)."""
+        return {s: [m for m in (getattr(self, n) for n in STAGE_TABLE[s].networks) if m is not None]
+                for s in MODEL_STAGES}
 
     def set_stage(self, stage: str) -> None:
-        """Select the stage: how far ``forward`` goes and what trains.
+        """Select the model stage (one of ``MODEL_STAGES`` the config has): how far ``forward`` goes and what
+        trains.
 
         "coarse" trains E_c + the expression-jaw branch, "lip" the lip refiner only, "detail" the detail network
         only; every other network is frozen (``requires_grad`` False) and kept in eval mode (see ``train``).
         """
-        if stage not in STAGES or stage not in self.config.stages:
+        if stage not in MODEL_STAGES or stage not in self.config.stages:
             raise ValueError(f"stage {stage!r} not in {self.config.stages}")
-        self.stage = stage
+        self.stage = Stage(stage)
         self._frozen = []
         for s, mods in self.stage_modules().items():
             for m in mods:
@@ -168,8 +169,8 @@ class AVFace(nn.Module):
             prefix = name + "."
             m.load_state_dict({k[len(prefix):]: v for k, v in state_dict.items() if k.startswith(prefix)})
 
-    def _runs(self, stage: str) -> bool:
-        return STAGES.index(self.stage) >= STAGES.index(stage)
+    def _runs(self, stage: Stage) -> bool:
+        return MODEL_STAGES.index(self.stage) >= MODEL_STAGES.index(stage)
 
     # ------------------------------------------------------------------------------------------ forward
     def forward(self, batch: Batch, generator: torch.Generator | None = None, render: bool = True) -> AVFaceOutput:
@@ -183,11 +184,11 @@ class AVFace(nn.Module):
         if self.face_model is None:
             return out
         out = self.decode(out)
-        if self._runs("lip") and self.lip is not None:
+        if self._runs(Stage.LIP) and self.lip is not None:
             out = self.refine_lips(out, audio, ej.audio_keep if audio is not None else None)
-        if render and self.renderer is not None and self.stage in ("coarse", "lip"):
+        if render and self.renderer is not None and self.stage in (Stage.COARSE, Stage.LIP):
             out = self._render(out, "coarse")
-        if self._runs("detail") and self.detail is not None:
+        if self._runs(Stage.DETAIL) and self.detail is not None:
             if self.renderer is None:
                 raise ValueError("the detail stage needs a renderer (UV maps and detailed rendering)")
             out = self.fine(out, images, audio, batch.occlusion_mask)
@@ -322,82 +323,3 @@ class AVFace(nn.Module):
         if self.renderer is not None:
             refit = self._render(refit, "coarse")
         return refit
-
-    @property
-    def losses_render(self) -> bool:
-        """True when ``losses`` renders the coarse mesh itself (the lip stage's re-fitted frame): a training step
-        then calls ``forward(render=False)`` instead of rendering the mesh twice."""
-        return self.stage == "lip" and self.config.losses.lip_frame == "landmarks"
-
-    # ------------------------------------------------------------------------------------------ losses
-    def losses(self, batch: Batch, outputs: AVFaceOutput) -> dict[str, torch.Tensor]:
-        """Weighted loss terms of the current stage + ``total``. A term whose inputs are missing (no renderer,
-        no pseudo-GT normals, no VGG19/face-recognition weights) is absent, never a fake zero."""
-        w = self.config.losses
-        terms: dict[str, torch.Tensor] = {}
-        images = batch.images
-        h, wd = images.shape[-2:]
-        occ = batch.occlusion_mask
-        visible = None if occ is None else (1.0 - occ.to(images.dtype))[:, :, None]
-        if self.stage == "lip" and w.lip_frame == "landmarks" and outputs.landmarks3d is not None:
-            outputs = self.refit_frame(batch, outputs)
-        if self.stage in ("coarse", "lip"):
-            # ---- L_coarse (DECA + EMOCA lip terms)
-            if outputs.landmarks2d is not None:
-                gt = pixels_to_ndc(batch.landmarks.to(images.dtype), (h, wd))
-                pred, valid = outputs.landmarks2d, batch.landmarks_valid
-                terms["landmark"] = w.landmark * L.landmark_loss(pred, gt, valid)
-                terms["eye"] = w.eye * L.eye_closure_loss(pred, gt, valid)
-                terms["mouth_closure"] = w.lip * L.mouth_closure_loss(pred, gt, valid)
-                terms["lip_corner"] = w.lip * L.lip_corner_loss(pred, gt, valid)
-            # DECA's batch-summed sum(code**2)/2 at the paper's batch (regularizer_batch_frames), batch invariant
-            nreg = float(w.regularizer_batch_frames)
-            terms["reg_shape"] = w.reg_shape * nreg * M.coefficient_regularizer(outputs.shape)
-            terms["reg_expression"] = w.reg_expression * nreg * M.coefficient_regularizer(outputs.expression)
-            terms["reg_albedo"] = w.reg_albedo * nreg * M.coefficient_regularizer(outputs.albedo)
-            terms["reg_light"] = w.light * M.light_regularizer(outputs.light)
-            terms["shape_consistency"] = w.shape_consistency * M.shape_consistency_loss(outputs.shape, batch.identity)
-            if outputs.render_coarse is not None:
-                mask = outputs.alpha_coarse if visible is None else outputs.alpha_coarse * visible
-                terms["photometric"] = w.photometric * M.photometric_loss(
-                    _bt(outputs.render_coarse), _bt(images), _bt(mask))
-                if self.identity_loss is not None:
-                    idl = self.identity_loss(_bt(outputs.render_coarse), _bt(images))
-                    if idl is not None:
-                        terms["identity"] = w.identity * idl
-            if self.stage == "lip" and batch.normals is not None and outputs.normals_coarse is not None:
-                mask = outputs.lip_mask_coarse if visible is None else outputs.lip_mask_coarse * visible
-                target = _bt(batch.normals.to(images.dtype))
-                # the stencil may reach past the lips into the skin, not past the rendered or target face
-                defined = (_bt(outputs.alpha_coarse) * (target.norm(dim=1, keepdim=True) > 0.5).to(target)).detach()
-                if w.lip_normals == "lowpass":
-                    terms["normals_lip"] = w.normals * M.lowpass_normals_loss(
-                        _bt(outputs.normals_coarse), target, _bt(mask), defined)
-                else:
-                    terms["normals_lip"] = w.normals * M.laplacian_normals_loss(
-                        _bt(outputs.normals_coarse), target, _bt(mask), defined=defined)
-            if self.stage == "lip" and w.lip_smooth > 0 and outputs.lip_offsets is not None:
-                terms["lip_smooth"] = w.lip_smooth * uniform_laplacian_loss(outputs.lip_offsets, self.lip_ring,
-                                                                            self.lip_ring_mask)
-        elif self.stage == "detail" and outputs.displacement is not None:
-            mask = outputs.alpha_detail if visible is None else outputs.alpha_detail * visible
-            terms["photometric_detail"] = w.detail_photometric * M.photometric_loss(
-                _bt(outputs.render_detail), _bt(images), _bt(mask))
-            if batch.normals is not None:
-                fmask = outputs.face_mask_detail if visible is None else outputs.face_mask_detail * visible
-                terms["normals"] = w.normals * M.laplacian_normals_loss(
-                    _bt(outputs.normals_detail), _bt(batch.normals.to(images.dtype)), _bt(fmask))
-            if self.mrf_loss is not None:
-                m = _bt(mask)
-                mrf = self.mrf_loss(_bt(outputs.render_detail) * m, _bt(images) * m)
-                if mrf is not None:
-                    terms["mrf"] = w.mrf * mrf
-            # Both on the network's normalised output D / displacement_scale (in [-1, 1]): on D in metres
-            # (|D| <= 0.01) they were 1e-7..1e-6 against terms of order 1 and did nothing.
-            d = _bt(outputs.displacement) / self.config.detail.displacement_scale
-            um = _bt(outputs.uv_mask)
-            nonvis = M.nonvisible_region(_bt(outputs.uv_visible), um)
-            terms["symmetry"] = w.symmetry * M.symmetry_loss(d, nonvis, um)
-            terms["displacement"] = w.displacement * M.displacement_l1(d, um)
-        terms["total"] = sum(terms.values()) if terms else images.new_zeros(())
-        return terms

@@ -13,15 +13,13 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from avface.models.stages import ModelStageName
 from avface.utils.config import dataclass_from_dict, store_config
 
 # FLAME/DECA code sizes (sec. 3.1, 3.5): c = shape 100 + albedo 50 + SH light 27 + global pose 3 + camera 3 = 183.
 COARSE_SPLITS: dict[str, int] = {"shape": 100, "albedo": 50, "light": 27, "global_pose": 3, "cam": 3}
 # e = expression 50 + jaw 3 = 53.
 EXPRESSION_SPLITS: dict[str, int] = {"expression": 50, "jaw": 3}
-
-#: Training stages, in order (sec. 3.5): coarse (E_c + expression-jaw), lip (refiner), detail (UNet).
-Stage = Literal["coarse", "lip", "detail"]
 
 
 @dataclass
@@ -234,7 +232,9 @@ class AVFaceConfig:
     lip: LipRefinerConfig = field(default_factory=LipRefinerConfig)
     detail: DetailConfig = field(default_factory=DetailConfig)
     losses: LossWeights = field(default_factory=LossWeights)
-    stages: tuple[Stage, ...] = ("coarse", "lip", "detail")
+    # the model's stages (avface.models.stages.MODEL_STAGES), in order (sec. 3.5): coarse (E_c + expression-jaw),
+    # lip (refiner), detail (UNet); a model without "lip" / "detail" has no such network
+    stages: tuple[ModelStageName, ...] = ("coarse", "lip", "detail")
     vgg19_weights: str | None = None  # ID-MRF (torchvision VGG19 state dict), user-provided
     identity_weights: str | None = None  # face recognition ResNet-50 state dict, user-provided
 

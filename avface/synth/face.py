@@ -12,7 +12,7 @@ import numpy as np
 from scipy.ndimage import gaussian_filter1d
 
 from avface.face_model.data import FaceModelData
-from avface.face_model.starter import EXPRESSION_NAMES, semantic_expression_count
+from avface.face_model.starter import EXPRESSION_NAMES
 from avface.speech.espeak import Phoneme
 from avface.speech.visemes import articulation_curves
 from avface.synth.config import FaceConfig, SpeechConfig
@@ -112,7 +112,7 @@ class MouthRig:
     def __init__(self, data: FaceModelData, n_expression: int = 50) -> None:
         self.n_expression = min(n_expression, data.exprdirs.shape[-1])
         self.index: dict[str, int] = {}
-        n_semantic = min(semantic_expression_count(data.name), self.n_expression)
+        n_semantic = min(data.n_semantic_expression, self.n_expression)
         self.index = {n: i for i, n in enumerate(EXPRESSION_NAMES[:n_semantic])}
         self.n_semantic = len(self.index)
 

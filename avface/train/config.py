@@ -16,17 +16,15 @@ from typing import Any, Literal
 from avface.face_model import FaceModel, load_face_model
 from avface.face_model.albedo import with_uv_albedo
 from avface.models.config import AVFaceConfig
+from avface.models.stages import TRAINING_ORDER, Stage
 from avface.trained.checkpoints import DEFAULT_REGISTERED_MODEL, DEFAULT_TRAINING_OUT
 from avface.utils.config import dataclass_from_dict, plain, store_config
 
-__all__ = ["TRAIN_STAGES", "MODEL_STAGE", "StageConfig", "TrainDataConfig", "ScalingSettings", "TrackingConfig",
-           "TrainConfig", "default_stages", "register_configs"]
+__all__ = ["StageChoice", "StageConfig", "TrainDataConfig", "ScalingSettings", "TrackingConfig", "TrainConfig",
+           "default_stages", "register_configs"]
 
-TrainStage = Literal["pretrain", "coarse", "lip", "detail", "occlusion"]
-TRAIN_STAGES: tuple[str, ...] = ("pretrain", "coarse", "lip", "detail", "occlusion")
-#: the model stage (how far AVFace.forward runs, what trains) of each training stage
-MODEL_STAGE: dict[str, str] = {"pretrain": "coarse", "coarse": "coarse", "lip": "lip", "detail": "detail",
-                               "occlusion": "coarse"}
+#: ``TrainConfig.stage``: "all" (``TRAINING_ORDER``) or one stage (avface.models.stages.StageName)
+StageChoice = Literal["all", "pretrain", "coarse", "lip", "detail", "occlusion"]
 
 
 @dataclass
@@ -62,7 +60,8 @@ class StageConfig:
     # its statistics
     freeze_batchnorm: bool | None = None
     # weight of the clean-twin consistency (mm): the model's face (shape, expression, jaw; no pose) on each window
-    # against the stage's starting model's face on the same window without the occluder (avface.train.loop)
+    # against the stage's starting model's face on the same window without the occluder (occlusion stage only:
+    # avface.train.objectives.occlusion_objective)
     clean_consistency: float = 0.0
     # selection guard: a validated candidate is selected only if none of the held-out errors of the selection score
     # (avface.train.validation.SCORE_TERMS: all-vertex, lip and expression mm, clean windows) is above the stage's
@@ -118,7 +117,7 @@ class TrackingConfig:
 class TrainConfig:
     data: TrainDataConfig = field(default_factory=TrainDataConfig)
     model: AVFaceConfig = field(default_factory=AVFaceConfig.tiny)
-    stage: Literal["all", "pretrain", "coarse", "lip", "detail", "occlusion"] = "all"
+    stage: StageChoice = "all"
     stages: dict[str, StageConfig] = field(default_factory=default_stages)
     scaling: ScalingSettings = field(default_factory=ScalingSettings)
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
@@ -153,10 +152,13 @@ class TrainConfig:
         # plain StageConfig defaults.
         stages = {k: dataclasses.asdict(v) for k, v in default_stages().items()}
         for name, s in dict(d.get("stages") or {}).items():
-            if name not in TRAIN_STAGES:
-                raise ValueError(f"stages.{name}: unknown stage; stages are {list(TRAIN_STAGES)}")
+            if name not in TRAINING_ORDER:
+                raise ValueError(f"stages.{name}: unknown stage; stages are {[str(s) for s in TRAINING_ORDER]}")
             given = dataclasses.asdict(s) if dataclasses.is_dataclass(s) else dict(s)
             stages[name] = {**stages[name], **given}
+            if stages[name].get("clean_consistency", 0) > 0 and name != Stage.OCCLUSION:
+                # the term is part of the occlusion fine-tune's objective only (avface.train.objectives)
+                raise ValueError(f"stages.{name}.clean_consistency: only the occlusion stage has the clean-twin term")
         d["stages"] = stages
         return dataclass_from_dict(cls, d)
 
@@ -169,9 +171,9 @@ class TrainConfig:
             data = with_uv_albedo(data, self.albedo_model, n_albedo=self.model.coarse.n_albedo)
         return FaceModel(data, n_shape=self.model.coarse.n_shape, n_expression=self.model.expression.n_expression)
 
-    def chain(self) -> list[str]:
+    def chain(self) -> list[Stage]:
         """The training stages this config runs, in order."""
-        return list(TRAIN_STAGES) if self.stage == "all" else [self.stage]
+        return list(TRAINING_ORDER) if self.stage == "all" else [Stage(self.stage)]
 
 
 def register_configs() -> None:

@@ -20,15 +20,15 @@ from typing import Any
 
 import torch
 
+from avface.models.stages import STAGE_TABLE
 from avface.train.validation import SCORE_TERMS
 from avface.trained.checkpoints import read_checkpoint
 
 __all__ = ["STAGE_MONITOR", "FALLBACK_MONITOR", "Selection", "kept_best_state"]
 
-#: the validation metric each stage early-stops and selects its final model on (lower is better); without
-#: ground truth (real data) every stage falls back to the landmark NME
-STAGE_MONITOR = {"pretrain": "val/score_mm", "coarse": "val/score_mm", "lip": "val/lip_mm",
-                 "detail": "val/normal_deg_detail", "occlusion": "val_occ/score_mm"}
+#: the validation metric each stage early-stops and selects its final model on (lower is better;
+#: ``STAGE_TABLE[stage].monitor``); without ground truth (real data) every stage falls back to the landmark NME
+STAGE_MONITOR = {stage: spec.monitor for stage, spec in STAGE_TABLE.items()}
 FALLBACK_MONITOR = "val/nme"
 
 

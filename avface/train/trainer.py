@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +20,8 @@ import torch
 
 from avface.data.shard_index import ShardIndex, audio_statistics, data_summary, target_statistics
 from avface.face_model import FaceModel
-from avface.train.config import MODEL_STAGE, TrainConfig
+from avface.models.stages import STAGE_TABLE, Stage, furthest
+from avface.train.config import TrainConfig
 from avface.train.data import OCC_SUFFIX
 from avface.train.loop import stage_worker
 from avface.trained.checkpoints import FINAL_FILE, check_compatible, read_checkpoint
@@ -37,28 +39,31 @@ from avface.utils.tracking import (
 
 log = logging.getLogger(__name__)
 
-__all__ = ["run_training", "plan_stages", "estimate_cam_scale"]
+__all__ = ["run_training", "prepare_training", "PreparedRun", "plan_stages", "estimate_cam_scale", "stage_payload"]
 
 
-def plan_stages(cfg: TrainConfig, summary: dict[str, Any], shards: Path) -> list[str]:
+def plan_stages(cfg: TrainConfig, summary: dict[str, Any], shards: Path) -> list[Stage]:
     """The stages to run, checked against what the shards hold (a stage whose targets are missing stops here,
     before any training, with the preprocessing option that provides them)."""
     chain = cfg.chain()
-    if cfg.stage == "all" and "pretrain" in chain and (not summary["has_targets"] or cfg.model.coarse.deca_checkpoint):
+    supervised = [s for s in chain if STAGE_TABLE[s].supervised]
+    if cfg.stage == "all" and supervised and (not summary["has_targets"] or cfg.model.coarse.deca_checkpoint):
         why = "DECA's encoder is given" if cfg.model.coarse.deca_checkpoint else "the shards carry no ground truth"
-        log.info("stage=all: skipping pretrain (synthetic ground truth) because %s", why)
-        chain.remove("pretrain")
+        for stage in supervised:
+            log.info("stage=all: skipping %s (synthetic ground truth) because %s", stage, why)
+            chain.remove(stage)
     for stage in chain:
-        if stage == "pretrain" and not summary["has_targets"]:
-            raise ValueError(f"stage pretrain needs ground-truth parameters, but the shards in {shards} carry none: "
+        spec = STAGE_TABLE[stage]
+        if spec.supervised and not summary["has_targets"]:
+            raise ValueError(f"stage {stage} needs ground-truth parameters, but the shards in {shards} carry none: "
                              "it trains on the synthetic corpus (pipelines/synthesize.py, then preprocess with "
                              "data.carry_ground_truth=true); for real data set model.coarse.deca_checkpoint instead")
-        if stage in ("lip", "detail") and not summary["has_normals"]:
+        if spec.needs_normals and not summary["has_normals"]:
             raise ValueError(f"stage {stage} needs pseudo-ground-truth normals, but the shards in {shards} have "
                              "none: preprocess with normals.source=auto (the renderer's exact normals for synthetic "
                              "clips; normals.checkpoint=<face-normals network> for real ones)")
-        if stage == "occlusion" and summary["occluded_windows"] == 0 and cfg.stages["occlusion"].occluded_ratio > 0:
-            raise ValueError(f"stage occlusion needs occluded windows ({cfg.data.train_split}_occ shards), but "
+        if summary["occluded_windows"] == 0 and cfg.stages[stage].occluded_ratio > 0:
+            raise ValueError(f"stage {stage} needs occluded windows ({cfg.data.train_split}_occ shards), but "
                              f"{shards} has none: preprocess with occlusion.windows={{train: 3000}}")
     return chain
 
@@ -86,17 +91,22 @@ def estimate_cam_scale(index: ShardIndex, face_model: FaceModel, stats: dict | N
     return float(np.median(ratios))
 
 
-def run_training(cfg: TrainConfig | dict[str, Any], start_ray: bool = True) -> dict[str, Any]:
-    """Train the configured stage(s); returns (and writes to ``<out>/<name>/summary.json``) what each stage
-    reached, the final model and its registered version."""
-    from mlflow.tracking import MlflowClient
-    from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
-    from ray.train.torch import TorchTrainer
+@dataclass
+class PreparedRun:
+    """What the driver resolves before any stage runs (``prepare_training``)."""
 
-    # 1. configuration and data ------------------------------------------------------------------------------
+    cfg: TrainConfig  # with the data's audio size, camera scale and audio statistics filled in
+    summary: dict[str, Any]  # data_summary of the training shards (+ occluded_windows)
+    stats: dict[str, Any] | None  # ground-truth statistics (None without ground truth)
+    chain: list[Stage]  # the stages to run, checked against the shards
+    init_ck: dict[str, Any] | None  # the ``init`` checkpoint, read and checked
+    input_contract: dict[str, Any]  # InputContract.to_dict(): how the shards' inputs were made
+
+
+def prepare_training(cfg: TrainConfig | dict[str, Any]) -> PreparedRun:
+    """Step 1 of :func:`run_training`: read what the shards hold, plan and check the stage chain, fill in what the
+    config takes from the data (audio size, camera scale, audio statistics) and check the ``init`` checkpoint."""
     cfg = cfg if isinstance(cfg, TrainConfig) else TrainConfig.from_dict(cfg)
-    out = Path(cfg.out).resolve()
-    run_dir = out / cfg.name
     shards = Path(cfg.data.shards).expanduser().resolve()
     cfg.data.shards = str(shards)
     # one index of the clean and occluded training windows (the tars' headers are read once)
@@ -132,6 +142,33 @@ def run_training(cfg: TrainConfig | dict[str, Any], start_ray: bool = True) -> d
     # how the inputs were made, carried by every checkpoint (inference frames and times videos the same way)
     contract = contract_from_summary(summary, face_model=face_model, audio_mean=cfg.model.audio_mean,
                                      audio_std=cfg.model.audio_std)
+    return PreparedRun(cfg, summary, stats, chain, init_ck, contract.to_dict())
+
+
+def stage_payload(cfg: TrainConfig, stage: str, init: str | None, export: Path, model_stage: str,
+                  stats: dict[str, Any] | None, audio_kind: str, tracking: dict[str, str] | None, *,
+                  input_contract: dict[str, Any]) -> dict[str, Any]:
+    """What one stage's workers get (plain data: ``avface.train.loop.run_stage``'s ``payload``);
+    ``input_contract`` (``PreparedRun.input_contract``) is written into every checkpoint."""
+    return {"config": cfg.to_dict(), "stage": str(stage), "init": init, "export": str(export),
+            "model_stage": str(model_stage),
+            "scales": {k: v["std"] for k, v in stats.items()} if stats else None, "statistics": stats,
+            "audio_kind": audio_kind, "input_contract": input_contract, "tracking": tracking}
+
+
+def run_training(cfg: TrainConfig | dict[str, Any], start_ray: bool = True) -> dict[str, Any]:
+    """Train the configured stage(s); returns (and writes to ``<out>/<name>/summary.json``) what each stage
+    reached, the final model and its registered version."""
+    from mlflow.tracking import MlflowClient
+    from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
+    from ray.train.torch import TorchTrainer
+
+    # 1. configuration and data ------------------------------------------------------------------------------
+    prepared = prepare_training(cfg)
+    cfg, summary, stats, chain, init_ck = (prepared.cfg, prepared.summary, prepared.stats, prepared.chain,
+                                           prepared.init_ck)
+    out = Path(cfg.out).resolve()
+    run_dir = out / cfg.name
 
     # 2. tracking (created here, before any worker: REFERENCE 5) ---------------------------------------------
     uri = cfg.tracking.tracking_uri or default_tracking_uri(out)
@@ -149,14 +186,13 @@ def run_training(cfg: TrainConfig | dict[str, Any], start_ray: bool = True) -> d
     prev = cfg.init
     sc = cfg.scaling
     resources = {"CPU": sc.cpus_per_worker, **({"GPU": 1} if sc.use_gpu else {})}
-    order = ["coarse", "lip", "detail"]
-    furthest = "coarse"
+    deepest = Stage.COARSE
     if init_ck is not None:
-        furthest = init_ck.get("extras", {}).get("model_stage", "coarse")
+        deepest = Stage(init_ck.get("extras", {}).get("model_stage", Stage.COARSE))
     for stage in chain:
         # how far the final model runs: the furthest model stage trained so far (the occlusion fine-tune of the
         # coarse stage keeps the lip refiner and detail network trained before it)
-        furthest = max(furthest, MODEL_STAGE[stage], key=order.index)
+        deepest = furthest(deepest, stage)
         export = run_dir / stage / FINAL_FILE
         report = export.with_suffix(".json")
         if export.exists() and report.exists():
@@ -168,11 +204,8 @@ def run_training(cfg: TrainConfig | dict[str, Any], start_ray: bool = True) -> d
         log_params(uri, child, flatten_params({"stage": stage, **dataclasses.asdict(cfg.stages[stage]),
                                                "init": prev or "", "model.coarse.init_cam_scale":
                                                    cfg.model.coarse.init_cam_scale}))
-        payload = {"config": cfg.to_dict(), "stage": stage, "init": prev, "export": str(export),
-                   "model_stage": furthest,
-                   "scales": {k: v["std"] for k, v in stats.items()} if stats else None, "statistics": stats,
-                   "audio_kind": summary["audio_kind"], "input_contract": contract.to_dict(),
-                   "tracking": {"uri": uri, "run_id": child}}
+        payload = stage_payload(cfg, stage, prev, export, deepest, stats, summary["audio_kind"],
+                                {"uri": uri, "run_id": child}, input_contract=prepared.input_contract)
         trainer = TorchTrainer(
             stage_worker, train_loop_config=payload,
             scaling_config=ScalingConfig(num_workers=sc.num_workers, use_gpu=sc.use_gpu,

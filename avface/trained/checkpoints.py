@@ -38,6 +38,7 @@ import torch
 from avface.face_model import FaceModel, load_face_model
 from avface.models.avface import AVFace
 from avface.models.config import AVFaceConfig
+from avface.models.stages import model_stage
 from avface.trained.contract import InputContract, face_model_fingerprint, legacy_contract
 from avface.utils.files import atomic_path
 
@@ -189,9 +190,8 @@ def load_trained(path: str | os.PathLike, device: str = "cpu", face_model: FaceM
         model.load_trainable_state_dict(ckpt["model"])
     except (ValueError, RuntimeError) as e:
         raise CheckpointError(f"{ckpt['path']}: weights do not fit the model it describes: {e}") from e
-    trained = {"pretrain": "coarse", "occlusion": "coarse"}.get(ckpt["stage"], ckpt["stage"])
-    furthest = ckpt.get("extras", {}).get("model_stage", trained)
-    model.set_stage(stage or furthest)
+    deepest = ckpt.get("extras", {}).get("model_stage", model_stage(ckpt["stage"]))
+    model.set_stage(stage or deepest)
     model.eval().to(device)
     meta = {k: ckpt[k] for k in ("stage", "step", "epoch", "path", "extras", "face_model") if k in ckpt}
     return TrainedModel(model, face_model, config, ckpt["audio_kind"], int(config.audio_dim), input_contract_of(ckpt),
