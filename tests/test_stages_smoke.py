@@ -38,7 +38,8 @@ def smoke_runs(train_shards, tmp_path_factory) -> dict[Stage, dict]:
                                 prepared.summary["audio_kind"], None, input_contract=prepared.input_contract)
         reporter = RecordingReporter()
         report = run_stage(payload, reporter=reporter, scratch=tmp_path_factory.mktemp(f"ckpt_{stage}"))
-        runs[stage] = {"reporter": reporter, "report": report, "export": export, "init": init, "cfg": prepared.cfg}
+        runs[stage] = {"reporter": reporter, "report": report, "export": export, "init": init, "cfg": prepared.cfg,
+                       "contract": prepared.input_contract}
         init = str(export)
     return runs
 
@@ -72,6 +73,8 @@ def test_every_stage_trains_two_steps_without_ray(smoke_runs, stage):
     assert run["report"]["monitor"] == STAGE_TABLE[stage].monitor
     final = read_checkpoint(run["export"])
     assert final["extras"]["model_stage"] in {str(s) for s in Stage}
+    # both carry how the shards' inputs were made
+    assert ck["input_contract"] == final["input_contract"] == run["contract"]
     # exactly the stage's networks moved
     before = _weights(run["init"], run["cfg"])
     trains = STAGE_TABLE[stage].networks
