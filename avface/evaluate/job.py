@@ -35,11 +35,11 @@ from avface.inference.checkpoint import CheckpointNotFoundError, default_trainin
 from avface.inference.reconstruct import resolve_device
 from avface.train.checkpoints import find_latest_checkpoint, load_trained
 from avface.train.data import ShardIndex, target_statistics
-from avface.utils.tracking import default_tracking_uri, flatten_params, log_params, setup_tracking
 from avface.train.validation import Baselines
 from avface.utils.config import dataclass_from_dict
 from avface.utils.files import atomic_path
 from avface.utils.ray_utils import init_ray
+from avface.utils.tracking import default_tracking_uri, flatten_params, log_params, setup_tracking
 
 log = logging.getLogger(__name__)
 

@@ -43,9 +43,9 @@ from avface.train.checkpoints import CHECKPOINT_FILE, check_compatible, read_che
 from avface.train.config import MODEL_STAGE, TrainConfig
 from avface.train.data import OCC_SUFFIX, BatchStream, ShardIndex, make_loader
 from avface.train.selection import STAGE_MONITOR, Selection, kept_best_state
-from avface.utils.tracking import StageTracker
 from avface.train.validation import Baselines, flat_frames, ground_truth_vertices, validate
 from avface.train.viz import validation_strip
+from avface.utils.tracking import StageTracker
 
 log = logging.getLogger(__name__)
 

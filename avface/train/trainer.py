@@ -22,6 +22,8 @@ from avface.train.checkpoints import FINAL_FILE, check_compatible, read_checkpoi
 from avface.train.config import MODEL_STAGE, TrainConfig
 from avface.train.data import OCC_SUFFIX, ShardIndex, audio_statistics, data_summary, target_statistics
 from avface.train.loop import stage_worker
+from avface.utils.files import atomic_path
+from avface.utils.ray_utils import init_ray
 from avface.utils.tracking import (
     default_tracking_uri,
     find_or_create_run,
@@ -30,8 +32,6 @@ from avface.utils.tracking import (
     register_final_model,
     setup_tracking,
 )
-from avface.utils.files import atomic_path
-from avface.utils.ray_utils import init_ray
 
 log = logging.getLogger(__name__)
 
