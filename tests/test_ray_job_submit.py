@@ -6,11 +6,13 @@ with the `ray` CLI exactly as a user would, and must finish with its outputs on 
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -27,8 +29,10 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.fixture(scope="module")
-def job_server():
+@contextlib.contextmanager
+def ray_job_cluster(**head_node_args) -> Iterator[str]:
+    """A head node with a dashboard (job server) of its own, on a free port; yields its address and stops exactly
+    this cluster on exit. ``head_node_args``: more of ``ray start``'s options (``temp_dir``, ...)."""
     from ray.cluster_utils import Cluster
 
     port = _free_port()
@@ -42,6 +46,10 @@ def job_server():
             "include_dashboard": True,
             "dashboard_host": "127.0.0.1",
             "dashboard_port": port,
+            # the agent's default port (52365) is taken by any other Ray on this machine: its job server would
+            # then answer "No available agent" for ever
+            "dashboard_agent_listen_port": _free_port(),
+            **head_node_args,
         },
     )
     try:
@@ -49,6 +57,12 @@ def job_server():
     finally:
         cluster.shutdown()
         os.environ["PATH"] = old_path
+
+
+@pytest.fixture(scope="module")
+def job_server():
+    with ray_job_cluster() as address:
+        yield address
 
 
 def _submit(address: str, *args: str, timeout: int = 600, tries: int = 6) -> subprocess.CompletedProcess:
