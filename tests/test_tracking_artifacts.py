@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 
 import numpy as np
+import pytest
 
 from avface.utils.tracking import (
     StageTracker,
@@ -53,14 +54,25 @@ def test_a_new_experiment_logs_its_artifacts_beside_the_store_from_any_directory
 
 
 def test_an_experiment_made_before_keeps_its_artifact_location(tmp_path, caplog):
+    """An older store's experiment keeps its ``./mlruns`` location (logged); a model registered there whose folder
+    was deleted since (Ray's temporary copy of the repository) says so instead of "not found in the registry"."""
+    import shutil
+
     from mlflow.tracking import MlflowClient
+
+    from avface.inference.checkpoint import CheckpointNotFoundError, resolve_registered
 
     uri = default_tracking_uri(tmp_path / "out")
     setup_tracking(uri, "other")  # creates the store
-    old = (tmp_path / "old" / "mlruns" / "1").as_uri()
-    exp = MlflowClient(uri).create_experiment("avface-train", artifact_location=old)
+    old = tmp_path / "old" / "mlruns" / "1"
+    exp = MlflowClient(uri).create_experiment("avface-train", artifact_location=old.as_uri())
     with caplog.at_level(logging.INFO, logger="avface.utils.tracking"):
         assert setup_tracking(uri, "avface-train") == exp
-    assert MlflowClient(uri).get_experiment(exp).artifact_location == old
-    assert old in caplog.text
-
+    assert MlflowClient(uri).get_experiment(exp).artifact_location == old.as_uri()
+    assert old.as_uri() in caplog.text
+    final = tmp_path / "final.pt"
+    final.write_bytes(b"weights")
+    version = register_final_model(uri, MlflowClient(uri).create_run(exp).info.run_id, final, "avface")
+    shutil.rmtree(old)
+    with pytest.raises(CheckpointNotFoundError, match=f"version {version} is registered but its files at"):
+        resolve_registered(f"models:/avface/{version}", tmp_path / "dst", uri)
