@@ -189,6 +189,7 @@ def test_evaluate_end_to_end_trained_registered_model_nightly(corpus, tmp_path):
     assert str(client.get_model_version_by_alias("avface", "champion").version) == "1"
     artifacts = {a.path for a in client.list_artifacts(summary["run_id"])}
     assert {"results.md", "results.csv", "failures.csv", "ced.png"} <= artifacts
+    assert run.info.artifact_uri.startswith((train_out / "mlartifacts").as_uri())  # beside the store, not ./mlruns
 
     # version 2 (the untrained model) evaluated without Multiface: the watched multiface/* metrics are gone, which
     # the nightly counts as a regression against the previous nightly: exit code 1, the champion stays

@@ -6,11 +6,16 @@ with the `ray` CLI exactly as a user would, and must finish with its outputs on 
 
 from __future__ import annotations
 
+import contextlib
 import os
+import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 import time
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -27,11 +32,22 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.fixture(scope="module")
-def job_server():
+@dataclass(frozen=True)
+class JobCluster:
+    address: str  # the job server (dashboard)
+    temp_dir: Path  # Ray's temporary files: sessions, logs, the jobs' working directories
+
+
+@contextlib.contextmanager
+def ray_job_cluster() -> Iterator[JobCluster]:
+    """A head node with a dashboard (job server) of its own: free ports and a private temporary directory, removed
+    with the cluster when the block ends (exactly this cluster is stopped)."""
+    from ray._private.utils import write_ray_address
     from ray.cluster_utils import Cluster
 
     port = _free_port()
+    # short: Unix socket paths inside it are limited to 107 characters
+    temp_dir = Path(tempfile.mkdtemp(prefix="avf-ray-", dir="/tmp"))
     # The job's `python` is found on the cluster's PATH, as on a user's cluster: this venv's interpreter first.
     old_path = os.environ["PATH"]
     os.environ["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{old_path}"
@@ -42,13 +58,27 @@ def job_server():
             "include_dashboard": True,
             "dashboard_host": "127.0.0.1",
             "dashboard_port": port,
+            # the agent's default port (52365) is taken by any other Ray on this machine: its job server would
+            # then answer "No available agent" for ever
+            "dashboard_agent_listen_port": _free_port(),
+            "temp_dir": str(temp_dir),
         },
     )
     try:
-        yield f"http://127.0.0.1:{port}"
+        # The job server tells each job's driver the address it reads from <temp_dir>/ray_current_cluster; without
+        # that file the driver joins whichever Ray runs on this machine ("auto"), not necessarily this one.
+        write_ray_address(cluster.head_node.gcs_address, str(temp_dir))
+        yield JobCluster(f"http://127.0.0.1:{port}", temp_dir)
     finally:
         cluster.shutdown()
         os.environ["PATH"] = old_path
+        shutil.rmtree(temp_dir, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def job_server():
+    with ray_job_cluster() as cluster:
+        yield cluster.address
 
 
 def _submit(address: str, *args: str, timeout: int = 600, tries: int = 6) -> subprocess.CompletedProcess:

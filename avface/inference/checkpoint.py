@@ -88,10 +88,14 @@ def resolve_registered(spec: str, dst: str | os.PathLike, tracking_uri: str | No
                 raise CheckpointNotFoundError(f"{spec}: no version of registered model {body!r} in {uri}; "
                                               f"{NO_CHECKPOINT_HINT}")
             mv = max(versions, key=lambda v: int(v.version))
-        local = Path(client.download_artifacts(mv.run_id, "model", str(dst))) if mv.run_id else None
     except MlflowException as e:
         raise CheckpointNotFoundError(f"{spec}: not found in the MLflow registry {uri} ({e}); "
                                       f"{NO_CHECKPOINT_HINT}") from e
+    try:
+        local = Path(client.download_artifacts(mv.run_id, "model", str(dst))) if mv.run_id else None
+    except MlflowException as e:  # e.g. a store whose artifacts were written to a directory deleted since
+        raise CheckpointNotFoundError(f"{spec}: model version {mv.version} is registered but its files at "
+                                      f"{mv.source} cannot be read ({e}); {NO_CHECKPOINT_HINT}") from e
     found = None
     if local is not None:
         for name in (FINAL_FILE, CHECKPOINT_FILE):

@@ -5,6 +5,11 @@ The driver creates (or upgrades) the store and the runs before any worker starts
 processes create a fresh sqlite store at once, REFERENCE 5); rank 0 of each stage logs through
 :class:`StageTracker` with the child run's id. Re-running the same run name finds the runs by their tags and
 continues them (one run per stage, however often it is resumed).
+
+Artifacts (validation images, ``final.pt``, the registered model's files) live beside the store: a sqlite store
+``<dir>/mlflow.db`` gets ``<dir>/mlartifacts/<experiment>``, a tracking server keeps them in its own artifact
+store. MLflow's own default, ``./mlruns`` of the process's current directory, would put them in Ray's temporary
+copy of the repository under ``ray job submit --working-dir .`` (deleted with the job's cluster).
 """
 
 from __future__ import annotations
@@ -12,17 +17,19 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlparse
 
 import numpy as np
 
 log = logging.getLogger(__name__)
 
-__all__ = ["default_tracking_uri", "setup_tracking", "find_or_create_run", "StageTracker", "register_final_model",
-           "flatten_params", "log_params"]
+__all__ = ["default_tracking_uri", "artifact_root", "experiment_artifact_location", "setup_tracking",
+           "find_or_create_run", "StageTracker", "register_final_model", "flatten_params", "log_params"]
 
 RUN_KEY_TAG = "avface.run_key"
 STAGE_TAG = "avface.stage"
@@ -32,15 +39,56 @@ def default_tracking_uri(out: str | os.PathLike) -> str:
     return f"sqlite:///{Path(out).resolve() / 'mlflow.db'}"
 
 
+def _sqlite_path(tracking_uri: str) -> Path | None:
+    """The database file of a ``sqlite:///`` URI (relative paths as sqlite reads them: from the current
+    directory), absolute; None for any other URI and for an in-memory database."""
+    if not tracking_uri.startswith("sqlite:///"):
+        return None
+    path = tracking_uri.removeprefix("sqlite:///").split("?", 1)[0]
+    return Path(path).resolve() if path and path != ":memory:" else None
+
+
+def artifact_root(tracking_uri: str) -> str | None:
+    """Where the experiments of ``tracking_uri`` keep their artifacts, as an absolute ``file://`` URI: beside a
+    sqlite store (``<dir>/mlartifacts``). None where MLflow already chooses a place that is not the current
+    directory: a tracking server (its artifact store, proxied or not) and a file store (its own directory)."""
+    db = _sqlite_path(tracking_uri)
+    if db is not None:
+        return (db.parent / "mlartifacts").as_uri()
+    if urlparse(tracking_uri).scheme.split("+")[0] in ("postgresql", "mysql", "mssql"):
+        # a database without a server: MLflow would use ./mlruns of the current directory, and there is no
+        # directory beside such a store to choose instead
+        log.warning("tracking store %s: artifacts go to MLflow's default ./mlruns of the current directory; run "
+                    "an MLflow server with an artifact store to keep them in one place", tracking_uri)
+    return None
+
+
+def experiment_artifact_location(tracking_uri: str, experiment: str) -> str | None:
+    """The artifact location a new experiment ``experiment`` of ``tracking_uri`` gets (one folder per
+    experiment, as ``mlflow server`` lays them out); None: the store's default (see :func:`artifact_root`)."""
+    root = artifact_root(tracking_uri)
+    return f"{root}/{re.sub(r'[^A-Za-z0-9._-]+', '_', experiment)}" if root is not None else None
+
+
 def setup_tracking(tracking_uri: str, experiment: str) -> str:
-    """Create the store (schema migration happens here, once) and the experiment; returns the experiment id."""
+    """Create the store (schema migration happens here, once) and the experiment, with its artifacts beside the
+    store (:func:`experiment_artifact_location`); returns the experiment id. An experiment that already exists
+    keeps its artifact location (a log line says where it is when that is not beside the store)."""
     from mlflow.tracking import MlflowClient
 
-    if tracking_uri.startswith("sqlite:///"):
-        Path(tracking_uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+    db = _sqlite_path(tracking_uri)
+    if db is not None:
+        db.parent.mkdir(parents=True, exist_ok=True)
     client = MlflowClient(tracking_uri)
+    location = experiment_artifact_location(tracking_uri, experiment)
     exp = client.get_experiment_by_name(experiment)
-    return exp.experiment_id if exp is not None else client.create_experiment(experiment)
+    if exp is None:
+        return client.create_experiment(experiment, artifact_location=location)
+    if location is not None and exp.artifact_location != location:
+        # made by an earlier version (MLflow's default: ./mlruns of the directory that process ran in)
+        log.info("MLflow experiment %r keeps its artifacts at %s (not beside the store at %s)", experiment,
+                 exp.artifact_location, location)
+    return exp.experiment_id
 
 
 def find_or_create_run(tracking_uri: str, experiment_id: str, run_key: str, run_name: str,
