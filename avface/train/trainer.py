@@ -128,7 +128,7 @@ def run_training(cfg: TrainConfig | dict[str, Any], start_ray: bool = True) -> d
         check_compatible(init_ck, face_model=face_model, audio_kind=summary["audio_kind"],
                          audio_dim=summary["audio_dim"])
 
-    # 2. tracking (created here, before any worker: REFERENCE 5) ---------------------------------------------
+    # 2. tracking (created here, before any worker: a fresh sqlite store races) ---------------------------
     uri = cfg.tracking.tracking_uri or default_tracking_uri(out)
     experiment = setup_tracking(uri, cfg.tracking.experiment)
     parent, resumed = find_or_create_run(uri, experiment, str(run_dir), cfg.name)
