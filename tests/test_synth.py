@@ -298,6 +298,7 @@ def test_json_meta_roundtrip(corpus):
 
 
 @pytest.mark.ray
+@pytest.mark.slow  # the synthesize command end to end, then a re-run (40 s here)
 def test_failed_clips_recorded_job_succeeds_rerun_retries_them(tmp_path):
     """A voice espeak-ng rejects (speech.voices_female) fails exactly the clips / segments of the identities that
     drew it (seed 1: VoxCeleb2 identity 0 and the Multiface identity are female, VoxCeleb2 identity 1 is male): the
