@@ -9,7 +9,7 @@ ifneq ($(AVFACE_NO_MEDIAPIPE),1)
 MEDIAPIPE := .venv-mediapipe/bin/python
 endif
 
-.PHONY: install demo test lint bench
+.PHONY: install demo test test-fast lint bench
 
 $(STAMP): requirements.lock.txt pyproject.toml scripts/install.sh
 	bash scripts/install.sh $(VENV)
@@ -28,5 +28,11 @@ test: install
 	$(VENV)/bin/ruff check .
 	$(PY) -m pytest -q --timeout=900 tests
 
+# The development lane: no test that starts Ray, no slow end-to-end test (`make test` runs them all, as CI does).
+test-fast: install
+	$(VENV)/bin/ruff check .
+	$(PY) -m pytest -q --timeout=900 -m "not ray and not slow" tests
+
+# Every benchmark at its full size (tests/test_benchmarks.py runs each at its smallest).
 bench: install
 	for b in benchmarks/bench_*.py; do $(PY) $$b || exit 1; done

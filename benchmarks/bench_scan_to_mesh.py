@@ -21,7 +21,7 @@ import torch
 import trimesh
 from scipy.spatial.transform import Rotation
 
-from avface.face_model.starter import load_face_model
+from avface.face_model import load_face_model
 from avface.metrics import NOW_LANDMARKS_68, TriangleIndex, point_mesh_distance_allpairs, scan_to_mesh
 
 

@@ -3,6 +3,7 @@ speakers, beside the mean face and the constant-expression baseline, and the pap
 
     python benchmarks/bench_train_learning.py [--out runs/bench_learning] [--data DIR] [--identities 1200]
         [--test-identities 80] [--pretrain-steps 2000] [--stage-steps 150] [--lip-steps 400] [--scratch-steps 600]
+        [--smoke]
 
 1. corpus: ``--identities`` training speakers and ``--test-identities`` held-out ones, ``--clips`` short clips each,
    64 px
@@ -17,7 +18,7 @@ speakers, beside the mean face and the constant-expression baseline, and the pap
    tells the face shape (a ridge regression, beside the model's shape), whether the lip refiner could lower the
    lip error at all (trained on the true lip vertices: an oracle no paper loss is), what the occluder costs.
 
-Re-running resumes (finished stages are skipped). Goals (issue 10): on held-out speakers, lip error >= 25 % and
+Re-running resumes (finished stages are skipped). Goals: on held-out speakers, lip error >= 25 % and
 expression error >= 30 % below the constant baseline, all-vertex error below it; the self-supervised stages do
 not raise the 3D error above the pretraining's; lip < coarse lip error; detail normals closer than coarse ones;
 the occlusion fine-tune lowers the error on occluded windows.
@@ -77,7 +78,19 @@ def main() -> None:
     ap.add_argument("--scratch-all-stages", action="store_true",
                     help="also run lip/detail/occlusion after the from-scratch coarse stage")
     ap.add_argument("--num-cpus", type=int, default=2)
+    ap.add_argument("--smoke", action="store_true",
+                    help="the smallest run that prints every table (3 + 1 speakers, a few steps per stage, small "
+                         "diagnostics; a few minutes, most of it Ray Train starting each stage): a test of the "
+                         "benchmark, not a measurement")
     args = ap.parse_args()
+    # held-out windows validated, occluded windows made and validated, diagnostic sizes
+    sizes = {"val": 128, "occluded": 300, "val_occluded": 150, "oracle_steps": 1000, "oracle_every": 100,
+             "shape_windows": 1500}
+    if args.smoke:
+        args.identities, args.test_identities, args.clips = 3, 1, 1
+        args.pretrain_steps, args.stage_steps, args.lip_steps, args.scratch_steps = 4, 2, 2, 2
+        args.val_every, args.pretrain_val_every = 0, 0  # validate (and checkpoint) at each stage's end only
+        sizes = {"val": 8, "occluded": 4, "val_occluded": 4, "oracle_steps": 2, "oracle_every": 1, "shape_windows": 16}
 
     from avface.train.testing import make_training_shards
     from avface.train.trainer import run_training
@@ -86,10 +99,11 @@ def main() -> None:
     t0 = time.perf_counter()
     data_dir = Path(args.data).resolve() if args.data else out / "data"
     data = make_training_shards(data_dir, dev_identities=args.identities, test_identities=args.test_identities,
-                                clips_per_identity=args.clips, occluded_windows=300, use_ray_for_synthesis=True,
-                                num_cpus=args.num_cpus)
+                                clips_per_identity=args.clips, occluded_windows=sizes["occluded"],
+                                use_ray_for_synthesis=True, num_cpus=args.num_cpus)
     t_data = time.perf_counter() - t0
-    common = {"data": {"shards": str(data["shards"]), "val_windows": 128, "val_occluded_windows": 150},
+    common = {"data": {"shards": str(data["shards"]), "val_windows": sizes["val"],
+                       "val_occluded_windows": sizes["val_occluded"]},
               "out": str(out / "runs"), "num_cpus": args.num_cpus, "progress": False}
     later = {"lip": args.lip_steps, "detail": args.stage_steps, "occlusion": args.stage_steps}
     timings = {}
@@ -141,13 +155,13 @@ def main() -> None:
         "3D vs constant": best["val/v3d_mm"] / const["v3d_mm"],
     }
     print("\nfinal model / constant baseline: " + ", ".join(f"{k} {v:.3f}" for k, v in ratios.items()))
-    budget = _lip_error_budget(recipe["final"], data["shards"], 128)
+    budget = _lip_error_budget(recipe["final"], data["shards"], sizes["val"])
     print("\nwhere the held-out lip error comes from (lip mm after the similarity alignment; 'true' = the corpus's "
           "exact parameters):")
     print("| face | lip mm |\n|---|---|")
     for k, v in budget.items():
         print(f"| {k} | {v:.3f} |")
-    shape_probe = _shape_from_landmarks(recipe["final"], data["shards"])
+    shape_probe = _shape_from_landmarks(recipe["final"], data["shards"], train_windows=sizes["shape_windows"])
     print("\nis the speaker's face shape in the 2D geometry? (neutral face, held-out speakers, mm after the "
           "similarity alignment)")
     print("| shape | 3D mm | lip mm |\n|---|---|---|")
@@ -156,7 +170,8 @@ def main() -> None:
     oracle = {}
     if "lip" in recipe["chain"]:
         before = recipe["chain"][recipe["chain"].index("lip") - 1]
-        oracle = _oracle_lip_refiner(str(out / "runs" / "recipe" / before / "final.pt"), data["shards"])
+        oracle = _oracle_lip_refiner(str(out / "runs" / "recipe" / before / "final.pt"), data["shards"],
+                                     steps=sizes["oracle_steps"], every=sizes["oracle_every"], windows=sizes["val"])
         print(f"\ncould the lip stage lower the lip error? The lip refiner from the {before} model trained on the "
               "true lip vertices (3D supervision, the held-out metric itself), held-out lip mm:")
         print("| steps | " + " | ".join(str(k) for k in oracle) + " |\n|---|" + "---|" * len(oracle))

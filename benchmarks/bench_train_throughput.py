@@ -1,7 +1,7 @@
 """Does data keep up with training? Samples/s of the shard loader alone vs the training step alone (tiny config,
 CPU), and of whole Ray Train runs with 1 and 2 workers, in one run.
 
-    python benchmarks/bench_train_throughput.py [--shards DIR] [--batches 30] [--steps 30]
+    python benchmarks/bench_train_throughput.py [--shards DIR] [--batches 30] [--steps 30] [--smoke]
 
 Without ``--shards`` a small synthetic corpus is made first (``avface.train.testing``). Rows:
 
@@ -10,7 +10,7 @@ Without ``--shards`` a small synthetic corpus is made first (``avface.train.test
 - Ray Train: ``run_training`` of the pretrain stage with 1 and 2 workers (0.5 CPU each), samples/s as reported
   by the loop (all workers together, validation excluded).
 
-Goal (issue 10): the loader at least 3x faster than the step, so data never starves training.
+Goal: the loader at least 3x faster than the step, so data never starves training.
 """
 
 from __future__ import annotations
@@ -97,13 +97,20 @@ def main() -> None:
     ap.add_argument("--batches", type=int, default=30)
     ap.add_argument("--steps", type=int, default=30)
     ap.add_argument("--skip-ray", action="store_true")
+    ap.add_argument("--identities", type=int, default=6, help="training speakers of the corpus made without --shards")
+    ap.add_argument("--smoke", action="store_true",
+                    help="the smallest run that prints every row (3 speakers, 2 batches, 5 steps): a test of the "
+                         "benchmark, not a measurement")
     args = ap.parse_args()
+    if args.smoke:
+        args.identities, args.batches, args.steps = 3, 2, 5
     torch.set_num_threads(1)
     out = Path(args.out).resolve()
     from avface.data.shard_index import ShardIndex
     from avface.train.testing import make_training_shards
 
-    shards = Path(args.shards) if args.shards else make_training_shards(out / "data", dev_identities=6,
+    shards = Path(args.shards) if args.shards else make_training_shards(out / "data",
+                                                                         dev_identities=args.identities,
                                                                          num_cpus=2)["shards"]
     index = ShardIndex.build(shards, ["train"])
     rows = []

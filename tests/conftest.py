@@ -13,6 +13,31 @@ import avface  # noqa: E402,F401  (loads OpenCV before any test imports decord, 
 
 torch.set_num_threads(1)
 
+#: Session fixtures below that start Ray: a test that uses one is marked ``ray`` (``make test-fast`` skips it).
+RAY_FIXTURES = {"train_shards", "tiny_checkpoint"}
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        if RAY_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.ray)
+
+
+@pytest.fixture(autouse=True)
+def _ray_marker_is_honest(request, monkeypatch):
+    """A test not marked ``ray`` that calls ``ray.init`` fails, naming the marker: the fast lane
+    (``pytest -m "not ray and not slow"``) must not start Ray."""
+    if request.node.get_closest_marker("ray") is not None:
+        yield
+        return
+    import ray
+
+    def refuse(*args, **kwargs):
+        raise RuntimeError(f"{request.node.nodeid} starts Ray: mark it @pytest.mark.ray")
+
+    monkeypatch.setattr(ray, "init", refuse)
+    yield
+
 
 @pytest.fixture
 def rng() -> np.random.Generator:

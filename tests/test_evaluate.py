@@ -78,6 +78,7 @@ def _frames(rng, n=60) -> pd.DataFrame:
                          "frame": np.arange(n), "nme": rng.uniform(0, 0.05, n), "occluded": rng.random(n) > 0.5})
 
 
+@pytest.mark.ray
 def test_partitioned_parquet_aggregated_with_dask_on_ray(tmp_path, rng):
     from avface.utils.ray_utils import init_ray
 

@@ -68,6 +68,7 @@ def test_face_boxes_are_squares_around_the_points():
     assert np.allclose(box, [20 - 40, 40 - 40, 20 + 40, 40 + 40])
 
 
+@pytest.mark.ray
 def test_per_frame_batch_makes_one_frame_windows(corpus):
     index = ShardIndex.build(corpus["shards"], ["test"])
     batch = samples_to_batch([index.read(0), index.read(1)], 64)
@@ -78,6 +79,7 @@ def test_per_frame_batch_makes_one_frame_windows(corpus):
     assert flat.identity.tolist() == batch.identity.repeat_interleave(t).tolist()
 
 
+@pytest.mark.ray
 def test_baseline_landmarks_use_the_true_pose_and_camera(corpus):
     """The baselines' 2D landmarks come from the true pose / camera through the model's decoder: with the TRUE
     shape and expression that projection lands on the shards' landmarks (so the mean face's NME is the error of
@@ -95,6 +97,7 @@ def test_baseline_landmarks_use_the_true_pose_and_camera(corpus):
     assert oracle_nme.mean() < 0.02 and mean_nme.mean() > oracle_nme.mean()
 
 
+@pytest.mark.ray
 def test_faceset_rows_for_every_method_and_baseline(corpus):
     tm = load_trained(corpus["ckpt"])
     fs = evaluate_faceset(tm.model, FaceSetEvalConfig(shards=str(corpus["shards"]), max_windows=4,
@@ -115,6 +118,7 @@ def test_faceset_rows_for_every_method_and_baseline(corpus):
                                                       for v in fs.vertex_errors.values())
 
 
+@pytest.mark.ray
 def test_empty_occluded_split_is_a_failure_row_not_an_error(corpus):
     tm = load_trained(corpus["ckpt"])
     fs = evaluate_faceset(tm.model, FaceSetEvalConfig(shards=str(corpus["shards"]), max_windows=1,
@@ -129,6 +133,7 @@ def _read_csv(path: Path) -> list[dict]:
         return list(csv.DictReader(f))
 
 
+@pytest.mark.ray
 @pytest.mark.slow
 def test_evaluate_end_to_end_trained_registered_model_nightly(corpus, tmp_path):
     """Train a tiny model (20 pretraining steps, registered in MLflow), then ``python pipelines/evaluate.py`` on
@@ -210,6 +215,7 @@ def test_evaluate_end_to_end_trained_registered_model_nightly(corpus, tmp_path):
     assert str(client.get_model_version_by_alias("avface", "champion").version) == "1"
 
 
+@pytest.mark.ray
 def test_multiface_segment_coarse_and_detailed_rows_and_parquet(corpus, tmp_path):
     """A detail-stage model gives the detailed row too; one segment evaluated in this process (the pipeline runs
     the same function as a Ray task) writes its distances as partitioned parquet."""

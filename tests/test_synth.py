@@ -47,6 +47,7 @@ def _load(path: Path) -> dict:
         return {k: z[k] for k in z.files}
 
 
+@pytest.mark.ray
 def test_vox_layout_txt_meta(corpus):
     out, _, summary = corpus
     root = out / "voxceleb2"
@@ -77,6 +78,7 @@ def test_vox_layout_txt_meta(corpus):
     assert all(r[2].strip() in ("m", "f") and r[3].strip() in ("dev", "test") for r in rows[1:])
 
 
+@pytest.mark.ray
 def test_sidecar_contents(corpus):
     out, _, _ = corpus
     from avface.synth.vox import SIDECAR_KEYS
@@ -99,6 +101,7 @@ def test_sidecar_contents(corpus):
         assert np.abs(gt["global_pose"]).max() < np.deg2rad(20)
 
 
+@pytest.mark.ray
 def test_mp4_decodes_with_pyav_decord_torchaudio(corpus):
     from avface.io import read_audio, read_video
 
@@ -117,6 +120,7 @@ def test_mp4_decodes_with_pyav_decord_torchaudio(corpus):
         assert abs(len(audio) - wav.shape[1]) <= 1 and 0.05 < np.abs(audio).max() <= 1.0
 
 
+@pytest.mark.ray
 def test_landmarks_project_onto_rendered_face(corpus):
     out, _, _ = corpus
     for mp4 in _clips(out):
@@ -136,6 +140,7 @@ def test_landmarks_project_onto_rendered_face(corpus):
         assert 0.1 < mask.mean() < 0.8
 
 
+@pytest.mark.ray
 def test_mouth_opening_follows_phoneme_classes(corpus):
     """Audio predicts the mouth: the inner-lip gap is large on vowels and closed on bilabials."""
     out, _, _ = corpus
@@ -157,6 +162,7 @@ def test_mouth_opening_follows_phoneme_classes(corpus):
     assert r > 0.5, r  # measured 0.54-0.58 on generated corpora; a mouth unrelated to the audio gives ~0
 
 
+@pytest.mark.ray
 def test_occlusion_masks(corpus):
     out, cfg, summary = corpus
     masks = [_load(_gt(out, mp4))["occlusion_mask"] for mp4 in _clips(out)]
@@ -166,6 +172,7 @@ def test_occlusion_masks(corpus):
         assert m.max() == 255 and 0.01 < (m > 127).mean() < 0.6
 
 
+@pytest.mark.ray
 def test_multiface_layout_with_minimal_reader(corpus):
     out, _, _ = corpus
     dirs = list((out / "multiface").glob("m--*--GHS"))
@@ -234,6 +241,7 @@ def test_multiface_layout_with_minimal_reader(corpus):
             assert inter / union > 0.8, (cam, inter / union)
 
 
+@pytest.mark.ray
 def test_resume_and_reproducible(corpus, tmp_path):
     out, cfg, _ = corpus
     from avface.synth.corpus import plan_vox, run_local, synthesize_corpus
@@ -281,6 +289,7 @@ def test_config_presets_and_hydra_yaml():
     assert r.size == "small" and r.multiface.cameras == 3 and r.vox.dev_identities == 8
 
 
+@pytest.mark.ray
 def test_json_meta_roundtrip(corpus):
     out, _, _ = corpus
     gt = _load(_gt(out, _clips(out)[0]))
@@ -288,6 +297,8 @@ def test_json_meta_roundtrip(corpus):
     assert meta["text"] and meta["voice"] and meta["identity"]["gender"] in ("m", "f")
 
 
+@pytest.mark.ray
+@pytest.mark.slow  # the synthesize command end to end, then a re-run (40 s here)
 def test_failed_clips_recorded_job_succeeds_rerun_retries_them(tmp_path):
     """A voice espeak-ng rejects (speech.voices_female) fails exactly the clips / segments of the identities that
     drew it (seed 1: VoxCeleb2 identity 0 and the Multiface identity are female, VoxCeleb2 identity 1 is male): the

@@ -123,6 +123,7 @@ def _centroid_px(weights: np.ndarray) -> np.ndarray:
     return np.array([(xs * weights).sum(), (ys * weights).sum()]) / weights.sum()
 
 
+@pytest.mark.ray
 def test_zoom_shift_augmentation_keeps_every_target_exact(shards):
     """The augmentation moves images, normals, occlusion masks, landmarks and the ground-truth camera together."""
     from avface.train.augment import random_zoom_shift, zoom_shift
@@ -180,6 +181,7 @@ def test_occlusion_stage_mixes_occluded_windows_at_the_ratio(shards):
     assert not index.table["occluded"].to_numpy()[clean_only].any()
 
 
+@pytest.mark.ray
 def test_index_batches_keep_the_rows_in_order(shards):
     """ShardIndex.batches: the windows of the given rows, in their order, 8 per batch (the last one smaller)."""
     index = ShardIndex.build(shards, ["train"])
@@ -384,6 +386,7 @@ def test_target_statistics_are_the_corpus_spread(shards):
     assert max(stats["expression"]["std"]) > 0.05
 
 
+@pytest.mark.ray
 def test_audio_statistics_are_the_feature_rows_mean_and_spread(shards):
     """Per channel over every non-padding row of the sampled windows (the zero rows at a clip's ends left out)."""
     index = ShardIndex.build(shards, ["train"])

@@ -1,7 +1,8 @@
 """Typed config of the preprocessing pipeline (``conf/preprocess.yaml``, Hydra ConfigStore ``preprocess_schema``).
 
 Ray tasks get the config as a plain dict (:meth:`PreprocessConfig.to_dict`) and rebuild it with
-:meth:`PreprocessConfig.from_dict` (REFERENCE 6: resolve Hydra on the driver).
+:meth:`PreprocessConfig.from_dict` (Hydra is resolved on the driver: GlobalHydra is a per-process
+singleton, so a worker gets the plain dict).
 """
 
 from __future__ import annotations

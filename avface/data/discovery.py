@@ -1,6 +1,6 @@
 """Discover a VoxCeleb2 tree and write the clip manifest (parquet, pyarrow).
 
-Layout (REFERENCE 7)::
+Layout (VoxCeleb2's release)::
 
     <root>/vox2_meta.csv                              VoxCeleb2 ID, VGGFace2 ID, Gender, Set (trailing spaces)
     <root>/{dev,test}/mp4/idNNNNN/<ytid>/NNNNN.mp4    video (+ AAC audio in the same file)

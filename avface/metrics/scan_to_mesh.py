@@ -1,4 +1,4 @@
-"""NoW-style scan-to-mesh error (Sanyal et al. 2019; soubhiksanyal/now_evaluation), REFERENCE section 7.
+"""NoW-style scan-to-mesh error (Sanyal et al. 2019; soubhiksanyal/now_evaluation), as that evaluation does it.
 
 1. Crop the scan around its landmarks: centre = lm4 + 0.3 (bridge - lm4) with bridge = (lm1 + lm2) / 2,
    radius = 1.4 (|lm0 - lm3| + |bridge - lm4|) / 2 (lm = the 7 NoW landmarks, 68-point ids

@@ -1,6 +1,7 @@
 """Speech synthesis with espeak-ng, with phoneme timings from libespeak-ng's own phoneme events (ctypes).
 
-The library is driven in synchronous mode with phoneme events on (REFERENCE section 8): every callback brings
+The library is driven in synchronous mode with phoneme events on (``espeak_Initialize(AUDIO_OUTPUT_SYNCHRONOUS,
+0, None, PHONEME_EVENTS)``, ``espeak_SetSynthCallback``): every callback brings
 16-bit samples and a list of events; a phoneme event (type 7) carries the phoneme mnemonic (espeak's ASCII
 phoneme names, e.g. ``p``, ``@``, ``aI``, ``_:``) and the sample index where it starts. A phoneme ends where the
 next one starts (the last one at the end of the audio). There is deliberately no fallback to parsing

@@ -11,7 +11,7 @@ import torch
 from avface.face_model import FaceModel, FaceModelData, load_face_model
 from avface.face_model.flame_loader import load_flame
 from avface.render import FaceRenderer
-from avface.render.cameras import PerspectiveCamera
+from avface.render.cameras import PerspectiveCamera, ndc_to_pixels
 from avface.synth.face import FaceSequence, Identity
 from avface.synth.scene import draw_head_silhouette
 
@@ -136,7 +136,7 @@ def render_vox(ctx: FaceContext, posed: PosedSequence, cam: np.ndarray, albedo: 
                 torch.from_numpy(sh)[None].expand(b, -1, -1), landmarks3d=lms, background=bg)
         frames.append(_to_u8(out.image))
         alphas.append(out.alpha[:, 0].numpy() > 0.5)
-        px = (out.landmarks2d.numpy() + 1.0) * np.array([w / 2.0, h / 2.0], np.float32)
+        px = ndc_to_pixels(out.landmarks2d, (h, w)).numpy()
         lm_dyn.append(px[:, :68])
         lm_sta.append(px[:, 68:])
     return VoxRender(np.concatenate(frames), np.concatenate(alphas), np.concatenate(lm_dyn).astype(np.float32),

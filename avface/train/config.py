@@ -95,7 +95,7 @@ class TrainDataConfig:
 @dataclass
 class ScalingSettings:
     """Ray Train ``ScalingConfig``. On a 2-core machine leave CPU to the loaders: ``cpus_per_worker`` 0.5
-    (REFERENCE 3: workers that reserve every CPU starve ingest). On a GPU cluster: ``use_gpu=true``,
+    (workers that reserve every CPU leave Ray Data none, and ingest hangs). On a GPU cluster: ``use_gpu=true``,
     ``num_workers`` = GPUs, ``cpus_per_worker`` = data-loader workers + 1, ``mixed_precision=true``."""
 
     num_workers: int = 1

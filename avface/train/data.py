@@ -132,7 +132,7 @@ class BatchStream(torch.utils.data.IterableDataset):
 
 def make_loader(stream: BatchStream, num_workers: int) -> torch.utils.data.DataLoader:
     """DataLoader over a :class:`BatchStream` (batches are made by the stream: ``batch_size=None``). Workers start
-    with ``forkserver`` (forking a process that holds Ray/torch threads is unsafe, REFERENCE 3)."""
+    with ``forkserver`` (forking a process that holds Ray/torch threads is unsafe)."""
     kwargs: dict[str, Any] = {}
     if num_workers > 0:
         kwargs = {"multiprocessing_context": "forkserver", "persistent_workers": False, "prefetch_factor": 2}

@@ -170,7 +170,7 @@ def run_training(cfg: TrainConfig | dict[str, Any], start_ray: bool = True) -> d
     out = Path(cfg.out).resolve()
     run_dir = out / cfg.name
 
-    # 2. tracking (created here, before any worker: REFERENCE 5) ---------------------------------------------
+    # 2. tracking (created here, before any worker: a fresh sqlite store races) ---------------------------
     uri = cfg.tracking.tracking_uri or default_tracking_uri(out)
     experiment = setup_tracking(uri, cfg.tracking.experiment)
     parent, resumed = find_or_create_run(uri, experiment, str(run_dir), cfg.name)

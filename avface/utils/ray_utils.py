@@ -10,7 +10,7 @@ import os
 
 import ray
 
-# Local clusters are started with authentication off (REFERENCE 3: a token written by one local ray.init() would
+# Local clusters are started with authentication off (a token written by one local ray.init() would
 # otherwise make a later `ray start --head` demand tokens from `ray job submit`).
 os.environ.setdefault("RAY_AUTH_MODE", "disabled")
 

@@ -2,7 +2,7 @@
 child run per stage.
 
 The driver creates (or upgrades) the store and the runs before any worker starts (MLflow 3.17 races when several
-processes create a fresh sqlite store at once, REFERENCE 5); rank 0 of each stage logs through
+processes create a fresh sqlite store at once); rank 0 of each stage logs through
 :class:`StageTracker` with the child run's id. Re-running the same run name finds the runs by their tags and
 continues them (one run per stage, however often it is resumed).
 
