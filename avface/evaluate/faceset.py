@@ -47,6 +47,7 @@ from avface.metrics import (
 )
 from avface.models.avface import AVFace
 from avface.models.outputs import AVFaceOutput
+from avface.render.cameras import ndc_to_pixels
 
 __all__ = ["OURS", "MODEL_METHODS", "BASELINE_METHODS", "FaceSetOutcome", "per_frame_batch", "evaluate_faceset"]
 
@@ -202,7 +203,7 @@ def evaluate_faceset(model: AVFace, cfg: FaceSetEvalConfig, baselines: Baselines
                 else:
                     verts, lmk2 = _baseline(model, mb, method, baselines)
                 verts, lmk2 = verts.float().cpu(), lmk2.float().cpu()
-                pred = ((lmk2.reshape(b * t, 68, 2) + 1.0) * size / 2.0).numpy()
+                pred = ndc_to_pixels(lmk2.reshape(b * t, 68, 2), size).numpy()
                 nme = np.full(b * t, np.nan)
                 nme_l = np.full(b * t, np.nan)
                 if valid.any():

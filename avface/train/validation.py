@@ -22,6 +22,7 @@ from avface.metrics.ground_truth import Baselines, flat_frames, ground_truth_ver
 from avface.metrics.landmarks import landmark_nme, lip_nme
 from avface.metrics.vertices import vertex_errors
 from avface.models.avface import AVFace
+from avface.render.cameras import ndc_to_pixels
 
 #: the errors whose mean is the selection score ``score_mm``
 SCORE_TERMS = ("v3d_mm", "lip_mm", "expression_mm")
@@ -36,9 +37,6 @@ def normal_angle_deg(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tenso
     cos = (torch.nn.functional.normalize(pred, dim=1) * target).sum(1).clamp(-1, 1)
     return torch.rad2deg(torch.acos(cos[m])).mean() if m.any() else torch.tensor(float("nan"))
 
-
-def _pixels(ndc: torch.Tensor, size: int) -> torch.Tensor:
-    return (ndc + 1.0) * size / 2.0
 
 
 @torch.no_grad()
@@ -58,7 +56,7 @@ def validate(model: AVFace, batches: list, baselines: Baselines | None = None,
         out = model(batch)
         size = batch.images.shape[-1]
         valid = flat_frames(batch.landmarks_valid).cpu().numpy()
-        pred = _pixels(flat_frames(out.landmarks2d), size).cpu().numpy()[valid]
+        pred = ndc_to_pixels(flat_frames(out.landmarks2d), size).cpu().numpy()[valid]
         gt = flat_frames(batch.landmarks).cpu().numpy()[valid]
         if len(gt):
             add("nme", landmark_nme(pred, gt))

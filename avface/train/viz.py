@@ -7,6 +7,7 @@ import numpy as np
 import torch
 
 from avface.models.avface import AVFace
+from avface.render.cameras import ndc_to_pixels
 from avface.viz.grid import make_grid
 from avface.viz.overlay import draw_landmarks
 
@@ -40,7 +41,7 @@ def validation_strip(model: AVFace, batch, frames: int = 4) -> np.ndarray:
     for t in np.linspace(0, batch.window - 1, num=min(frames, batch.window)).astype(int):
         img = batch.images[0, t]
         inp = draw_landmarks(_u8(img), batch.landmarks[0, t].cpu().numpy(), (40, 255, 40))
-        pred = ((out.landmarks2d[0, t] + 1) * size / 2).cpu().numpy()
+        pred = ndc_to_pixels(out.landmarks2d[0, t], size).cpu().numpy()
         inp = draw_landmarks(inp, pred, (255, 60, 60))
 
         row = [inp, _overlay(img, coarse, t), _overlay(img, lip, t) if lip is not None else grey]
