@@ -38,6 +38,7 @@ from avface.metrics import Baselines
 from avface.trained.checkpoints import find_latest_checkpoint, load_trained
 from avface.utils.config import dataclass_from_dict
 from avface.utils.files import atomic_path
+from avface.utils.jsonable import json_default
 from avface.utils.ray_utils import init_ray
 from avface.utils.tracking import default_tracking_uri, flatten_params, log_params, setup_tracking
 
@@ -193,6 +194,6 @@ def run_evaluate(cfg: EvaluateConfig | dict[str, Any]) -> dict[str, Any]:
         summary["nightly"] = decision.as_dict()
         summary["exit_code"] = decision.exit_code
     with atomic_path(out / "summary.json") as tmp:
-        tmp.write_text(json.dumps(summary, indent=2, default=str), encoding="utf-8")
+        tmp.write_text(json.dumps(summary, indent=2, default=json_default), encoding="utf-8")
     return summary
 

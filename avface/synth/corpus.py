@@ -31,6 +31,7 @@ from avface.synth.multiface import MultifaceJob, finish_multiface_identity, iden
 from avface.synth.vox import VoxClipJob, clip_paths, make_vox_clip, rng_for, write_meta_csv
 from avface.utils.failures import ClipFailure
 from avface.utils.files import atomic_path
+from avface.utils.jsonable import json_default
 
 __all__ = ["plan_vox", "plan_multiface", "synthesize_corpus", "run_local", "job_id", "FAILURES_FILE",
            "FAILURES_SCHEMA"]
@@ -223,5 +224,5 @@ def synthesize_corpus(cfg: SynthesizeConfig | dict, use_ray: bool = True) -> dic
     with atomic_path(out / FAILURES_FILE) as tmp:  # this run's failures: a clip that succeeded now leaves it
         pq.write_table(pa.Table.from_pylist(summary["failures"], schema=FAILURES_SCHEMA), tmp)
     with atomic_path(out / "synth_summary.json") as tmp:
-        tmp.write_text(json.dumps(summary, indent=2, default=str))
+        tmp.write_text(json.dumps(summary, indent=2, default=json_default))
     return summary

@@ -27,6 +27,7 @@ from avface.train.loop import stage_worker
 from avface.trained.checkpoints import FINAL_FILE, check_compatible, read_checkpoint
 from avface.trained.contract import contract_from_summary
 from avface.utils.files import atomic_path
+from avface.utils.jsonable import json_default
 from avface.utils.ray_utils import init_ray
 from avface.utils.tracking import (
     default_tracking_uri,
@@ -229,5 +230,5 @@ def run_training(cfg: TrainConfig | dict[str, Any], start_ray: bool = True) -> d
               "registered": f"models:/{cfg.tracking.registered_model}/{version}" if version else None}
     run_dir.mkdir(parents=True, exist_ok=True)
     with atomic_path(run_dir / "summary.json") as tmp:
-        tmp.write_text(json.dumps(result, indent=2, default=str))
+        tmp.write_text(json.dumps(result, indent=2, default=json_default))
     return result
