@@ -25,7 +25,8 @@ from avface.face_model.lbs import batch_rodrigues
 from avface.inference import NoFaceError, ReconstructConfig, Reconstructor, load_reconstruction
 from avface.inference.export import export_all, write_glb
 from avface.inference.reconstruct import interpolate_to_times
-from avface.io.media import read_audio, write_mp4
+from avface.io.media import write_mp4
+from avface.io.video import read_audio
 from avface.models import AVFaceConfig
 from avface.models.avface import AVFace
 from avface.train.checkpoints import save_checkpoint
