@@ -108,6 +108,23 @@ def test_reconstruct_with_audio(recon, clips, face_model):
     assert rec.meta["stages"] == ["coarse", "lip", "detail"]
 
 
+def test_each_pass_opens_the_input_once(recon, clips, monkeypatch):
+    """Pass 1 (checks, frame times, audio), pass 2 (landmarks), pass 3 (the model): three opens of the file, the
+    real decoding behind each (a counting pass-through of PyAV's open)."""
+    d, _ = clips
+    opened: list[str] = []
+    real_open = av.open
+
+    def counting_open(file, *args, **kwargs):
+        opened.append(str(file))
+        return real_open(file, *args, **kwargs)
+
+    monkeypatch.setattr(av, "open", counting_open)
+    rec = recon.run(d / "talk.mp4")
+    assert rec.face_detected.all() and rec.audio_valid.all()
+    assert opened == [str(d / "talk.mp4")] * 3
+
+
 def test_no_audio_is_video_only_mode(recon, clips, caplog):
     d, _ = clips
     with caplog.at_level(logging.WARNING):
