@@ -53,7 +53,8 @@ def _decode_reader(videos: list[Path]) -> tuple[int, float]:
     n = 0
     for v in videos:
         scan = scan_video(v, threads=1)
-        scan.audio.close()
+        if scan.audio is not None:  # (clips with a separate .m4a have no audio stream)
+            scan.audio.close()
         n += sum(1 for _ in iter_frames(scan.info, threads=1))
     return n, time.perf_counter() - t0
 

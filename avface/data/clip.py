@@ -44,6 +44,7 @@ from avface.io.video import (
     InputError,
     InputLimits,
     VideoInfo,
+    VideoScan,
     iter_model_frames,
     model_timeline,
     resize_frames,
@@ -253,7 +254,7 @@ class OpenVideo:
 def open_video(row: dict[str, Any], cfg: PreprocessConfig) -> OpenVideo:
     """``decode_video``'s first pass (frame times, the video's own audio) and the ``validate`` checks that need the
     decoded stream (frame size, frame rate, length)."""
-    v, s = cfg.video, cfg.shards
+    v = cfg.video
     limits = InputLimits(max_width=v.max_width, max_height=v.max_height, min_fps=v.min_fps, max_fps=v.max_fps,
                          min_frames=1)
     with stage("decode_video"):  # any other reader error is a property of the file
@@ -262,29 +263,36 @@ def open_video(row: dict[str, Any], cfg: PreprocessConfig) -> OpenVideo:
                               sample_rate=cfg.audio.sample_rate, threads=v.decode_threads)
         except InputError as e:
             raise ClipFailure("validate" if e.limit else "decode_video", e.problem) from e
-    times = scan.times
+    try:
+        return _timeline(scan, cfg)
+    except BaseException:
+        if scan.audio is not None:
+            scan.audio.close()
+        raise
+
+
+def _timeline(scan: VideoScan, cfg: PreprocessConfig) -> OpenVideo:
+    """The clip's model timeline and windows; a truncated file keeps the frames its container lists (the missing
+    ones filled, at most ``MAX_FILLED_FRAMES`` of those the windows need)."""
+    v, s = cfg.video, cfg.shards
+    times, decoded = scan.times, len(scan.times)
     listed = scan.info.num_frames or 0
-    if listed > len(times):  # truncated: the listed frames the reader lost keep their place on the timeline
-        dt = float(np.median(np.diff(times))) if len(times) > 1 else 1.0 / scan.info.fps
-        times = np.concatenate([times, times[-1] + dt * np.arange(1, listed - len(times) + 1)])
+    if listed > decoded:
+        dt = float(np.median(np.diff(times))) if decoded > 1 else 1.0 / scan.info.fps
+        times = np.concatenate([times, times[-1] + dt * np.arange(1, listed - decoded + 1)])
     _, indices = model_timeline(times, v.fps)
     n = len(indices)
     starts = window_starts(n, s.window, s.stride)
     if not starts:
-        if scan.audio is not None:
-            scan.audio.close()
         raise ClipFailure("validate", f"too short: {n} frames at {v.fps:g} fps < one window of {s.window}")
-    video = OpenVideo(scan.info, indices, len(scan.times), starts, scan.audio)
     needed = {int(i) for st in starts for i in indices[st:st + s.window]}
-    missing = sorted(i for i in needed if i >= video.decoded)
-    if missing and len(missing) > MAX_FILLED_FRAMES:
-        if scan.audio is not None:
-            scan.audio.close()
+    missing = [i for i in needed if i >= decoded]
+    if len(missing) > MAX_FILLED_FRAMES:
         raise ClipFailure(
             "decode_video",
-            f"PyAV decoded {video.decoded} frames of the {listed} the container lists: {len(missing)} of the "
+            f"PyAV decoded {decoded} frames of the {listed} the container lists: {len(missing)} of the "
             f"{len(needed)} needed source frames are missing (at most {MAX_FILLED_FRAMES} are filled)")
-    return video
+    return OpenVideo(scan.info, indices, decoded, starts, scan.audio)
 
 
 def decode_audio(row: dict[str, Any], cfg: PreprocessConfig, video: OpenVideo, num_frames: int) -> np.ndarray:
