@@ -27,7 +27,7 @@ import logging
 import math
 import os
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -399,10 +399,9 @@ def _first_frame(info: VideoInfo, frame, tag_rot: int, limits: InputLimits) -> N
 
 
 # ------------------------------------------------------------------------------------------------ pass 2: frames
-def iter_frames(info: VideoInfo, threads: int | None = None) -> Iterator[tuple[int, float, np.ndarray]]:
-    """Yield ``(index, time_s, frame (H, W, 3) u8 RGB upright)`` for every decodable frame of ``info.path``, times
-    relative to the first frame and strictly increasing (as :func:`scan_video`'s). A decoding error after some
-    frames (truncated file) ends the stream with a warning; the caller judges whether enough frames came."""
+def _decoded_frames(info: VideoInfo, threads: int | None) -> Iterator[tuple[int, float, Callable[[], np.ndarray]]]:
+    """``(index, time_s, to_rgb)`` of every decodable frame; ``to_rgb()`` converts it (upright ``(H, W, 3)`` u8 RGB),
+    so a caller pays the conversion only for the frames it uses."""
     path = Path(info.path)
     with _open(path) as c:
         s = c.streams.video[0]
@@ -430,9 +429,17 @@ def iter_frames(info: VideoInfo, threads: int | None = None) -> Iterator[tuple[i
             t = float(t) - (t0 or 0.0)
             t = max(t, prev + 1e-6) if prev > -math.inf else t
             prev = t
-            img = rgb.reformat(frame, format="rgb24").to_ndarray()
-            yield i, t, upright(img, _frame_rotation(frame, tag_rot))
+            yield i, t, lambda f=frame: upright(rgb.reformat(f, format="rgb24").to_ndarray(),
+                                                _frame_rotation(f, tag_rot))
             i += 1
+
+
+def iter_frames(info: VideoInfo, threads: int | None = None) -> Iterator[tuple[int, float, np.ndarray]]:
+    """Yield ``(index, time_s, frame (H, W, 3) u8 RGB upright)`` for every decodable frame of ``info.path``, times
+    relative to the first frame and strictly increasing (as :func:`scan_video`'s). A decoding error after some
+    frames (truncated file) ends the stream with a warning; the caller judges whether enough frames came."""
+    for i, t, to_rgb in _decoded_frames(info, threads):
+        yield i, t, to_rgb()
 
 
 def model_timeline(times: np.ndarray, fps: float = MODEL_FPS) -> tuple[np.ndarray, np.ndarray]:
@@ -460,20 +467,24 @@ def model_timeline(times: np.ndarray, fps: float = MODEL_FPS) -> tuple[np.ndarra
 def iter_model_frames(info: VideoInfo, source_index: np.ndarray,
                       threads: int | None = None) -> Iterator[tuple[int, np.ndarray]]:
     """Yield ``(k, frame)`` for every model frame ``k`` (``source_index (M,)`` from :func:`model_timeline`),
-    decoding the video once; a source frame used by several model frames (input slower than the model's rate) is
-    yielded for each. Source frames past the last decodable one (a truncated file) repeat the last decoded frame."""
+    decoding the video once and converting only the source frames it uses (a 60 fps input: 5 in 12); a source frame
+    used by several model frames (input slower than the model's rate) is yielded for each. Source frames past the
+    last decodable one (a truncated file) repeat the last decoded frame."""
     k, m = 0, len(source_index)
-    last = None
-    for i, _, img in iter_frames(info, threads):
-        last = img
+    last_rgb = None  # the last decoded frame's conversion (source frames no model frame takes are not converted)
+    for i, _, to_rgb in _decoded_frames(info, threads):
+        last_rgb, img = to_rgb, None
         while k < m and source_index[k] == i:
+            img = to_rgb() if img is None else img
             yield k, img
             k += 1
         if k >= m:
             return
-    while k < m and last is not None:
-        yield k, last
-        k += 1
+    if k < m and last_rgb is not None:
+        img = last_rgb()
+        while k < m:
+            yield k, img
+            k += 1
 
 
 def resize_frames(frames: np.ndarray, width: int, height: int) -> np.ndarray:
