@@ -22,8 +22,8 @@ from avface.inference.checkpoint import CheckpointNotFoundError
 from avface.inference.export import EXPORT_KINDS, export_all
 from avface.inference.reconstruct import STAGES, ReconstructConfig, Reconstructor, summary_lines
 from avface.inference.tracking import NoFaceError
-from avface.inference.video import InputError
 from avface.io.media import MediaError
+from avface.io.video import InputError
 
 log = logging.getLogger("avface")
 

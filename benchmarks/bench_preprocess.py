@@ -4,7 +4,9 @@
 
 Builds a synthetic VoxCeleb2-layout tree (224x224 25 fps H.264 + AAC, like VoxCeleb2), then measures
 
-* decode-only: decord ``VideoReader.get_batch`` of every frame of every clip, one process (1 core);
+* decode-only: what preprocessing decodes, with the project's reader (:mod:`avface.io.video`, one decoder
+  thread): the scan (frame times + audio) and every frame as upright RGB, one process (1 core); for comparison
+  decord's ``VideoReader.get_batch`` of every frame (video only), where decord is installed;
 * pipeline: ``run_preprocess`` (decode, resample, audio decode + features, landmarks, JPEG strips, tar writing)
   with a local Ray of 1 and of 2 CPUs (one shard task per CPU). Per core = frames / sum of the shard tasks'
   seconds (each task holds one core); wall = frames / wall time of the job with the manifest already built.
@@ -43,6 +45,33 @@ def _remote_warm():
 _warm = None
 
 
+def _decode_reader(videos: list[Path]) -> tuple[int, float]:
+    """Frames and seconds of preprocessing's decoding: the reader's scan (with audio) and frame pass."""
+    from avface.io.video import iter_frames, scan_video
+
+    t0 = time.perf_counter()
+    n = 0
+    for v in videos:
+        scan = scan_video(v, threads=1)
+        if scan.audio is not None:  # (clips with a separate .m4a have no audio stream)
+            scan.audio.close()
+        n += sum(1 for _ in iter_frames(scan.info, threads=1))
+    return n, time.perf_counter() - t0
+
+
+def _decode_decord(videos: list[Path]) -> float | None:
+    """Seconds of decord decoding every frame (video only), None without decord."""
+    try:
+        import decord
+    except ImportError:
+        return None
+    t0 = time.perf_counter()
+    for v in videos:
+        vr = decord.VideoReader(str(v), num_threads=1)
+        vr.get_batch(list(range(len(vr)))).asnumpy()
+    return time.perf_counter() - t0
+
+
 def main() -> None:
     global _warm
     ap = argparse.ArgumentParser()
@@ -53,7 +82,6 @@ def main() -> None:
     ap.add_argument("--keep", action="store_true")
     args = ap.parse_args()
 
-    import decord
     import ray
 
     _warm = _remote_warm()
@@ -67,12 +95,8 @@ def main() -> None:
         root = make_tiny_voxceleb2(work / "vox", size=args.size, seconds=args.seconds, bad=False, n_good=args.clips)
         videos = sorted((root / "dev" / "mp4").rglob("*.mp4"))
 
-        t0 = time.perf_counter()
-        n_decoded = 0
-        for v in videos:
-            vr = decord.VideoReader(str(v), num_threads=1)
-            n_decoded += len(vr.get_batch(list(range(len(vr)))).asnumpy())
-        decode_s = time.perf_counter() - t0
+        n_decoded, decode_s = _decode_reader(videos)
+        decord_s = _decode_decord(videos)
 
         rows = []
         manifest = None
@@ -92,7 +116,7 @@ def main() -> None:
             from avface.utils.ray_utils import init_ray
 
             init_ray(num_cpus=workers)
-            # warm the worker processes (imports of torch/torchaudio/decord/cv2 take seconds, once per process)
+            # warm the worker processes (imports of torch/torchaudio/av/cv2 take seconds, once per process)
             ray.get([_warm.options(num_cpus=1).remote() for _ in range(workers)])
             t0 = time.perf_counter()
             summary = run_preprocess(cfg, init_ray=False)
@@ -112,6 +136,8 @@ def main() -> None:
     print(f"\n{len(videos)} clips x {args.seconds:g} s, {args.size}x{args.size}, audio={args.audio}")
     print(f"{'stage':<28}{'frames':>8}{'seconds':>10}{'frames/s':>10}")
     print(f"{'decode-only (1 core)':<28}{n_decoded:>8}{decode_s:>10.2f}{dec_fps:>10.1f}")
+    if decord_s is not None:
+        print(f"{'decode-only, decord':<28}{n_decoded:>8}{decord_s:>10.2f}{n_decoded / decord_s:>10.1f}")
     for r in rows:
         print(f"{'pipeline per core, ' + str(r['workers']) + ' worker(s)':<28}{r['frames']:>8}{r['task_s']:>10.2f}"
               f"{r['per_core']:>10.1f}")

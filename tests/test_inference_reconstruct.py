@@ -25,7 +25,8 @@ from avface.face_model.lbs import batch_rodrigues
 from avface.inference import NoFaceError, ReconstructConfig, Reconstructor, load_reconstruction
 from avface.inference.export import export_all, write_glb
 from avface.inference.reconstruct import interpolate_to_times
-from avface.io.media import read_audio, write_mp4
+from avface.io.media import write_mp4
+from avface.io.video import read_audio
 from avface.models import AVFaceConfig
 from avface.models.avface import AVFace
 from avface.trained.checkpoints import save_checkpoint
@@ -105,6 +106,23 @@ def test_reconstruct_with_audio(recon, clips, face_model):
     # the astronaut face spans ~92 px (x 179..271 of the image): side = crop_scale x landmark extent
     assert np.ptp(cx) > 15 and 80 < side.mean() / recon.crop_scale < 105
     assert rec.meta["stages"] == ["coarse", "lip", "detail"]
+
+
+def test_each_pass_opens_the_input_once(recon, clips, monkeypatch):
+    """Pass 1 (checks, frame times, audio), pass 2 (landmarks), pass 3 (the model): three opens of the file, the
+    real decoding behind each (a counting pass-through of PyAV's open)."""
+    d, _ = clips
+    opened: list[str] = []
+    real_open = av.open
+
+    def counting_open(file, *args, **kwargs):
+        opened.append(str(file))
+        return real_open(file, *args, **kwargs)
+
+    monkeypatch.setattr(av, "open", counting_open)
+    rec = recon.run(d / "talk.mp4")
+    assert rec.face_detected.all() and rec.audio_valid.all()
+    assert opened == [str(d / "talk.mp4")] * 3
 
 
 def test_no_audio_is_video_only_mode(recon, clips, caplog):

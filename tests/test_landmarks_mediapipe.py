@@ -105,7 +105,8 @@ def test_blank_frame_is_marked_not_dropped(detector):
 
 
 def test_mp4_frames(side_python, tmp_path):
-    from avface.io.media import read_video, write_mp4
+    from avface.io.media import write_mp4
+    from avface.io.video import read_video
 
     shifts = [(int(round(4 * np.sin(i / 3))), int(round(2 * np.cos(i / 4)))) for i in range(12)]
     audio = (0.1 * np.sin(2 * np.pi * 220 * np.arange(16000 * 12 // 25) / 16000)).astype(np.float32)

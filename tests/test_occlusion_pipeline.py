@@ -40,7 +40,8 @@ def test_command_demo_writes_outputs(tmp_path: Path):
 
 
 def test_command_mp4_input_with_boxes(tmp_path: Path):
-    from avface.io.media import read_video, write_mp4
+    from avface.io.media import write_mp4
+    from avface.io.video import read_video
 
     frames, boxes = astronaut_sequence(6, 128, seed=0)
     write_mp4(tmp_path / "in.mp4", frames, fps=25)

@@ -7,12 +7,13 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from avface.data.clip import resample_indices, window_starts
+from avface.data.clip import window_starts
 from avface.data.config import PreprocessConfig
 from avface.data.discovery import MANIFEST_SCHEMA
 from avface.data.sample import decode_sample, encode_sample, sample_key, sanitize
 from avface.data.shards import DeterministicTarWriter, plan_shards
 from avface.data.testing import synthetic_frames
+from avface.io.video import model_timeline
 
 
 def _sample(rng, fmt="jpg", t=4, size=32, extras=True):
@@ -84,9 +85,11 @@ def test_tar_is_deterministic_and_readable_by_webdataset(tmp_path, rng):
 
 
 def test_resample_and_windows():
-    np.testing.assert_array_equal(resample_indices(30, 30.0, 25.0), np.round(np.arange(25) * 1.2).astype(int))
-    assert len(resample_indices(48, 30.0, 25.0)) == 40
-    np.testing.assert_array_equal(resample_indices(10, 25.0, 25.0), np.arange(10))
+    # preprocessing's timeline is the reader's (avface.io.video.model_timeline): nearest source frame in time
+    np.testing.assert_array_equal(model_timeline(np.arange(30) / 30.0, 25.0)[1],
+                                  np.round(np.arange(25) * 1.2).astype(int))
+    assert len(model_timeline(np.arange(48) / 30.0, 25.0)[1]) == 40
+    np.testing.assert_array_equal(model_timeline(np.arange(10) / 25.0, 25.0)[1], np.arange(10))
     assert window_starts(40, 16, 16) == [0, 16]
     assert window_starts(15, 16, 16) == []
     assert window_starts(20, 16, 2) == [0, 2, 4]

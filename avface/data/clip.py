@@ -5,14 +5,16 @@ shard records it and moves on):
 
 ``validate``   probe results: unreadable / non-video file, zero length, huge resolution (> video.max_width x
                max_height), frame rate outside [min_fps, max_fps], longer than max_seconds, no audio stream
-``decode_video`` decord ``VideoReader``; frames resampled to ``video.fps`` (25) by nearest-frame index selection:
-               output frame i <- source frame ``round(i * src_fps / fps)``; ``floor(n_src * fps / src_fps)``
-               output frames; fewer than one window (16) -> ``too short``. If decord cannot decode a batch, PyAV
-               decodes the file sequentially; when that yields fewer frames than the container says (truncated
-               file), up to ``MAX_FILLED_FRAMES`` (2) missing needed source frames are filled with the nearest
+``decode_video`` the project's reader (:mod:`avface.io.video`, as inference reads a video): one pass for the frame
+               times (and the video's own audio), one streaming pass for the frames, upright (rotation metadata
+               applied); frames on the ``video.fps`` (25) timeline of :func:`avface.io.video.model_timeline`
+               (nearest source frame in time); fewer than one window (16) -> ``too short``. When the reader
+               decodes fewer frames than the container lists (truncated file), the timeline keeps the listed
+               frames and up to ``MAX_FILLED_FRAMES`` (2) missing needed source frames are filled with the last
                decoded frame and marked (``meta.frames_filled`` = their positions in the window, and
                ``landmarks_valid`` False there); more missing -> the clip fails (``decode_video``)
-``decode_audio`` 16 kHz mono (PyAV resampler), cut or zero-padded to ``num_frames * 16000 / fps`` samples
+``decode_audio`` 16 kHz mono on the video's clock (a late-starting audio stream is preceded by silence), cut or
+               zero-padded to ``num_frames * 16000 / fps`` samples
 ``audio_features`` :func:`avface.audio.extract_audio_features` over the whole clip, then cut per window
 ``landmarks``  synthetic sidecar ``landmarks2d`` (indexed by the same source frames) when it exists, else the
                configured detector (MediaPipe, optional); frames without a face are marked invalid, never dropped
@@ -27,17 +29,27 @@ failures table).
 from __future__ import annotations
 
 import zlib
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
 import cv2
-import decord
 import numpy as np
 
 from avface.audio import extract_audio_features
 from avface.data.config import PreprocessConfig
 from avface.data.sample import encode_sample, sample_key
-from avface.io.media import iter_video, read_audio
+from avface.io.video import (
+    AudioTrack,
+    InputError,
+    InputLimits,
+    VideoInfo,
+    VideoScan,
+    iter_model_frames,
+    model_timeline,
+    resize_frames,
+    scan_video,
+)
 from avface.landmarks.crop import crop_resize
 from avface.landmarks.factory import shared_detector
 from avface.utils.boxes import boxes_from_landmarks
@@ -45,18 +57,9 @@ from avface.utils.failures import ClipFailure, stage
 from avface.utils.jsonable import to_jsonable
 from occlusion_synth import OcclusionConfig, occlude_sequence
 
-#: Needed source frames that PyAV may miss (truncated file after decord failed) before the clip is a failure; the
-#: ones filled are marked in the sample (``meta.frames_filled``, ``landmarks_valid`` False).
+#: Needed source frames that the reader may miss (truncated file) before the clip is a failure; the ones filled are
+#: marked in the sample (``meta.frames_filled``, ``landmarks_valid`` False).
 MAX_FILLED_FRAMES = 2
-
-
-def resample_indices(n_src: int, src_fps: float, fps: float) -> np.ndarray:
-    """Source frame index of each output frame (nearest frame in time), ``(n_out,)`` int64."""
-    n_out = int(np.floor(n_src * fps / src_fps + 1e-6))
-    if n_src > 0:
-        n_out = max(n_out, 1)
-    idx = np.round(np.arange(n_out) * (src_fps / fps)).astype(np.int64)
-    return np.clip(idx, 0, max(n_src - 1, 0))
 
 
 def window_starts(num_frames: int, window: int, stride: int) -> list[int]:
@@ -127,14 +130,6 @@ def _load_sidecar(path: str) -> dict[str, np.ndarray]:
         return {k: z[k] for k in z.files}
 
 
-def _resize(frames: np.ndarray, size: int) -> np.ndarray:
-    t, h, w, _ = frames.shape
-    if (h, w) == (size, size):
-        return frames
-    interp = cv2.INTER_AREA if size < min(h, w) else cv2.INTER_LINEAR
-    return np.stack([cv2.resize(f, (size, size), interpolation=interp) for f in frames])
-
-
 def frame_maps(maps: np.ndarray, size: int, crop_box: list | None, interpolation: int) -> np.ndarray:
     """Per-frame maps of the source frames (occlusion masks ``(T, H, W)``, normals ``(T, H, W, 3)``) -> the stored
     frames' pixels ``(T, size, size[, 3])`` float32: the same landmark crop as the frames (``crop_box`` ``(T, 4)``,
@@ -155,7 +150,7 @@ def process_clip(row: dict[str, Any], cfg: PreprocessConfig, out_split: str, occ
     v, s = cfg.video, cfg.shards
     video = open_video(row, cfg)
     n = len(video.indices)
-    audio = decode_audio(row, cfg, n)
+    audio = decode_audio(row, cfg, video, n)
     feats = clip_audio_features(audio, n, cfg)
     gt = load_ground_truth(row)
     gt_lm = gt.get("landmarks2d") if cfg.landmarks.use_ground_truth else None
@@ -163,7 +158,6 @@ def process_clip(row: dict[str, Any], cfg: PreprocessConfig, out_split: str, occ
     if gt_lm is None:
         resources.detector.reset()
 
-    source = _FrameSource(video.reader, row["video_path"], video.indices)
     normals_source = _normals_source(cfg, gt, resources)
     size = v.image_size
     samples: list[dict[str, Any]] = []
@@ -177,10 +171,9 @@ def process_clip(row: dict[str, Any], cfg: PreprocessConfig, out_split: str, occ
         "txt_reference": row.get("txt_reference"), "txt_offset": row.get("txt_offset"),
         "txt_conf": row.get("txt_conf"),
     }
-    for start in video.starts:
+    for start, raw in window_frames(video, s.window, v.decode_threads):
         src_idx = video.indices[start:start + s.window]
-        raw = window_frames(source, src_idx)
-        filled = source.filled(src_idx)  # frames that are copies of a neighbour (truncated file): no landmarks
+        filled = src_idx >= video.decoded  # copies of the last decoded frame (truncated file): no landmarks
         th, tw = raw.shape[1:3]
         lm, valid = window_landmarks(raw, src_idx, gt_lm, resources.detector)
         valid = valid & ~filled  # (their landmarks are zeroed below with the other invalid frames)
@@ -188,7 +181,7 @@ def process_clip(row: dict[str, Any], cfg: PreprocessConfig, out_split: str, occ
         occ_mask = window_occlusion_mask(gt, src_idx, size, crop_box)
         normals = _normals(normals_source, gt, src_idx, frames, size, crop_box, resources)
         targets = window_targets(gt, src_idx, crop_box, (th, tw)) if cfg.data.carry_ground_truth else None
-        meta = {**base_meta, "decoder": source.decoder, "start": int(start), "source_indices": src_idx.tolist(),
+        meta = {**base_meta, "decoder": "pyav", "start": int(start), "source_indices": src_idx.tolist(),
                 "source_size": [tw, th],
                 "occluded": False, "crop_boxes": crop_box}
         if targets is not None:
@@ -202,7 +195,7 @@ def process_clip(row: dict[str, Any], cfg: PreprocessConfig, out_split: str, occ
         if start in occluded_starts:
             occ_samples.append(_occluded(out_split, row, start, frames, feats[start:start + s.window], lm_out, valid,
                                          meta, normals, cfg, targets))
-    del video, source
+    del video
     return samples + occ_samples
 
 
@@ -244,43 +237,79 @@ def window_targets(gt: dict[str, np.ndarray], src_idx: np.ndarray, crop_box: lis
 
 @dataclass
 class OpenVideo:
-    """A decodable clip: its decord reader, decoded frame rate, source frame of each output frame (``(n,)``) and
-    the window starts."""
+    """A decodable clip: its facts (upright size, rotation), the source frame of each model frame ``(n,)`` i64, how
+    many source frames the reader decoded (source frames from there on are missing: a truncated file), the window
+    starts, and its own audio on its clock (None when the clip's audio is a separate file)."""
 
-    reader: Any
-    src_fps: float
+    info: VideoInfo
     indices: np.ndarray
+    decoded: int
     starts: list[int]
+    audio: AudioTrack | None
+
+    @property
+    def src_fps(self) -> float:
+        return self.info.fps
 
 
 def open_video(row: dict[str, Any], cfg: PreprocessConfig) -> OpenVideo:
-    """``decode_video`` (open, frame count, frame rate) and the ``validate`` checks that need the decoded stream."""
+    """``decode_video``'s first pass (frame times, the video's own audio) and the ``validate`` checks that need the
+    decoded stream (frame size, frame rate, length)."""
+    v = cfg.video
+    limits = InputLimits(max_width=v.max_width, max_height=v.max_height, min_fps=v.min_fps, max_fps=v.max_fps,
+                         min_frames=1)
+    with stage("decode_video"):  # any other reader error is a property of the file
+        try:
+            scan = scan_video(row["video_path"], limits, audio=not row.get("audio_path"),
+                              sample_rate=cfg.audio.sample_rate, threads=v.decode_threads)
+        except InputError as e:
+            raise ClipFailure("validate" if e.limit else "decode_video", e.problem) from e
+    try:
+        return _timeline(scan, cfg)
+    except BaseException:
+        if scan.audio is not None:
+            scan.audio.close()
+        raise
+
+
+def _timeline(scan: VideoScan, cfg: PreprocessConfig) -> OpenVideo:
+    """The clip's model timeline and windows; a truncated file keeps the frames its container lists (the missing
+    ones filled, at most ``MAX_FILLED_FRAMES`` of those the windows need)."""
     v, s = cfg.video, cfg.shards
-    with stage("decode_video"):  # any decoder error is a property of the file
-        vr = decord.VideoReader(row["video_path"], ctx=decord.cpu(0), num_threads=v.decode_threads)
-        n_src = len(vr)
-        src_fps = float(vr.get_avg_fps()) or float(row["fps"])
-    if n_src <= 0:
-        raise ClipFailure("decode_video", "no frames")
-    if not (v.min_fps <= src_fps <= v.max_fps):
-        raise ClipFailure("validate", f"decoded frame rate {src_fps} outside [{v.min_fps}, {v.max_fps}]")
-    indices = resample_indices(n_src, src_fps, v.fps)
+    times, decoded = scan.times, len(scan.times)
+    listed = scan.info.num_frames or 0
+    if listed > decoded:
+        dt = float(np.median(np.diff(times))) if decoded > 1 else 1.0 / scan.info.fps
+        times = np.concatenate([times, times[-1] + dt * np.arange(1, listed - decoded + 1)])
+    _, indices = model_timeline(times, v.fps)
     n = len(indices)
     starts = window_starts(n, s.window, s.stride)
     if not starts:
         raise ClipFailure("validate", f"too short: {n} frames at {v.fps:g} fps < one window of {s.window}")
-    return OpenVideo(vr, src_fps, indices, starts)
+    needed = {int(i) for st in starts for i in indices[st:st + s.window]}
+    missing = [i for i in needed if i >= decoded]
+    if len(missing) > MAX_FILLED_FRAMES:
+        raise ClipFailure(
+            "decode_video",
+            f"PyAV decoded {decoded} frames of the {listed} the container lists: {len(missing)} of the "
+            f"{len(needed)} needed source frames are missing (at most {MAX_FILLED_FRAMES} are filled)")
+    return OpenVideo(scan.info, indices, decoded, starts, scan.audio)
 
 
-def decode_audio(row: dict[str, Any], cfg: PreprocessConfig, num_frames: int) -> np.ndarray:
-    """``decode_audio``: mono at ``audio.sample_rate``, cut or zero-padded to ``num_frames`` video frames, ``(N,)``
-    f32."""
+def decode_audio(row: dict[str, Any], cfg: PreprocessConfig, video: OpenVideo, num_frames: int) -> np.ndarray:
+    """``decode_audio``: mono at ``audio.sample_rate`` from video time 0 (the video's own audio on its clock, or a
+    separate file from its first sample), cut or zero-padded to ``num_frames`` video frames, ``(N,)`` f32."""
+    track = video.audio
     with stage("decode_audio"):
-        audio = read_audio(row.get("audio_path") or row["video_path"], cfg.audio.sample_rate)
-    if audio.size == 0:
-        raise ClipFailure("decode_audio", "empty audio stream")
-    need = int(round(num_frames * cfg.audio.sample_rate / cfg.video.fps))
-    return np.pad(audio[:need], (0, max(0, need - len(audio)))).astype(np.float32)
+        if row.get("audio_path"):
+            track = AudioTrack.from_file(row["audio_path"], cfg.audio.sample_rate)
+        elif track is None:
+            raise ClipFailure("decode_audio", "no audio stream")
+    with track:
+        if track.num_samples == 0:
+            raise ClipFailure("decode_audio", "empty audio stream")
+        need = int(round(num_frames * cfg.audio.sample_rate / cfg.video.fps))
+        return track.window(0.0, need)
 
 
 def clip_audio_features(audio: np.ndarray, n: int, cfg: PreprocessConfig) -> np.ndarray:
@@ -299,10 +328,26 @@ def load_ground_truth(row: dict[str, Any]) -> dict[str, np.ndarray]:
         return _load_sidecar(row["gt_path"])
 
 
-def window_frames(source: _FrameSource, src_idx: np.ndarray) -> np.ndarray:
-    """``decode_video`` of one window: ``(T, H, W, 3)`` u8 source frames."""
-    with stage("decode_video", context=f"frames {src_idx[0]}..{src_idx[-1]}"):
-        return source.get(src_idx)
+def window_frames(video: OpenVideo, window: int, threads: int | None = None) -> Iterator[tuple[int, np.ndarray]]:
+    """``decode_video``'s second pass: ``(start, frames (window, H, W, 3) u8)`` of every window, upright, decoding
+    the clip once and holding at most the frames of the windows in progress."""
+    starts = video.starts
+    frames = iter_model_frames(video.info, video.indices[:starts[-1] + window], threads)
+    held: dict[int, np.ndarray] = {}
+    w = 0  # next window to complete
+    while w < len(starts):
+        with stage("decode_video"):
+            item = next(frames, None)
+        if item is None:  # pragma: no cover - iter_model_frames yields every model frame asked for
+            raise ClipFailure("decode_video", f"{video.info.path}: the frames ended before window {starts[w]}")
+        k, img = item
+        if k >= starts[w]:
+            held[k] = img
+        while w < len(starts) and k == starts[w] + window - 1:
+            yield starts[w], np.stack([held[j] for j in range(starts[w], starts[w] + window)])
+            w += 1
+            first = starts[w] if w < len(starts) else k + 1
+            held = {j: f for j, f in held.items() if j >= first}
 
 
 def window_landmarks(raw: np.ndarray, src_idx: np.ndarray, gt_lm: np.ndarray | None,
@@ -338,7 +383,7 @@ def crop_window(raw: np.ndarray, lm: np.ndarray, valid: np.ndarray,
         frames = np.stack(frames)
         crop_box = boxes.tolist()
     elif v.crop == "none":
-        frames = _resize(raw, size)
+        frames = resize_frames(raw, size, size)
         lm_out = lm * np.array([size / tw, size / th], np.float32)
     else:
         raise ValueError(f"video.crop must be none or landmarks, got {v.crop!r}")
@@ -359,61 +404,6 @@ def window_occlusion_mask(gt: dict[str, np.ndarray], src_idx: np.ndarray, size: 
     mm = np.zeros((len(src_idx), *m.shape[1:]), np.float32)
     mm[ok] = m[src_idx[ok]].astype(np.float32) * scale
     return frame_maps(mm, size, crop_box, cv2.INTER_LINEAR)
-
-
-class _FrameSource:
-    """decord batches; if decord fails on a file (seen: some frame sizes below 64 px, a truncated last packet), PyAV
-    decodes the frames the clip needs once, sequentially (memory bounded by ``video.max_seconds``).
-
-    A truncated file gives PyAV fewer frames than the container (and decord) report: needed frames past the last
-    decoded one are filled with the nearest decoded frame and reported by :meth:`filled`, or, when more than
-    ``MAX_FILLED_FRAMES`` are missing, the clip fails (``decode_video``)."""
-
-    def __init__(self, vr, path: str, indices: np.ndarray):
-        self.vr, self.path, self.needed = vr, path, set(indices.tolist())
-        self.decoder = "decord"
-        self.cache: dict[int, np.ndarray] | None = None
-        self.missing: set[int] = set()
-
-    def get(self, idx: np.ndarray) -> np.ndarray:
-        if self.cache is None:
-            try:
-                return self.vr.get_batch(idx.tolist()).asnumpy()
-            except Exception as e:  # noqa: BLE001 - fall back to PyAV below
-                self._decode_pyav(f"{type(e).__name__}: {str(e)[-300:]}")
-        have = np.array(sorted(self.cache))
-        out = []
-        for i in idx.tolist():
-            if i not in self.cache:  # nearest decoded frame (the last one, for a truncated file)
-                i = int(have[np.argmin(np.abs(have - i))])
-            out.append(self.cache[i])
-        return np.stack(out)
-
-    def filled(self, idx: np.ndarray) -> np.ndarray:
-        """``(len(idx),)`` bool: True where :meth:`get` returned a copy of another frame."""
-        return np.array([int(i) in self.missing for i in idx], bool)
-
-    def _decode_pyav(self, decord_error: str) -> None:
-        self.decoder = "pyav"
-        self.cache = {}
-        last = max(self.needed)
-        n = 0
-        pyav_error = ""
-        try:
-            for i, frame in enumerate(iter_video(self.path)):
-                n = i + 1
-                if i in self.needed:
-                    self.cache[i] = frame
-                if i >= last:
-                    break
-        except Exception as e:  # noqa: BLE001 - keep what was decoded; the missing frames are judged below
-            pyav_error = f"; PyAV stopped with {type(e).__name__}: {str(e)[-300:]}"
-        self.missing = self.needed - set(self.cache)
-        if not self.cache or len(self.missing) > MAX_FILLED_FRAMES:
-            raise ClipFailure(
-                "decode_video",
-                f"decord failed ({decord_error}); PyAV decoded {n} frames{pyav_error}: {len(self.missing)} of the "
-                f"{len(self.needed)} needed source frames are missing (at most {MAX_FILLED_FRAMES} are filled)")
 
 
 def _occluded(out_split, row, start, frames, feats, lm, valid, meta, normals, cfg, targets=None) -> dict[str, Any]:

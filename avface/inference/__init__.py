@@ -1,6 +1,6 @@
 """Reconstruction of any talking-face video: ``Reconstructor(checkpoint).run(video, audio=None)``.
 
-Modules: :mod:`video` (input decoding, checks, timeline, audio), :mod:`tracking` (face track and crop boxes),
+Modules (the input video is read with :mod:`avface.io.video`): :mod:`tracking` (face track and crop boxes),
 :mod:`windows` (cached sliding-window inference), :mod:`reconstruct` (the pipeline), :mod:`result` (the result and
 its ``.npz``), :mod:`export` (OBJ / PLY / overlay mp4 / glTF).
 """
@@ -8,7 +8,7 @@ its ``.npz``), :mod:`export` (OBJ / PLY / overlay mp4 / glTF).
 from avface.inference.reconstruct import ReconstructConfig, Reconstructor, summary_lines
 from avface.inference.result import Reconstruction, load_reconstruction
 from avface.inference.tracking import FaceTrack, NoFaceError, track_face
-from avface.inference.video import InputError, InputLimits, VideoInfo, probe_video
+from avface.io.video import InputError, InputLimits, VideoInfo
 
 __all__ = ["FaceTrack", "InputError", "InputLimits", "NoFaceError", "ReconstructConfig", "Reconstruction",
-           "Reconstructor", "VideoInfo", "load_reconstruction", "probe_video", "summary_lines", "track_face"]
+           "Reconstructor", "VideoInfo", "load_reconstruction", "summary_lines", "track_face"]

@@ -26,22 +26,21 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-import cv2
 import numpy as np
 import pygltflib as G
 import torch
 
 from avface.inference.result import Reconstruction
-from avface.inference.video import (
+from avface.io.media import write_mp4
+from avface.io.video import (
     SAMPLE_RATE,
     AudioTrack,
     InputLimits,
     iter_model_frames,
     model_timeline,
-    probe_video,
-    video_start_time,
+    resize_frames,
+    scan_video,
 )
-from avface.io.media import write_mp4
 from avface.render import FaceRenderer
 from avface.render.cameras import orthographic_project
 from avface.utils.files import atomic_path
@@ -239,13 +238,14 @@ def write_overlay_mp4(rec: Reconstruction, face_model: torch.nn.Module, video: s
     """The overlay video of the module docstring (the model's frame rate, original audio). Frames go through a
     memory-mapped temporary file, so a long video is not held in memory."""
     path = Path(path)
-    info = probe_video(video, InputLimits(max_width=1 << 20, max_height=1 << 20, min_fps=0.0, max_fps=1e9))
-    model_times, _ = model_timeline(rec.times, rec.fps)
+    src = rec.meta.get("audio")
+    same = bool(src) and Path(src).resolve() == Path(video).resolve()
+    # one open of the video for its facts and (when it is the reconstruction's audio) its audio, one for its frames
+    scan = scan_video(video, InputLimits(max_width=1 << 20, max_height=1 << 20, min_fps=0.0, max_fps=1e9),
+                      audio=same)
+    info = scan.info
     # the input frame nearest each model time (the same choice as the reconstruction's)
-    nearest = np.clip(np.searchsorted(rec.times, model_times), 0, rec.num_frames - 1)
-    prev = np.clip(nearest - 1, 0, None)
-    nearest = np.where(np.abs(rec.times[prev] - model_times) <= np.abs(rec.times[nearest] - model_times), prev,
-                       nearest)
+    model_times, nearest = model_timeline(rec.times, rec.fps)
     w0, h0 = rec.frame_size
     sc = min(1.0, height / h0)
     wo, ho = _even(round(w0 * sc)), _even(round(h0 * sc))
@@ -259,11 +259,12 @@ def write_overlay_mp4(rec: Reconstruction, face_model: torch.nn.Module, video: s
     m = len(model_times)
     tmp_frames = path.with_name(f".{path.name}.frames.u8")
     frames = np.lib.format.open_memmap(tmp_frames, mode="w+", dtype=np.uint8, shape=(m, ho, wo + ho, 3))
+    track = scan.audio if same else AudioTrack.from_file(src) if src else None
     try:
         with torch.no_grad():
             for k, img in iter_model_frames(info, np.asarray(nearest)):
                 j = int(nearest[k])
-                base = cv2.resize(img, (wo, ho), interpolation=cv2.INTER_AREA)
+                base = resize_frames(img, wo, ho)
                 v = torch.as_tensor(rec.vertices(fm, j, j + 1), device=dev)
                 cam = torch.as_tensor(rec.cam[j:j + 1], dtype=torch.float32, device=dev)
                 x0, y0, x1, y1 = (float(x) * sc for x in rec.crop_box[j])
@@ -285,14 +286,11 @@ def write_overlay_mp4(rec: Reconstruction, face_model: torch.nn.Module, video: s
                 frames[k, :, :wo] = over
                 frames[k, :, wo:] = front.round().astype(np.uint8)
         frames.flush()
-        audio = None
-        src = rec.meta.get("audio")
-        if src:
-            same = Path(src).resolve() == Path(info.path).resolve()
-            with AudioTrack(src, video_start=video_start_time(info.path) if same else None) as track:
-                audio = track.window(0.0, int(round(m * SAMPLE_RATE / rec.fps)))
+        audio = None if track is None else track.window(0.0, int(round(m * SAMPLE_RATE / rec.fps)))
         write_mp4(path, frames, rec.fps, audio, SAMPLE_RATE)
     finally:
+        if track is not None:
+            track.close()
         del frames
         tmp_frames.unlink(missing_ok=True)
     return path

@@ -1,9 +1,9 @@
 """``Reconstructor``: a talking-face video (+ its audio) -> per-frame FLAME parameters (:class:`Reconstruction`).
 
-Three streaming passes over the video, none holding more than a chunk of frames:
+Three streaming passes over the video, each opening it once, none holding more than a chunk of frames:
 
-1. frame times (decode once): the model's timeline at the frame rate it was trained at (its input contract,
-   :func:`avface.inference.video.model_timeline`);
+1. frame times and audio (:func:`avface.io.video.scan_video`): the model's timeline at the frame rate it was trained
+   at (its input contract, :func:`avface.io.video.model_timeline`);
 2. landmarks on the model frames (the project's detector, MediaPipe) -> the face track (smoothed crop boxes, frames
    without a face interpolated and flagged, the largest tracked face; :mod:`avface.inference.tracking`);
 3. crops + audio windows chunk by chunk -> cached sliding-window inference (:mod:`avface.inference.windows`) ->
@@ -19,10 +19,10 @@ import logging
 import math
 import os
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import cv2
 import numpy as np
 import torch
 
@@ -31,18 +31,17 @@ from avface.audio.config import AudioConfig
 from avface.inference.checkpoint import audio_config_for, load_for_inference
 from avface.inference.result import Reconstruction
 from avface.inference.tracking import FaceTrack, track_face
-from avface.inference.video import (
+from avface.inference.windows import SlidingWindows, frame_features, split_codes
+from avface.io.video import (
     SAMPLE_RATE,
     AudioTrack,
     InputLimits,
     VideoInfo,
     iter_model_frames,
     model_timeline,
-    probe_video,
-    scan_times,
-    video_start_time,
+    resize_frames,
+    scan_video,
 )
-from avface.inference.windows import SlidingWindows, frame_features, split_codes
 from avface.landmarks.crop import crop_resize
 from avface.models.outputs import AVFaceOutput
 from avface.models.stages import MODEL_STAGES, Stage
@@ -236,7 +235,7 @@ class Reconstructor:
 
         with _progress(m, "landmarks", cfg.progress) as bar:
             for k, img in iter_model_frames(info, source_index):
-                batch.append(img if scale == 1.0 else cv2.resize(img, size, interpolation=cv2.INTER_AREA))
+                batch.append(resize_frames(img, *size))
                 ks.append(k)
                 if len(batch) == 32:
                     flush()
@@ -249,11 +248,10 @@ class Reconstructor:
     def _crop(self, img: np.ndarray, box: np.ndarray) -> np.ndarray:
         s = self.image_size
         if self.config.crop == "none":
-            interp = cv2.INTER_AREA if s < min(img.shape[:2]) else cv2.INTER_LINEAR
-            return cv2.resize(img, (s, s), interpolation=interp)
+            return resize_frames(img, s, s)
         return crop_resize(img, box, s)[0]
 
-    def _audio_windows(self, track: AudioTrack | None, a: int, b: int, m: int) -> torch.Tensor | None:
+    def _audio_windows(self, track: AudioTrack | None, a: int, b: int, m: int) -> np.ndarray | None:
         """Audio windows (b - a, 16, F) of model frames [a, b), computed with ``audio_margin`` frames of context."""
         if track is None:
             return None
@@ -262,7 +260,7 @@ class Reconstructor:
         n_samples = int(round((fb - fa) * SAMPLE_RATE / self.fps))
         wave = track.window(fa / self.fps, n_samples)
         feats = extract_audio_features(wave, fb - fa, self.fps, self.audio)
-        return torch.from_numpy(np.ascontiguousarray(feats[a - fa: b - fa])).to(self.device)
+        return np.ascontiguousarray(feats[a - fa: b - fa])
 
     @torch.no_grad()
     def _finish_frames(self, codes: torch.Tensor, payload: dict[str, torch.Tensor]) -> dict[str, np.ndarray]:
@@ -286,34 +284,56 @@ class Reconstructor:
         return {k: v.float().cpu().numpy() for k, v in res.items()}
 
     # ------------------------------------------------------------------------------------------------ run
+    def _open(self, video: str | os.PathLike,
+              audio: str | os.PathLike | None) -> tuple[VideoInfo, np.ndarray, AudioTrack | None, str | None]:
+        """Pass 1: ``(info, frame times (N,), audio track or None, audio source)``; the caller closes the track."""
+        cfg = self.config
+        scan = scan_video(video, cfg.limits, audio=cfg.use_audio and audio is None)
+        info = scan.info
+        if cfg.use_audio and audio is not None:
+            try:
+                return info, scan.times, AudioTrack.from_file(audio), str(audio)
+            except BaseException:
+                if scan.audio is not None:
+                    scan.audio.close()
+                raise
+        if scan.audio is None:
+            log.warning("%s: %s; video-only mode (audio embedding zeroed as in modality dropout, no lip offsets)",
+                        info.path, "audio disabled" if not cfg.use_audio else "no audio stream")
+            return info, scan.times, None, None
+        return info, scan.times, scan.audio, info.path
+
+    def model_inputs(self, video: str | os.PathLike,
+                     audio: str | os.PathLike | None = None) -> tuple[np.ndarray, np.ndarray | None]:
+        """What :meth:`run` feeds the model for ``video``, in memory (short clips: checks and debugging): the crops
+        ``(M, S, S, 3)`` u8 of the model frames and their audio features ``(M, window, F)`` f32 (None without
+        audio)."""
+        info, times, audio_track, _ = self._open(video, audio)
+        try:
+            _, source_index = model_timeline(times, self.fps)
+            m = len(source_index)
+            track = self._track(info, source_index)
+            chunks = list(self._chunks(info, source_index, track, audio_track, m))
+        finally:
+            if audio_track is not None:
+                audio_track.close()
+        frames = np.concatenate([c[1] for c in chunks])
+        feats = None if audio_track is None else np.concatenate([c[2] for c in chunks])
+        return frames, feats
+
     def run(self, video: str | os.PathLike, audio: str | os.PathLike | None = None) -> Reconstruction:
         """Reconstruct ``video``; ``audio`` a separate audio file (else the video's own audio, if any)."""
         t_start = time.perf_counter()
         cfg = self.config
-        info = probe_video(video, cfg.limits)
-        times = scan_times(info, cfg.limits)
-        model_times, source_index = model_timeline(times, self.fps)
-        m = len(model_times)
-        track = self._track(info, source_index)
-
-        audio_track: AudioTrack | None = None
-        audio_source = None
-        if cfg.use_audio and audio is not None:
-            audio_track = AudioTrack(audio)
-            audio_source = str(audio)
-        elif cfg.use_audio and info.has_audio:
-            audio_track = AudioTrack(info.path, video_start=video_start_time(info.path))
-            audio_source = info.path
-        if audio_track is None:
-            log.warning("%s: %s; video-only mode (audio embedding zeroed as in modality dropout, no lip offsets)",
-                        info.path, "audio disabled" if not cfg.use_audio else "no audio stream")
-        if Stage.DETAIL in self.stages:
-            self._vertex_uv = vertex_uv(self.face_model)
-
+        info, times, audio_track, audio_source = self._open(video, audio)
         try:
+            model_times, source_index = model_timeline(times, self.fps)
+            m = len(model_times)
+            track = self._track(info, source_index)
+            if Stage.DETAIL in self.stages:
+                self._vertex_uv = vertex_uv(self.face_model)
             per_frame = self._model_pass(info, source_index, track, audio_track, m)
-            audio_valid_m = (np.zeros(m, bool) if audio_track is None
-                             else self._audio_valid(audio_track, model_times))
+            audio_valid_m = np.zeros(m, bool) if audio_track is None else audio_track.valid(model_times)
         finally:
             if audio_track is not None:
                 audio_track.close()
@@ -347,10 +367,21 @@ class Reconstructor:
             displacement=interp["displacement"].astype(np.float16) if "displacement" in interp else None,
             meta=meta)
 
-    @staticmethod
-    def _audio_valid(track: AudioTrack, model_times: np.ndarray) -> np.ndarray:
-        s = np.round(model_times * track.sample_rate).astype(np.int64) + track.offset
-        return (s >= 0) & (s < track.num_samples)
+    def _chunks(self, info: VideoInfo, source_index: np.ndarray, track: FaceTrack, audio_track: AudioTrack | None,
+                m: int) -> Iterator[tuple[int, np.ndarray, np.ndarray | None]]:
+        """Pass 3's inputs chunk by chunk: ``(first model frame a, crops (K, S, S, 3) u8, audio windows
+        (K, window, F) f32 or None)``."""
+        chunk = max(self.config.chunk, 1)
+        buf: list[np.ndarray] = []
+        a = 0
+        for k, img in iter_model_frames(info, source_index):
+            buf.append(self._crop(img, track.boxes[k]))
+            if len(buf) == chunk or k == m - 1:
+                yield a, np.stack(buf), self._audio_windows(audio_track, a, a + len(buf), m)
+                a += len(buf)
+                buf = []
+        if a != m:  # pragma: no cover - iter_model_frames always yields m frames
+            raise RuntimeError(f"{info.path}: {a} model frames decoded, expected {m}")
 
     def _model_pass(self, info: VideoInfo, source_index: np.ndarray, track: FaceTrack,
                     audio_track: AudioTrack | None, m: int) -> dict[str, np.ndarray]:
@@ -359,9 +390,6 @@ class Reconstructor:
         sw = SlidingWindows(self.model, self.window, batch_size=max(1, cfg.window_batch), rule=cfg.rule)
         store: dict[str, np.ndarray] = {}  # (m, ...) per model frame, filled as frames become final
         need_images = Stage.DETAIL in self.stages
-        chunk = max(cfg.chunk, 1)
-        buf: list[np.ndarray] = []
-        a = 0
 
         def take(out) -> None:
             if out is None:
@@ -372,31 +400,17 @@ class Reconstructor:
                     store[k] = np.zeros((m, *v.shape[1:]), v.dtype)
                 store[k][first:first + len(v)] = v
 
-        def push(frames: list[np.ndarray], a: int) -> None:
-            b = a + len(frames)
-            crops = torch.from_numpy(np.stack(frames)).to(self.device)  # (K, S, S, 3) u8
-            images = crops.permute(0, 3, 1, 2).float().div_(255.0)
-            aw = self._audio_windows(audio_track, a, b, m)
-            payload = {} if aw is None else {"audio": aw}
-            if need_images:
-                payload["images"] = crops.permute(0, 3, 1, 2)
-            take(sw.push(frame_features(self.model, images, aw, bs), payload))
-
         with _progress(m, "reconstruct", cfg.progress) as bar:
-            for k, img in iter_model_frames(info, source_index):
-                buf.append(self._crop(img, track.boxes[k]))
-                if len(buf) == chunk:
-                    push(buf, a)
-                    a += len(buf)
-                    bar.update(len(buf))
-                    buf = []
-            if buf:
-                push(buf, a)
-                a += len(buf)
-                bar.update(len(buf))
+            for _, frames, audio in self._chunks(info, source_index, track, audio_track, m):
+                crops = torch.from_numpy(frames).to(self.device)  # (K, S, S, 3) u8
+                images = crops.permute(0, 3, 1, 2).float().div_(255.0)
+                aw = None if audio is None else torch.from_numpy(audio).to(self.device)
+                payload = {} if aw is None else {"audio": aw}
+                if need_images:
+                    payload["images"] = crops.permute(0, 3, 1, 2)
+                take(sw.push(frame_features(self.model, images, aw, bs), payload))
+                bar.update(len(frames))
             take(sw.finish())
-        if a != m:  # pragma: no cover - iter_model_frames always yields m frames
-            raise RuntimeError(f"{info.path}: {a} model frames decoded, expected {m}")
         return store
 
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from avface.io.media import read_video
+from avface.io.video import read_video
 
 __all__ = ["FRAME_EXTS", "read_frame_folder", "read_frames"]
 
@@ -42,7 +42,8 @@ def read_frame_folder(folder: str | os.PathLike, max_frames: int = 0) -> np.ndar
 
 
 def read_frames(path: str | os.PathLike, max_frames: int = 0, folder_fps: float = 25.0) -> tuple[np.ndarray, float]:
-    """A video file (PyAV) or a folder of frames (:func:`read_frame_folder`), the first ``max_frames`` (0 = all).
+    """A video file (:func:`avface.io.video.read_video`: upright frames) or a folder of frames
+    (:func:`read_frame_folder`), the first ``max_frames`` (0 = all).
 
     Returns:
         frames (T, H, W, 3) uint8 RGB, fps (the video's; ``folder_fps`` for a folder).
@@ -53,6 +54,5 @@ def read_frames(path: str | os.PathLike, max_frames: int = 0, folder_fps: float 
     if path.is_dir():
         return read_frame_folder(path, max_frames), folder_fps
     if path.is_file():
-        frames, fps = read_video(path)
-        return frames[: max_frames or None], fps
+        return read_video(path, max_frames)
     raise ValueError(f"input {str(path)!r} is neither a video file nor a folder of frames")

@@ -1,20 +1,20 @@
-"""Reading and writing media files: mp4 (H.264 video + AAC audio in one file, via PyAV) and PCM wav.
+"""Writing media files (mp4: H.264 video + AAC audio in one file, via PyAV; PCM wav), reading wav and container
+facts. Decoding videos and their audio: :mod:`avface.io.video`.
 
 Conventions (docs/ARCHITECTURE.md): frames are ``(T, H, W, 3)`` uint8 RGB; audio is ``(N,)`` float32 in [-1, 1],
 mono. Every writer is atomic (the file is either absent or complete). Every failure raises :class:`MediaError`
 naming the file.
 
 A/V alignment: the AAC encoder's priming samples are recorded in the mp4 edit list by FFmpeg's muxer and
-dropped again by the decoder, so ``read_audio(write_mp4(..., audio))`` has the original length up to the last
-partial AAC frame (at most 1024 samples of zero padding at the end, which :func:`read_audio` keeps; use
-``num_samples`` to cut to a known length).
+dropped again by the decoder, so ``read_audio(write_mp4(..., audio))`` (:mod:`avface.io.video`, the reader) has the
+original length up to the last partial AAC frame (at most 1024 samples of zero padding at the end, which
+``read_audio`` keeps; use ``num_samples`` to cut to a known length).
 """
 
 from __future__ import annotations
 
 import os
 import wave
-from collections.abc import Iterator
 from fractions import Fraction
 from pathlib import Path
 
@@ -26,9 +26,6 @@ from avface.utils.files import atomic_path
 __all__ = [
     "MediaError",
     "write_mp4",
-    "read_video",
-    "iter_video",
-    "read_audio",
     "write_wav",
     "read_wav",
     "probe",
@@ -191,60 +188,6 @@ def _open(path: str | os.PathLike):
         return av.open(str(path), mode="r")
     except av.FFmpegError as e:
         raise MediaError(f"cannot open {path}: {e}") from e
-
-
-def iter_video(path: str | os.PathLike) -> Iterator[np.ndarray]:
-    """Yield the frames of the first video stream of ``path`` one by one, each (H, W, 3) uint8 RGB."""
-    with _open(path) as container:
-        if not container.streams.video:
-            raise MediaError(f"{path} has no video stream")
-        stream = container.streams.video[0]
-        stream.thread_type = "AUTO"
-        try:
-            for frame in container.decode(stream):
-                yield frame.to_ndarray(format="rgb24")
-        except av.FFmpegError as e:
-            raise MediaError(f"cannot decode video of {path}: {e}") from e
-
-
-def read_video(path: str | os.PathLike) -> tuple[np.ndarray, float]:
-    """Decode all frames of ``path`` -> ``(frames (T, H, W, 3) uint8 RGB, fps)``."""
-    with _open(path) as container:
-        if not container.streams.video:
-            raise MediaError(f"{path} has no video stream")
-        rate = container.streams.video[0].average_rate or container.streams.video[0].guessed_rate
-    frames = list(iter_video(path))
-    if not frames:
-        raise MediaError(f"{path}: video stream has no frames")
-    return np.stack(frames), float(rate)
-
-
-def read_audio(path: str | os.PathLike, sample_rate: int = 16000, num_samples: int | None = None) -> np.ndarray:
-    """Decode the first audio stream of ``path`` (mp4, wav, ...) -> mono float32 (N,) at ``sample_rate`` Hz.
-
-    Channels are averaged; any input rate is resampled (FFmpeg's swresample). With ``num_samples`` the result is
-    cut or zero-padded to exactly that length.
-    """
-    chunks: list[np.ndarray] = []
-    with _open(path) as container:
-        if not container.streams.audio:
-            raise MediaError(f"{path} has no audio stream")
-        stream = container.streams.audio[0]
-        resampler = av.AudioResampler(format="flt", layout="mono", rate=int(sample_rate))
-        try:
-            for frame in container.decode(stream):
-                for out in resampler.resample(frame):
-                    chunks.append(out.to_ndarray().reshape(-1))
-            for out in resampler.resample(None):
-                chunks.append(out.to_ndarray().reshape(-1))
-        except av.FFmpegError as e:
-            raise MediaError(f"cannot decode audio of {path}: {e}") from e
-    audio = np.concatenate(chunks).astype(np.float32) if chunks else np.zeros(0, np.float32)
-    if num_samples is not None:
-        audio = audio[:num_samples]
-        if len(audio) < num_samples:
-            audio = np.pad(audio, (0, num_samples - len(audio)))
-    return audio
 
 
 def probe(path: str | os.PathLike) -> dict:

@@ -1,5 +1,5 @@
-"""Input handling of `avface reconstruct`: containers, variable frame rate, rotation, audio, bad files (real PyAV
-files built here)."""
+"""The video reader (avface.io.video) that preprocessing and `avface reconstruct` share: containers, variable frame
+rate, rotation, audio on the video's clock, bad files (real PyAV files built here)."""
 
 from __future__ import annotations
 
@@ -10,18 +10,16 @@ import numpy as np
 import pytest
 
 from avface.data.testing import synthetic_audio, synthetic_frames
-from avface.inference.video import (
+from avface.io.media import write_mp4, write_wav
+from avface.io.video import (
     AudioTrack,
     InputError,
     InputLimits,
     iter_frames,
     iter_model_frames,
     model_timeline,
-    probe_video,
-    scan_times,
-    video_start_time,
+    scan_video,
 )
-from avface.io.media import write_mp4, write_wav
 
 
 def write_video(path, frames, pts_ms, codec="libx264", rotation=0, audio=None, audio_rate=48000, layout="stereo",
@@ -64,11 +62,12 @@ def test_vfr_rotated_times_and_upright_frames(tmp_path):
     stored = np.ascontiguousarray(np.rot90(frames, -1, axes=(1, 2)))  # stored sideways (40 high, 48 wide)
     pts = np.cumsum([0] + [30 if i % 2 else 55 for i in range(11)])  # irregular: 30/55 ms
     path = write_video(tmp_path / "vfr.mp4", stored, pts, rotation=90, pix_fmt="yuv444p")
-    info = probe_video(path)
+    scan = scan_video(path)
+    info = scan.info
     assert info.rotation == 90 and (info.width, info.height) == (40, 48)
     got = list(iter_frames(info))
     times = np.array([t for _, t, _ in got])
-    assert np.allclose(times, pts / 1000.0, atol=1e-6)
+    assert np.allclose(times, pts / 1000.0, atol=1e-6) and np.array_equal(times, scan.times)
     img = got[3][2]
     assert img.shape == (48, 40, 3)
     assert np.abs(img.astype(int) - frames[3].astype(int)).mean() < 6  # upright again (codec loss only)
@@ -88,12 +87,12 @@ def test_containers_and_audio_resampled_to_16k_mono(tmp_path, fmt, codec):
     audio = synthetic_audio(t / 25, seed=2, sample_rate=48000)
     path = write_video(tmp_path / f"v.{fmt}", synthetic_frames(t, 48, seed=2), np.arange(t) * 40, codec=codec,
                        audio=audio)
-    info = probe_video(path)
+    scan = scan_video(path)
+    info, times = scan.info, scan.times
     assert info.has_audio and (info.width, info.height) == (48, 48)
-    times = scan_times(info)
     # (the AVI muxer writes the second frame at pts 2 when audio is interleaved; ffprobe shows the same)
     assert len(times) == t and np.allclose(np.diff(times)[1:], 0.04, atol=2e-3) and abs(times[-1] - 0.78) < 0.03
-    with AudioTrack(path, video_start=video_start_time(path)) as a:
+    with scan.audio as a:
         assert a.sample_rate == 16000
         assert abs(a.duration - t / 25) < 0.1
         w = a.window(0.2, 3200)
@@ -103,12 +102,12 @@ def test_containers_and_audio_resampled_to_16k_mono(tmp_path, fmt, codec):
 
 def test_separate_audio_file_and_60fps_input(tmp_path):
     wav = write_wav(tmp_path / "a.wav", synthetic_audio(1.0, seed=3))
-    with AudioTrack(wav) as a:
+    with AudioTrack.from_file(wav) as a:
         assert a.offset == 0 and a.num_samples == 16000
     path = write_mp4(tmp_path / "v60.mp4", synthetic_frames(60, 32, seed=3, fps=60), 60.0)
-    info = probe_video(path)
-    assert info.fps == pytest.approx(60.0) and not info.has_audio
-    mt, src = model_timeline(scan_times(info))
+    scan = scan_video(path)
+    assert scan.info.fps == pytest.approx(60.0) and not scan.info.has_audio and scan.audio is None
+    mt, src = model_timeline(scan.times)
     assert len(mt) == 25 and src[-1] <= 59 and np.all(np.diff(src) >= 2)
 
 
@@ -144,14 +143,13 @@ def _bad_files(tmp_path):
 def test_bad_inputs_name_the_file_and_the_problem(tmp_path, name, limits, words):
     root = _bad_files(tmp_path)
     with pytest.raises(InputError) as e:
-        info = probe_video(root / name, limits)
-        scan_times(info, limits)
+        scan_video(root / name, limits)
     assert str(root / name) in str(e.value) and words in str(e.value)
 
 
 def test_accepts_what_preprocessing_refuses_by_default(tmp_path):
     root = _bad_files(tmp_path)
-    info = probe_video(root / "fast.mp4")  # 240 fps: any frame rate up to 1000 by default
-    assert len(model_timeline(scan_times(info))[0]) == 5
+    scan = scan_video(root / "fast.mp4")  # 240 fps: any frame rate up to 1000 by default
+    assert len(model_timeline(scan.times)[0]) == 5
     with pytest.raises(InputError, match="no audio stream"):
-        AudioTrack(root / "fast.mp4")
+        AudioTrack.from_file(root / "fast.mp4")
