@@ -14,7 +14,7 @@ import avface  # noqa: E402,F401  (loads OpenCV before any test imports decord, 
 torch.set_num_threads(1)
 
 #: Session fixtures below that start Ray: a test that uses one is marked ``ray`` (``make test-fast`` skips it).
-RAY_FIXTURES = {"train_shards", "tiny_checkpoint"}
+RAY_FIXTURES = {"tiny_checkpoint"}
 
 
 def pytest_collection_modifyitems(config, items):
@@ -47,11 +47,12 @@ def rng() -> np.random.Generator:
 @pytest.fixture(scope="session")
 def train_shards(tmp_path_factory):
     """A small synthetic corpus (3 training speakers, 1 held out) preprocessed into shards with ground truth,
-    the renderer's normals and occluded copies: shared by the training tests (about 20 s to make)."""
+    the renderer's normals and occluded copies: shared by the training tests (about 30 s to make, in this
+    process: no Ray, so the fast lane's stage smoke test can use it)."""
     from avface.train.testing import make_training_shards
 
     return make_training_shards(tmp_path_factory.mktemp("train_shards"), dev_identities=3, test_identities=1,
-                                num_cpus=2)["shards"]
+                                use_ray=False)["shards"]
 
 
 @pytest.fixture(scope="session")

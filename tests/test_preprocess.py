@@ -195,6 +195,29 @@ def test_failed_shard_not_listed_as_finished(run1, tree, tmp_path, ray_local):
     assert again["shards"] == first["shards"] and again["samples"] == first["samples"]
 
 
+def test_in_process_run_writes_the_same_shards(run1, tree, tmp_path):
+    """``use_ray=False`` (tests, a laptop without Ray) runs the same shard bodies one after another: the same tars,
+    index and failures, byte for byte; a missing model file is the same clear error."""
+    from avface.data.preprocess import run_preprocess
+
+    ray_out, ray_summary = run1
+    out = tmp_path / "here"
+    summary = run_preprocess(tiny_cfg(tree, out), use_ray=False)
+    tars = sorted(p.name for p in ray_out.glob("*.tar"))
+    assert sorted(p.name for p in out.glob("*.tar")) == tars
+    assert all((out / n).read_bytes() == (ray_out / n).read_bytes() for n in tars)
+    assert {k: v for k, v in summary.items() if k != "seconds"} == \
+        {k: v for k, v in ray_summary.items() if k != "seconds"}
+    for name in ("index.parquet", "failures.parquet"):
+        here, there = pq.read_table(out / name).to_pandas(), pq.read_table(ray_out / name).to_pandas()
+        key = list(here.columns)
+        assert here.sort_values(key).reset_index(drop=True).equals(there.sort_values(key).reset_index(drop=True))
+    graph = tmp_path / "models" / "output_graph.pb"
+    with pytest.raises(FileNotFoundError, match="output_graph.pb"):
+        run_preprocess(tiny_cfg(tree, tmp_path / "o", **{"audio.kind": "deepspeech",
+                                                           "audio.deepspeech_graph": str(graph)}), use_ray=False)
+
+
 def test_changed_config_refused(run1, tree, ray_local):
     from avface.data.preprocess import run_preprocess
 

@@ -22,6 +22,7 @@ import json
 import logging
 import os
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -55,11 +56,12 @@ def _clean_temps(out: Path) -> int:
     return n
 
 
-def load_or_build_manifest(cfg: PreprocessConfig) -> pa.Table:
+def load_or_build_manifest(cfg: PreprocessConfig, use_ray: bool = True) -> pa.Table:
     path = Path(cfg.out) / "manifest.parquet"
     if path.is_file() and not cfg.rediscover:
         return pq.read_table(path, schema=MANIFEST_SCHEMA)
-    table = build_manifest(cfg.data.root, list(cfg.data.splits), cfg.data.max_clips_per_split, cfg.data.probe_batch)
+    table = build_manifest(cfg.data.root, list(cfg.data.splits), cfg.data.max_clips_per_split, cfg.data.probe_batch,
+                           use_ray=use_ray)
     with atomic_path(path) as tmp:
         pq.write_table(table, tmp)
         os.chmod(tmp, 0o644)
@@ -131,26 +133,13 @@ def check_config(cfg: PreprocessConfig) -> None:
         raise ValueError("video.image_size must be a multiple of 16 (JPEG strips)")
 
 
-def run_preprocess(cfg: PreprocessConfig, init_ray: bool = True) -> dict[str, Any]:
-    """Run (or resume) the whole job; returns the summary (also written to ``<out>/summary.json``)."""
+#: what running one shard gave: its done record, or the error that ended it (after the retries)
+ShardOutcome = tuple[ShardPlan, dict[str, Any] | Exception]
+
+
+def _shards_on_ray(todo: list[ShardPlan], cfg: PreprocessConfig) -> Iterator[ShardOutcome]:
+    """One Ray task per shard, at most ``ray.max_in_flight`` at once, outcomes as they finish."""
     import ray
-    from tqdm import tqdm
-
-    cfg = _absolutise(PreprocessConfig.from_dict(cfg.to_dict()))
-    check_config(cfg)
-    out = Path(cfg.out)
-    out.mkdir(parents=True, exist_ok=True)
-    if init_ray:
-        from avface.utils.ray_utils import init_ray as _init
-
-        _init(cfg.ray.address, num_cpus=cfg.ray.num_cpus)
-    t0 = time.time()
-    _clean_temps(out)
-    manifest = load_or_build_manifest(cfg)
-    plans = plan_shards(manifest, cfg)
-    _write_plan(out, cfg, plans)
-    todo = [p for p in plans if not shard_done(out, p)]
-    log.info("%d clips, %d shards, %d to do", manifest.num_rows, len(plans), len(todo))
 
     cfg_dict = cfg.to_dict()
     task = ray.remote(process_shard).options(
@@ -159,9 +148,6 @@ def run_preprocess(cfg: PreprocessConfig, init_ray: bool = True) -> dict[str, An
     max_in_flight = cfg.ray.max_in_flight or max(2, 2 * int(ray.cluster_resources().get("CPU", 1)))
     pending: dict[Any, ShardPlan] = {}
     queue = list(todo)
-    failed: list[tuple[ShardPlan, str]] = []
-    frames = 0
-    bar = tqdm(total=len(todo), desc="shards", unit="shard", disable=not cfg.progress)
     while queue or pending:
         while queue and len(pending) < max_in_flight:
             p = queue.pop(0)
@@ -170,19 +156,68 @@ def run_preprocess(cfg: PreprocessConfig, init_ray: bool = True) -> dict[str, An
         for ref in ready:
             p = pending.pop(ref)
             try:
-                rec = ray.get(ref)
-                frames += rec["frames"]
-                bar.set_postfix(samples=rec["samples"], failures=rec["failures"],
-                                frames_per_s=f"{frames / (time.time() - t0):.0f}")
+                yield p, ray.get(ref)
+            except ray.exceptions.RayTaskError as e:
+                if isinstance(e.cause, FileNotFoundError):
+                    raise e.cause from None  # a missing model file: the job's configuration, not one shard
+                yield p, e
             except Exception as e:  # noqa: BLE001 - retries exhausted: report, keep going, a re-run resumes it
-                msg = str(e)
-                if isinstance(e, ray.exceptions.RayTaskError) and isinstance(e.cause, FileNotFoundError):
-                    bar.close()
-                    raise e.cause from None
+                yield p, e
+
+
+def _shards_in_process(todo: list[ShardPlan], cfg: PreprocessConfig) -> Iterator[ShardOutcome]:
+    """The same shards one after another in this process (tests, a laptop without Ray): no retries."""
+    cfg_dict = cfg.to_dict()
+    for p in todo:
+        try:
+            yield p, process_shard(p, cfg_dict)
+        except FileNotFoundError:
+            raise
+        except Exception as e:  # noqa: BLE001 - one shard's failure is recorded, the others still run
+            yield p, e
+
+
+def run_preprocess(cfg: PreprocessConfig, init_ray: bool = True, use_ray: bool = True) -> dict[str, Any]:
+    """Run (or resume) the whole job; returns the summary (also written to ``<out>/summary.json``).
+
+    ``use_ray=False`` runs the shards one after another in this process, with the same outputs (no Ray started:
+    the fast tests' tiny corpora)."""
+    from tqdm import tqdm
+
+    cfg = _absolutise(PreprocessConfig.from_dict(cfg.to_dict()))
+    check_config(cfg)
+    out = Path(cfg.out)
+    out.mkdir(parents=True, exist_ok=True)
+    if use_ray and init_ray:
+        from avface.utils.ray_utils import init_ray as _init
+
+        _init(cfg.ray.address, num_cpus=cfg.ray.num_cpus)
+    t0 = time.time()
+    _clean_temps(out)
+    manifest = load_or_build_manifest(cfg, use_ray=use_ray)
+    plans = plan_shards(manifest, cfg)
+    _write_plan(out, cfg, plans)
+    todo = [p for p in plans if not shard_done(out, p)]
+    log.info("%d clips, %d shards, %d to do", manifest.num_rows, len(plans), len(todo))
+
+    failed: list[tuple[ShardPlan, str]] = []
+    frames = 0
+    bar = tqdm(total=len(todo), desc="shards", unit="shard", disable=not cfg.progress)
+    run = _shards_on_ray if use_ray else _shards_in_process
+    try:
+        for p, outcome in run(todo, cfg):
+            if isinstance(outcome, Exception):
+                msg = str(outcome)
                 failed.append((p, msg))
-                log.error("shard %s failed after %d retries: %s", p.name, cfg.ray.max_retries, msg[-2000:])
+                log.error("shard %s failed after %d retries: %s", p.name, cfg.ray.max_retries if use_ray else 0,
+                          msg[-2000:])
+            else:
+                frames += outcome["frames"]
+                bar.set_postfix(samples=outcome["samples"], failures=outcome["failures"],
+                                frames_per_s=f"{frames / (time.time() - t0):.0f}")
             bar.update(1)
-    bar.close()
+    finally:
+        bar.close()
     _clean_temps(out)
 
     failed_names = {p.name for p, _ in failed}

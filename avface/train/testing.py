@@ -16,10 +16,12 @@ __all__ = ["make_training_shards"]
 def make_training_shards(root: str | Path, dev_identities: int = 2, test_identities: int = 1,
                          clips_per_identity: int = 2, image_size: int = 64, occluded_windows: int = 8,
                          seed: int = 0, use_ray_for_synthesis: bool = False, num_cpus: int | None = None,
-                         progress: bool = False, video: dict[str, Any] | None = None) -> dict[str, Any]:
+                         progress: bool = False, video: dict[str, Any] | None = None,
+                         use_ray: bool = True) -> dict[str, Any]:
     """Synthesize a VoxCeleb2-layout corpus under ``root/corpus`` and preprocess it into ``root/shards``
     (``video.image_size=image_size``, ``normals.source=auto``, ``occluded_windows`` occluded train windows and
-    half as many test ones; ``video``: more ``video.*`` settings, e.g. a landmark crop). Returns ``{"corpus",
+    half as many test ones; ``video``: more ``video.*`` settings, e.g. a landmark crop; ``use_ray=False``:
+    preprocessing in this process, no Ray started). Returns ``{"corpus",
     "shards", "synth", "preprocess"}`` (paths and summaries); re-running resumes both steps."""
     root = Path(root)
     synth = synthesize_corpus({
@@ -33,5 +35,5 @@ def make_training_shards(root: str | Path, dev_identities: int = 2, test_identit
         "video": {"image_size": image_size, **(video or {})}, "normals": {"source": "auto"}, "progress": progress,
         "occlusion": {"windows": {"train": occluded_windows, "test": max(occluded_windows // 2, 1)}},
         "ray": {"num_cpus": num_cpus, "task_memory_mb": 400},
-    }))
+    }), use_ray=use_ray)
     return {"corpus": root / "corpus", "shards": root / "shards", "synth": synth, "preprocess": pre}
