@@ -338,9 +338,7 @@ def _scan_packets(c, streams: list, info: VideoInfo, limits: InputLimits,
     vs = streams[0]
     tag_rot = info.rotation
     times: list[float] = []
-    t0: float | None = None
-    prev = -math.inf
-    step = 1.0 / info.fps
+    clock = _FrameClock(info.fps)
     video_ok = audio_ok = True
     packets = c.demux(*streams)
     while video_ok or (track is not None and audio_ok):
@@ -367,15 +365,7 @@ def _scan_packets(c, streams: list, info: VideoInfo, limits: InputLimits,
             for frame in frames:
                 if not times:
                     _first_frame(info, frame, tag_rot, limits)
-                t = frame.time
-                if t is None:
-                    t = prev + step if prev > -math.inf else 0.0
-                elif t0 is None:
-                    t0 = float(t)
-                t = float(t) - (t0 or 0.0)
-                t = max(t, prev + 1e-6) if prev > -math.inf else t
-                prev = t
-                times.append(t)
+                times.append(clock.time(frame.time))
         elif audio_ok:
             try:
                 for frame in packet.decode():
@@ -385,7 +375,30 @@ def _scan_packets(c, streams: list, info: VideoInfo, limits: InputLimits,
                 audio_ok = False
     if not times:
         raise InputError(path, "no decodable video frames (truncated or corrupt)")
-    return np.asarray(times, np.float64), t0 or 0.0
+    return np.asarray(times, np.float64), clock.start
+
+
+class _FrameClock:
+    """Frame times from 0, strictly increasing: the first timestamp is time zero, a frame without one comes one
+    nominal step after its predecessor, a repeated or backwards one 1 us after it (the scan and the frame pass
+    must give every frame the same time)."""
+
+    def __init__(self, fps: float) -> None:
+        self.step = 1.0 / fps
+        self.start: float = 0.0  # the first timestamp (s, stream clock)
+        self._started = False
+        self._prev = -math.inf
+
+    def time(self, stamp: float | None) -> float:
+        if stamp is None:
+            t = self._prev + self.step if self._prev > -math.inf else 0.0
+        else:
+            if not self._started:
+                self.start, self._started = float(stamp), True
+            t = float(stamp) - self.start
+        t = max(t, self._prev + 1e-6) if self._prev > -math.inf else t
+        self._prev = t
+        return t
 
 
 def _first_frame(info: VideoInfo, frame, tag_rot: int, limits: InputLimits) -> None:
@@ -408,9 +421,7 @@ def _decoded_frames(info: VideoInfo, threads: int | None) -> Iterator[tuple[int,
         _set_threads(s, threads)
         tag_rot = _tag_rotation(s)
         rgb = VideoReformatter()  # one converter for the whole stream: twice as fast as a new one per frame
-        t0: float | None = None
-        prev = -math.inf
-        step = 1.0 / info.fps
+        clock = _FrameClock(info.fps)
         i = 0
         it = c.decode(s)
         while True:
@@ -421,14 +432,7 @@ def _decoded_frames(info: VideoInfo, threads: int | None) -> Iterator[tuple[int,
                 break
             if frame is None:
                 break
-            t = frame.time
-            if t is None:
-                t = prev + step if prev > -math.inf else 0.0
-            elif t0 is None:
-                t0 = float(t)
-            t = float(t) - (t0 or 0.0)
-            t = max(t, prev + 1e-6) if prev > -math.inf else t
-            prev = t
+            t = clock.time(frame.time)
             yield i, t, lambda f=frame: upright(rgb.reformat(f, format="rgb24").to_ndarray(),
                                                 _frame_rotation(f, tag_rot))
             i += 1
