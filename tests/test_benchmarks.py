@@ -15,7 +15,7 @@ ROOT = Path(__file__).resolve().parents[1]
 BENCHMARKS = ROOT / "benchmarks"
 
 # script -> (smallest arguments, starts Ray, patterns its output must contain: a table row and the ratio line).
-# "{tmp}" is replaced by a fresh temporary directory.
+# "{tmp}" is replaced by a fresh temporary directory, "{shards}" by the session's training shards (conftest).
 SMALLEST = {
     "bench_models.py": ([], False, [r"\| total +\|", r"params ratio"]),
     "bench_occlusion.py": (["--sequences", "2"], False,
@@ -27,7 +27,7 @@ SMALLEST = {
     "bench_synthesize.py": (["--clips", "2"], True, [r"^ray +2 +2 ", r"ratio Ray / one process: [\d.]+x"]),
     "bench_preprocess.py": (["--clips", "2", "--seconds", "1", "--size", "64"], True,
                             [r"pipeline wall, 2 worker\(s\) +\d+", r"ratio pipeline/decode-only .*: [\d.]+"]),
-    "bench_train_throughput.py": (["--smoke", "--out", "{tmp}"], True,
+    "bench_train_throughput.py": (["--smoke", "--out", "{tmp}", "--shards", "{shards}"], True,
                                   [r"\| Ray Train pretrain, 2 worker\(s\) \| [\d.]+ \|",
                                    r"loader \(1 worker\) / step \(pretrain\): [\d.]+x",
                                    r"Ray Train 2 workers / 1 worker: [\d.]+x"]),
@@ -54,9 +54,11 @@ def no_ray_in_this_process():
 @pytest.mark.slow
 @pytest.mark.parametrize("script", [pytest.param(s, marks=[pytest.mark.ray] if SMALLEST[s][1] else [])
                                     for s in sorted(SMALLEST)])
-def test_benchmark_runs_at_its_smallest_and_prints_its_table_and_ratio(script, tmp_path, no_ray_in_this_process):
+def test_benchmark_runs_at_its_smallest_and_prints_its_table_and_ratio(script, tmp_path, no_ray_in_this_process,
+                                                                      request):
     args, _, patterns = SMALLEST[script]
-    args = [a.replace("{tmp}", str(tmp_path / "out")) for a in args]
+    shards = str(request.getfixturevalue("train_shards")) if "{shards}" in args else ""
+    args = [a.replace("{tmp}", str(tmp_path / "out")).replace("{shards}", shards) for a in args]
     path = os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH", "")) if p)
     env = {**os.environ, "PYTHONPATH": path, "OMP_NUM_THREADS": "1"}
     proc = subprocess.run([sys.executable, str(BENCHMARKS / script), *args], cwd=tmp_path, env=env,
