@@ -61,11 +61,6 @@ class ObjectiveInputs(Protocol):
 Objective = Callable[[AVFace, Batch, AVFaceOutput, "ObjectiveInputs | None"], Terms]
 
 
-def _bt(x: torch.Tensor) -> torch.Tensor:
-    """(B, T, ...) -> (B*T, ...)."""
-    return x.reshape(x.shape[0] * x.shape[1], *x.shape[2:])
-
-
 def _total(terms: Terms, like: torch.Tensor) -> Terms:
     terms["total"] = sum(terms.values()) if terms else like.new_zeros(())
     return terms
@@ -103,9 +98,9 @@ def _coarse_terms(model: AVFace, batch: Batch, outputs: AVFaceOutput) -> Terms:
     if outputs.render_coarse is not None:
         mask = outputs.alpha_coarse if visible is None else outputs.alpha_coarse * visible
         terms["photometric"] = w.photometric * M.photometric_loss(
-            _bt(outputs.render_coarse), _bt(images), _bt(mask))
+            flat_frames(outputs.render_coarse), flat_frames(images), flat_frames(mask))
         if model.identity_loss is not None:
-            idl = model.identity_loss(_bt(outputs.render_coarse), _bt(images))
+            idl = model.identity_loss(flat_frames(outputs.render_coarse), flat_frames(images))
             if idl is not None:
                 terms["identity"] = w.identity * idl
     return terms
@@ -128,15 +123,15 @@ def lip_objective(model: AVFace, batch: Batch, outputs: AVFaceOutput, ctx: Objec
     visible = _visible(batch)
     if batch.normals is not None and outputs.normals_coarse is not None:
         mask = outputs.lip_mask_coarse if visible is None else outputs.lip_mask_coarse * visible
-        target = _bt(batch.normals.to(images.dtype))
+        target = flat_frames(batch.normals.to(images.dtype))
         # the stencil may reach past the lips into the skin, not past the rendered or target face
-        defined = (_bt(outputs.alpha_coarse) * (target.norm(dim=1, keepdim=True) > 0.5).to(target)).detach()
+        defined = (flat_frames(outputs.alpha_coarse) * (target.norm(dim=1, keepdim=True) > 0.5).to(target)).detach()
         if w.lip_normals == "lowpass":
             terms["normals_lip"] = w.normals * M.lowpass_normals_loss(
-                _bt(outputs.normals_coarse), target, _bt(mask), defined)
+                flat_frames(outputs.normals_coarse), target, flat_frames(mask), defined)
         else:
             terms["normals_lip"] = w.normals * M.laplacian_normals_loss(
-                _bt(outputs.normals_coarse), target, _bt(mask), defined=defined)
+                flat_frames(outputs.normals_coarse), target, flat_frames(mask), defined=defined)
     if w.lip_smooth > 0 and outputs.lip_offsets is not None:
         terms["lip_smooth"] = w.lip_smooth * uniform_laplacian_loss(outputs.lip_offsets, model.lip_ring,
                                                                     model.lip_ring_mask)
@@ -153,21 +148,21 @@ def detail_objective(model: AVFace, batch: Batch, outputs: AVFaceOutput, ctx: Ob
     if outputs.displacement is not None:
         mask = outputs.alpha_detail if visible is None else outputs.alpha_detail * visible
         terms["photometric_detail"] = w.detail_photometric * M.photometric_loss(
-            _bt(outputs.render_detail), _bt(images), _bt(mask))
+            flat_frames(outputs.render_detail), flat_frames(images), flat_frames(mask))
         if batch.normals is not None:
             fmask = outputs.face_mask_detail if visible is None else outputs.face_mask_detail * visible
             terms["normals"] = w.normals * M.laplacian_normals_loss(
-                _bt(outputs.normals_detail), _bt(batch.normals.to(images.dtype)), _bt(fmask))
+                flat_frames(outputs.normals_detail), flat_frames(batch.normals.to(images.dtype)), flat_frames(fmask))
         if model.mrf_loss is not None:
-            m = _bt(mask)
-            mrf = model.mrf_loss(_bt(outputs.render_detail) * m, _bt(images) * m)
+            m = flat_frames(mask)
+            mrf = model.mrf_loss(flat_frames(outputs.render_detail) * m, flat_frames(images) * m)
             if mrf is not None:
                 terms["mrf"] = w.mrf * mrf
         # Both on the network's normalised output D / displacement_scale (in [-1, 1]): on D in metres
         # (|D| <= 0.01) they were 1e-7..1e-6 against terms of order 1 and did nothing.
-        d = _bt(outputs.displacement) / model.config.detail.displacement_scale
-        um = _bt(outputs.uv_mask)
-        nonvis = M.nonvisible_region(_bt(outputs.uv_visible), um)
+        d = flat_frames(outputs.displacement) / model.config.detail.displacement_scale
+        um = flat_frames(outputs.uv_mask)
+        nonvis = M.nonvisible_region(flat_frames(outputs.uv_visible), um)
         terms["symmetry"] = w.symmetry * M.symmetry_loss(d, nonvis, um)
         terms["displacement"] = w.displacement * M.displacement_l1(d, um)
     return _total(terms, images)
