@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # Installs everything the project needs on a fresh machine of this kind (Debian, Python 3.11, x86_64):
-# system packages (FFmpeg for torchaudio/torchcodec, espeak-ng for synthetic speech), then a virtual
+# system packages (FFmpeg for torchaudio/torchcodec, espeak-ng for synthetic speech, headless Chromium for the
+# tests that open the report pages), then a virtual
 # environment with the pinned Python set from requirements.lock.txt and this package in editable mode.
 set -euo pipefail
 VENV="${1:-.venv}"
-APT_PKGS=(ffmpeg espeak-ng libespeak-ng1 openclipart-svg librsvg2-bin)
+APT_PKGS=(ffmpeg espeak-ng libespeak-ng1 openclipart-svg librsvg2-bin chromium)
 missing=()
 for p in "${APT_PKGS[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
 if [ "${#missing[@]}" -gt 0 ]; then
