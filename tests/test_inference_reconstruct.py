@@ -154,6 +154,8 @@ def test_frames_without_a_face_are_interpolated_and_flagged(recon, clips, tmp_pa
     write_mp4(tmp_path / "gap.mp4", frames, 25.0)
     rec = recon.run(tmp_path / "gap.mp4")
     assert rec.face_detected.tolist() == [True] * 10 + [False] * 4 + [True] * (T - 14)
+    # the landmark fit (the default) runs where the face was detected and only there
+    assert rec.refined.tolist() == rec.face_detected.tolist() and rec.meta["refine"] == "landmarks"
     box = rec.crop_box
     assert np.all(np.isfinite(box)) and np.all(box[10:14, 2] > box[10:14, 0])
 

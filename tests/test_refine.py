@@ -239,6 +239,20 @@ def test_reconstruct_refines_and_none_is_the_network_alone(coarse_model, face_vi
         return float((np.linalg.norm(px - gt, axis=-1).mean(-1) / iod).mean())
 
     assert pixel_nme(fitted) < 0.5 * pixel_nme(plain), (pixel_nme(fitted), pixel_nme(plain))
+    # the overlay draws the detector's points (green) and the model's landmarks (magenta) over the frame
+    from avface.inference.export import write_overlay_mp4
+    from avface.io.video import read_video
+
+    mp4 = write_overlay_mp4(fitted, coarse_model.face_model, face_video, tmp_path / "overlay.mp4")
+    frame = np.asarray(read_video(mp4, max_frames=1)[0][0]).astype(int)
+    left = frame[40:, :192]  # below the legend
+    r, g, b = left[..., 0], left[..., 1], left[..., 2]
+    green = (g > r + 60) & (g > b + 60)
+    magenta = (r > g + 60) & (b > g + 60)
+    assert green.sum() > 100 and magenta.sum() > 100, (green.sum(), magenta.sum())
+    ys, xs = np.nonzero(green)
+    pts = fitted.landmarks[0]
+    assert abs(xs.mean() - pts[:, 0].mean()) < 15 and abs(ys.mean() + 40 - pts[:, 1].mean()) < 15
     path = fitted.save_npz(tmp_path / "fitted.npz")
     back = load_reconstruction(path)
     assert back.refined.dtype == bool and np.array_equal(back.refined, fitted.refined)
