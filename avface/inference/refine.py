@@ -92,7 +92,8 @@ class LandmarkRig:
 
     v_template (Vs+J, 3), shapedirs (Vs+J, 3, NS+NE), posedirs (P, (Vs+J)*3), J_regressor (J, Vs+J) selecting the
     joint rows, parents (J,), lbs_weights (Vs+J, J), faces (F', 3) sub-vertex ids, lmk_faces (68,), lmk_bary
-    (68, 3), dyn_faces (79, 17) | None, dyn_bary (79, 17, 3) | None, n_shape, n_expression."""
+    (68, 3), dyn_faces (79, 17) | None, dyn_bary (79, 17, 3) | None, n_shape, n_expression, lmk_matrix (68, Vs+J) the
+    static embedding's barycentric weights."""
 
     v_template: torch.Tensor
     shapedirs: torch.Tensor
@@ -107,6 +108,7 @@ class LandmarkRig:
     dyn_bary: torch.Tensor | None
     n_shape: int
     n_expression: int
+    lmk_matrix: torch.Tensor  # (68, Vs+J) barycentric weights of the static embedding
 
 
 def landmark_rig(face_model: torch.nn.Module) -> LandmarkRig:
@@ -128,6 +130,9 @@ def landmark_rig(face_model: torch.nn.Module) -> LandmarkRig:
     posedirs = fm.posedirs.reshape(fm.posedirs.shape[0], -1, 3)[:, vids]
     posedirs = torch.cat([posedirs, posedirs.new_zeros(posedirs.shape[0], j, 3)], 1).reshape(posedirs.shape[0], -1)
     weights = fm.lbs_weights[vids]
+    corners = faces[face_remap[fm.lmk68_faces]]  # (68, 3) sub-vertex ids
+    lmk_matrix = fm.v_template.new_zeros(68, vs + j)
+    lmk_matrix.scatter_add_(1, corners, fm.lmk68_bary.to(lmk_matrix))
     return LandmarkRig(
         v_template=torch.cat([fm.v_template[vids], jreg @ fm.v_template]),
         shapedirs=torch.cat([fm.shapedirs[vids], torch.einsum("jv,vkn->jkn", jreg, fm.shapedirs)]),
@@ -137,7 +142,7 @@ def landmark_rig(face_model: torch.nn.Module) -> LandmarkRig:
         faces=faces, lmk_faces=face_remap[fm.lmk68_faces], lmk_bary=fm.lmk68_bary,
         dyn_faces=face_remap[fm.dynamic_lmk_faces] if fm.has_dynamic_landmarks else None,
         dyn_bary=fm.dynamic_lmk_bary if fm.has_dynamic_landmarks else None,
-        n_shape=fm.n_shape, n_expression=fm.n_expression)
+        n_shape=fm.n_shape, n_expression=fm.n_expression, lmk_matrix=lmk_matrix)
 
 
 def rig_landmarks(rig: LandmarkRig, shape: torch.Tensor, expression: torch.Tensor, global_pose: torch.Tensor,
@@ -158,9 +163,13 @@ def rig_landmarks(rig: LandmarkRig, shape: torch.Tensor, expression: torch.Tenso
     v_posed = v_shaped + ((rot[:, 1:] - eye).reshape(n, -1) @ rig.posedirs).reshape(n, v, 3)
     joints = v_shaped[:, -rig.J_regressor.shape[0]:]
     posed_joints, a = batch_rigid_transform(rot, joints, rig.parents)
-    t = (a.reshape(n, -1, 16).transpose(1, 2) @ rig.lbs_weights.T).transpose(1, 2).reshape(n, v, 4, 4)
+    nj = a.shape[1]
+    t = (a.reshape(n, nj, 16).transpose(1, 2).reshape(n * 16, nj) @ rig.lbs_weights.T)  # one mm, not n bmm's
+    t = t.reshape(n, 16, v).transpose(1, 2).reshape(n, v, 4, 4)
     verts = (t[:, :, :3, :3] * v_posed[:, :, None, :]).sum(-1) + t[:, :, :3, 3]
-    lmk = vertices2landmarks(verts, rig.faces, rig.lmk_faces[None].expand(n, -1), rig.lmk_bary[None].expand(n, -1, -1))
+    # the static embedding as one (68, V) barycentric matrix: a matrix product instead of a gather, whose backward
+    # (a scatter) costs more than the whole forward
+    lmk = (rig.lmk_matrix @ verts.transpose(0, 1).reshape(v, n * 3)).reshape(68, n, 3).transpose(0, 1)
     if rig.dyn_faces is not None:
         row = dynamic_contour_index(global_pose.detach(), zero3)
         contour = vertices2landmarks(verts, rig.faces, rig.dyn_faces[row], rig.dyn_bary[row].to(verts))
