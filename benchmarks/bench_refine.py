@@ -40,6 +40,7 @@ def main() -> None:
     ap.add_argument("--untrained", action="store_true", help="a fresh tiny model (smoke run)")
     ap.add_argument("--windows", type=int, default=96, help="held-out windows (evenly spaced)")
     ap.add_argument("--noise", type=float, default=0.03, help="landmark noise, fraction of the inter-ocular distance")
+    ap.add_argument("--smooth", type=float, default=None, help="the fit's smoothness weight (default: RefineConfig's)")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--quick", action="store_true", help="16 windows")
     args = ap.parse_args()
@@ -51,6 +52,7 @@ def main() -> None:
     from avface.data.shard_index import ShardIndex
     from avface.evaluate.faceset import _baseline, refined_output
     from avface.face_model import FaceModel, load_face_model
+    from avface.inference.refine import RefineConfig
     from avface.metrics import Baselines, ground_truth_vertices, jitter, landmark_nme, vertex_errors
     from avface.models import AVFaceConfig
     from avface.models.avface import AVFace
@@ -75,6 +77,7 @@ def main() -> None:
     size = int(model.config.image_size)
     mean_face = Baselines(torch.zeros(fm.n_expression), torch.zeros(3))
     rng = np.random.default_rng(0)
+    fit_cfg = RefineConfig() if args.smooth is None else RefineConfig(w_smooth=args.smooth)
     names = ("network alone (--refine none)", "+ fit, exact landmarks", f"+ fit, landmarks + {args.noise:g} IOD noise",
              "mean face, true pose and camera")
     acc: dict[str, dict[str, list[float]]] = {n: {"nme": [], "v3d": [], "lip": [], "jitter": []} for n in names}
@@ -93,11 +96,11 @@ def main() -> None:
             gt_jitter += [jitter(w) for w in gt.reshape(b, t, -1, 3).double()]
             out = model(batch)
             t0 = time.perf_counter()
-            fit_exact = refined_output(model, batch, out)[:2]
+            fit_exact = refined_output(model, batch, out, fit_cfg)[:2]
             fit_seconds += time.perf_counter() - t0
             fit_frames += b * t
             preds = {names[0]: (out.vertices, out.landmarks2d), names[1]: fit_exact,
-                     names[2]: refined_output(model, noisy_batch, out)[:2],
+                     names[2]: refined_output(model, noisy_batch, out, fit_cfg)[:2],
                      names[3]: _baseline(model, batch, "mean face", mean_face)}
         for name, (verts, lmk2) in preds.items():
             px = ndc_to_pixels(lmk2.reshape(b * t, 68, 2), size).numpy()
@@ -108,7 +111,7 @@ def main() -> None:
             acc[name]["jitter"] += [jitter(w) for w in verts.double()]
 
     print(f"# bench_refine: {len(rows)} held-out windows of {args.shards}, model {what}, torch threads "
-          f"{torch.get_num_threads()}")
+          f"{torch.get_num_threads()}; fit {fit_cfg}")
     print("| method | NME | 3D mm | lip mm | jitter mm/frame^2 |\n|---|---|---|---|---|")
     res = {n: {k: float(np.mean(v)) for k, v in d.items()} for n, d in acc.items()}
     for n, r in res.items():

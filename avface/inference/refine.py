@@ -272,8 +272,21 @@ def _rigid_start(rig: LandmarkRig, p: FitParams, target: torch.Tensor, valid: to
         e_cf = _data_terms(_project(_posed_landmarks(rig, start, offsets), start.cam), target, w,
                            RefineConfig(sigma=1.0))
     take = (ok.reshape(b, t) & (e_cf < e_net) & valid)[..., None]
-    return replace(p, global_pose=torch.where(take, start.global_pose, p.global_pose),
-                   cam=torch.where(take, start.cam, p.cam))
+    # per-frame closed-form fits follow the landmarks' noise: smoothed in time, so that L-BFGS starts from a steady
+    # head (its few iterations cannot remove a start's shake)
+    return replace(p, global_pose=_smooth_time(torch.where(take, start.global_pose, p.global_pose)),
+                   cam=_smooth_time(torch.where(take, start.cam, p.cam)))
+
+
+def _smooth_time(x: torch.Tensor, kernel: tuple[float, ...] = (1.0, 2.0, 3.0, 2.0, 1.0)) -> torch.Tensor:
+    """(B, T, C) -> the same smoothed along T by a normalised ``kernel`` (edges replicated)."""
+    b, t, c = x.shape
+    k = len(kernel)
+    if t < 2:
+        return x
+    w = x.new_tensor(kernel) / sum(kernel)
+    pad = torch.nn.functional.pad(x.transpose(1, 2).reshape(b * c, 1, t), (k // 2, k // 2), mode="replicate")
+    return torch.nn.functional.conv1d(pad, w.reshape(1, 1, k)).reshape(b, c, t).transpose(1, 2).contiguous()
 
 
 def fit_landmarks(rig: LandmarkRig, init: FitParams, target: torch.Tensor, valid: torch.Tensor,
