@@ -344,7 +344,9 @@ class Reconstructor:
             if Stage.DETAIL in self.stages:
                 self._vertex_uv = vertex_uv(self.face_model)
             per_frame = self._model_pass(info, source_index, track, audio_track, m)
+            t_fit, c_fit = time.perf_counter(), time.process_time()
             refined_m = self._refine(per_frame, track)
+            t_fit, c_fit = time.perf_counter() - t_fit, time.process_time() - c_fit
             audio_valid_m = np.zeros(m, bool) if audio_track is None else audio_track.valid(model_times)
         finally:
             if audio_track is not None:
@@ -372,7 +374,7 @@ class Reconstructor:
                 "detector": cfg.detector if cfg.crop == "landmarks" else None, "model_frames": m,
                 "model_times_start": float(model_times[0]), "codec": info.codec, "seconds": seconds,
                 "device": self.device, "refine": cfg.refine if cfg.crop == "landmarks" else "none",
-                "refined_model_frames": int(refined_m.sum())}
+                "refined_model_frames": int(refined_m.sum()), "refine_seconds": t_fit, "refine_cpu_seconds": c_fit}
         return Reconstruction(
             times=times, shape=interp["shape"], expression=interp["expression"], jaw_pose=interp["jaw"],
             global_pose=interp["global_pose"], neck_pose=zeros3, eye_pose=np.zeros((n, 6), np.float32),
