@@ -300,7 +300,9 @@ def test_cli_reconstruct_with_a_checkpoint(model, clips, tmp_path, capsys):
     text = capsys.readouterr().out
     assert rc == 0, text
     assert "frames         30" in text and "without face   0" in text and str(out / "talk.npz") in text
+    assert "refined        30" in text  # the landmark fit is the default
     rec = load_reconstruction(out / "talk.npz")
+    assert rec.refined.all() and rec.meta["refine"] == "landmarks"
     assert rec.shape.shape == (T, 300) and rec.displacement is None and rec.meta["stages"] == ["coarse", "lip"]
     assert rec.meta["checkpoint"] == str(ckpt) and (out / "talk.glb").is_file()
     # bad input: non-zero exit, the file and the problem named, nothing written

@@ -265,6 +265,16 @@ def test_reconstruct_refines_and_none_is_the_network_alone(coarse_model, face_vi
     assert not prev.refined.any() and prev.landmarks is None and prev.refined.shape == (prev.num_frames,)
 
 
+def test_cli_refine_flag():
+    from avface.cli import build_parser
+
+    args = build_parser().parse_args(["reconstruct", "in.mp4", "-o", "out", "--refine", "none"])
+    assert args.refine == "none"
+    assert build_parser().parse_args(["reconstruct", "in.mp4", "-o", "out"]).refine == "landmarks"
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["reconstruct", "in.mp4", "-o", "out", "--refine", "mesh"])
+
+
 def test_refine_choice_is_checked(coarse_model):
     with pytest.raises(ValueError, match="refine must be one of"):
         Reconstructor.from_model(coarse_model, config=ReconstructConfig(progress=False, refine="bogus"))
