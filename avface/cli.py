@@ -5,6 +5,7 @@ Subcommands::
     avface reconstruct INPUT -o OUT/ [--audio FILE] [--checkpoint PATH|models:/NAME@ALIAS] [--device auto|cpu|cuda]
                        [--batch-size N] [--stages coarse,lip,detail] [--export npz,obj,ply,mp4,glb] [--flame-sizes]
                        [--crop landmarks|none] [--crop-scale S] [--fps F] [--rule mean|centre] [--no-audio]
+                       [--refine landmarks|none]
 
 Exit status: 0 on success, 2 for bad input or a missing checkpoint (the message names the file and the problem),
 1 for anything else.
@@ -21,6 +22,7 @@ from pathlib import Path
 from avface.inference.checkpoint import CheckpointNotFoundError
 from avface.inference.export import EXPORT_KINDS, export_all
 from avface.inference.reconstruct import STAGES, ReconstructConfig, Reconstructor, summary_lines
+from avface.inference.refine import REFINE_MODES
 from avface.inference.tracking import NoFaceError
 from avface.io.media import MediaError
 from avface.io.video import InputError
@@ -67,6 +69,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "checkpoint; a different value warns)")
     r.add_argument("--rule", choices=("mean", "centre"), default="mean",
                    help="a frame's prediction from its sliding windows: their mean (default) or the centre-most")
+    r.add_argument("--refine", choices=REFINE_MODES, default="landmarks",
+                   help="landmarks (default): fit pose, camera and (near the network's values) expression, jaw and "
+                        "shape to the tracked landmarks; none: the network alone (the paper's method)")
     r.add_argument("--no-audio", action="store_true", help="ignore the audio (video-only mode)")
     r.add_argument("--quiet", action="store_true", help="no progress bars")
     r.set_defaults(func=cmd_reconstruct)
@@ -76,7 +81,7 @@ def build_parser() -> argparse.ArgumentParser:
 def cmd_reconstruct(args: argparse.Namespace) -> int:
     cfg = ReconstructConfig(stages=args.stages, batch_size=args.batch_size, crop=args.crop, rule=args.rule,
                             crop_scale=args.crop_scale, fps=args.fps, use_audio=not args.no_audio,
-                            progress=not args.quiet)
+                            refine=args.refine, progress=not args.quiet)
     src = Path(args.input)
     try:
         with Reconstructor(args.checkpoint, args.device, cfg) as rec_:

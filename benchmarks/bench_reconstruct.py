@@ -8,8 +8,11 @@
    transformers. Naive frames/s is the steady state (one new window per frame: windows / second, measured on a few
    windows); cached frames/s is measured on a whole clip. Best of 3 alternating runs of each (shared CPU).
    Ratio = cached / naive (goal >= 12 for paper).
-2. End to end, tiny config: decode + MediaPipe landmarks + face track + model (coarse + lip) + npz, on a real face
-   (skimage astronaut) clip, frames/s; and the same without landmarks (``crop=none``) to show the model's share.
+2. End to end, tiny config: decode + MediaPipe landmarks + face track + model (coarse + lip) + the landmark fit
+   (``--refine landmarks``, the default) + npz, on a real face (skimage astronaut) clip, frames/s; the same with
+   ``--refine none`` (the network alone: the fit's share), and without landmarks (``crop=none``, no detector and
+   nothing to fit) to show the model's share; tiny rows best of 3 runs. Goal: tiny with the fit >= 50 frames/s on a
+   2-core CPU.
    The paper config end to end on a shorter clip unless ``--skip-paper``.
 3. Peak memory (VmHWM of the reconstructing process, a fresh subprocess each) for a 1-minute and a 10-minute
    video (a short synthetic clip repeated, 128x128, with audio), tiny config, ``crop=none`` (the landmark
@@ -93,19 +96,26 @@ def face_clip(path: Path, t: int, size: int = 256) -> Path:
     return write_mp4(path, frames, 25.0, synthetic_audio(t / 25, seed=1), preset="ultrafast", deterministic=False)
 
 
-def bench_e2e(name: str, video: Path, device: str, batch: int, crop: str) -> dict:
+def bench_e2e(name: str, video: Path, device: str, batch: int, crop: str, refine: str = "landmarks",
+              repeats: int = 1) -> dict:
+    """Best of ``repeats`` runs (the CPU is shared: the best time is the least disturbed one)."""
     model = build_model(name, device)
-    cfg = ReconstructConfig(progress=False, batch_size=batch, crop=crop)
+    cfg = ReconstructConfig(progress=False, batch_size=batch, crop=crop, refine=refine)
+    secs = float("inf")
     with Reconstructor.from_model(model, device=device, config=cfg) as r, tempfile.TemporaryDirectory() as d:
         short = video.with_name("warmup.mp4")
         if not short.exists():
             face_clip(short, 20)
         r.run(short)  # warm-up: starts the MediaPipe worker, first-call costs
-        t0 = time.perf_counter()
-        rec = r.run(video)
-        rec.save_npz(Path(d) / "out.npz")
-        secs = time.perf_counter() - t0
-    return {"config": name, "crop": crop, "frames": rec.num_frames, "seconds": secs, "fps": rec.num_frames / secs}
+        fit_cpu = float("inf")
+        for _ in range(repeats):
+            t0 = time.perf_counter()
+            rec = r.run(video)
+            rec.save_npz(Path(d) / "out.npz")
+            secs = min(secs, time.perf_counter() - t0)
+            fit_cpu = min(fit_cpu, rec.meta["refine_cpu_seconds"])
+    return {"config": name, "crop": crop, "refine": rec.meta["refine"], "frames": rec.num_frames, "seconds": secs,
+            "fps": rec.num_frames / secs, "fit_cpu_ms": 1000 * fit_cpu / rec.num_frames}
 
 
 def long_clip(path: Path, seconds: float, size: int = 128) -> Path:
@@ -214,14 +224,23 @@ def bench_all_windows(q: bool, dev: str, batch: int, skip_paper: bool = False) -
 
 
 def bench_all_e2e(tmp: Path, q: bool, dev: str, batch: int, skip_paper: bool) -> None:
-    print("\n## end to end (decode + landmarks + track + model + npz): frames/s")
-    print(f"{'config':8s} {'crop':10s} {'frames':>7s} {'seconds':>8s} {'fps':>8s}")
+    print("\n## end to end (decode + landmarks + track + model + landmark fit + npz): frames/s")
+    print(f"{'config':8s} {'crop':10s} {'refine':10s} {'frames':>7s} {'seconds':>8s} {'fps':>8s}")
     video = face_clip(tmp / "face.mp4", 100 if q else 250)
-    runs = [("tiny", "landmarks"), ("tiny", "none")] + ([] if skip_paper else [("paper", "landmarks")])
-    for name, crop in runs:
+    runs = [("tiny", "landmarks", "landmarks"), ("tiny", "landmarks", "none"), ("tiny", "none", "none")]
+    runs += [] if skip_paper else [("paper", "landmarks", "landmarks")]
+    fps, fit_cpu = {}, 0.0
+    for name, crop, refine in runs:
         v = video if name == "tiny" else face_clip(tmp / "face_short.mp4", 25 if q else 50)
-        r = bench_e2e(name, v, dev, batch, crop)
-        print(f"{name:8s} {crop:10s} {r['frames']:7d} {r['seconds']:8.2f} {r['fps']:8.1f}")
+        r = bench_e2e(name, v, dev, batch, crop, refine, repeats=1 if q or name == "paper" else 3)
+        fps[(name, crop, refine)] = r["fps"]
+        if (name, crop, refine) == ("tiny", "landmarks", "landmarks"):
+            fit_cpu = r["fit_cpu_ms"]
+        print(f"{name:8s} {crop:10s} {r['refine']:10s} {r['frames']:7d} {r['seconds']:8.2f} {r['fps']:8.1f}")
+    fit, net = fps[("tiny", "landmarks", "landmarks")], fps[("tiny", "landmarks", "none")]
+    print(f"ratio tiny with the landmark fit / without: {fit / net:.3f} ({fit:.1f} frames/s; goal >= 50)")
+    print(f"the fit's own CPU time: {fit_cpu:.2f} ms/frame (process time, insensitive to the machine's load; without "
+          f"the fit at {net:.1f} frames/s, adding it predicts {1000 / (1000 / net + fit_cpu):.1f} frames/s)")
 
 
 if __name__ == "__main__":

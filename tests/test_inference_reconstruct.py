@@ -154,6 +154,8 @@ def test_frames_without_a_face_are_interpolated_and_flagged(recon, clips, tmp_pa
     write_mp4(tmp_path / "gap.mp4", frames, 25.0)
     rec = recon.run(tmp_path / "gap.mp4")
     assert rec.face_detected.tolist() == [True] * 10 + [False] * 4 + [True] * (T - 14)
+    # the landmark fit (the default) runs where the face was detected and only there
+    assert rec.refined.tolist() == rec.face_detected.tolist() and rec.meta["refine"] == "landmarks"
     box = rec.crop_box
     assert np.all(np.isfinite(box)) and np.all(box[10:14, 2] > box[10:14, 0])
 
@@ -298,7 +300,9 @@ def test_cli_reconstruct_with_a_checkpoint(model, clips, tmp_path, capsys):
     text = capsys.readouterr().out
     assert rc == 0, text
     assert "frames         30" in text and "without face   0" in text and str(out / "talk.npz") in text
+    assert "refined        30" in text  # the landmark fit is the default
     rec = load_reconstruction(out / "talk.npz")
+    assert rec.refined.all() and rec.meta["refine"] == "landmarks"
     assert rec.shape.shape == (T, 300) and rec.displacement is None and rec.meta["stages"] == ["coarse", "lip"]
     assert rec.meta["checkpoint"] == str(ckpt) and (out / "talk.glb").is_file()
     # bad input: non-zero exit, the file and the problem named, nothing written

@@ -1,7 +1,8 @@
 """Reconstruction of any talking-face video: ``Reconstructor(checkpoint).run(video, audio=None)``.
 
 Modules (the input video is read with :mod:`avface.io.video`): :mod:`tracking` (face track and crop boxes),
-:mod:`windows` (cached sliding-window inference), :mod:`reconstruct` (the pipeline), :mod:`result` (the result and
+:mod:`windows` (cached sliding-window inference), :mod:`refine` (the test-time fit to the tracked landmarks),
+:mod:`reconstruct` (the pipeline), :mod:`result` (the result and
 its ``.npz``), :mod:`export` (OBJ / PLY / overlay mp4 / glTF).
 """
 

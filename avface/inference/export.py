@@ -10,8 +10,10 @@ in the npz map it into the video (see :mod:`avface.inference.result`).
   The detailed mesh is the coarse mesh displaced along its vertex normals by the detail stage's UV displacement
   sampled at each vertex's UV (detail at the mesh's resolution).
 * ``<name>_overlay.mp4`` -- on the model timeline (``rec.fps``), the input frame nearest each model time with the mesh
-  rendered over it (project renderer, grey clay), side by side with a frontal view of the same mesh (head pose
-  removed); the original audio.
+  rendered over it (project renderer, grey clay) and, to judge the alignment, the detector's 68 points (green) and
+  the model's projected landmarks (magenta) drawn as their contours (jaw, brows, nose, eyes, lips), labelled with
+  whether the frame was fitted to the landmarks (``fit``) or is the network's alone (``net``); side by side with a
+  frontal view of the same mesh (head pose removed); the original audio.
 * ``<name>.glb`` -- glTF 2.0 binary (pygltflib). One mesh: the subject's neutral face (mean shape) with morph
   targets ``Exp000`` ... (the face model's expression blendshapes, weights = the expression coefficients, as the
   FLAME Blender add-on names its shape keys) and ``Res000`` ... (an orthogonal basis, principal components, of what
@@ -30,6 +32,7 @@ import numpy as np
 import pygltflib as G
 import torch
 
+from avface.face_model.flame import vertices2landmarks
 from avface.inference.result import Reconstruction
 from avface.io.media import write_mp4
 from avface.io.video import (
@@ -44,7 +47,11 @@ from avface.io.video import (
 from avface.render import FaceRenderer
 from avface.render.cameras import orthographic_project
 from avface.utils.files import atomic_path
+from avface.viz.overlay import draw_label, draw_landmark_contours
 from avface.viz.turntable import fit_orthographic_camera
+
+DETECTOR_COLOUR = (60, 230, 60)  # the detector's landmarks in the overlay
+MODEL_COLOUR = (240, 60, 240)  # the model's projected landmarks
 
 EXPORT_KINDS = ("npz", "obj", "ply", "mp4", "glb")
 
@@ -278,6 +285,9 @@ def write_overlay_mp4(rec: Reconstruction, face_model: torch.nn.Module, video: s
                 rgb = out.image[0].permute(1, 2, 0).clamp(0, 1).cpu().numpy() * 255
                 a = out.alpha[0, 0].cpu().numpy()[..., None] * alpha
                 over = (base * (1 - a) + rgb * a).round().astype(np.uint8)
+                lmk = vertices2landmarks(torch.stack([xo, yo], -1), fm.faces, fm.lmk68_faces[None],
+                                         fm.lmk68_bary[None])[0].cpu().numpy()
+                over = _draw_alignment(over, rec, j, (lmk + 1) * np.array([wo / 2, ho / 2]), sc)
                 vc = torch.as_tensor(rec.vertices(fm, j, j + 1, canonical=True), device=dev)
                 fo = r_front(vc, fit_orthographic_camera(vc, 0.85), albedo, sh)
                 bg = np.full((ho, ho, 3), 40.0)
@@ -294,6 +304,21 @@ def write_overlay_mp4(rec: Reconstruction, face_model: torch.nn.Module, video: s
         del frames
         tmp_frames.unlink(missing_ok=True)
     return path
+
+
+def _draw_alignment(frame: np.ndarray, rec: Reconstruction, j: int, model_px: np.ndarray, scale: float) -> np.ndarray:
+    """The detector's points of input frame ``j`` (where detected) and the model's projected landmarks
+    ``model_px (68, 2)`` (output pixels) drawn over ``frame``, with a legend."""
+    h = frame.shape[0]
+    th = max(1, round(h / 360))
+    if rec.landmarks is not None and bool(rec.face_detected[j]):
+        frame = draw_landmark_contours(frame, rec.landmarks[j] * scale, DETECTOR_COLOUR, th)
+    frame = draw_landmark_contours(frame, model_px, MODEL_COLOUR, th)
+    fs = 0.35 * max(1.0, h / 360)
+    draw_label(frame, "detector", (6, int(14 * fs / 0.35)), DETECTOR_COLOUR, fs)
+    draw_label(frame, "model " + ("fit" if bool(np.asarray(rec.refined)[j]) else "net"), (6, int(28 * fs / 0.35)),
+               MODEL_COLOUR, fs)
+    return frame
 
 
 # ------------------------------------------------------------------------------------------------ all

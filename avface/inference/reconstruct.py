@@ -7,7 +7,11 @@ Three streaming passes over the video, each opening it once, none holding more t
 2. landmarks on the model frames (the project's detector, MediaPipe) -> the face track (smoothed crop boxes, frames
    without a face interpolated and flagged, the largest tracked face; :mod:`avface.inference.tracking`);
 3. crops + audio windows chunk by chunk -> cached sliding-window inference (:mod:`avface.inference.windows`) ->
-   decode, lip refinement, detail -> per-model-frame parameters, then interpolated to the input's frame times.
+   decode, lip refinement, detail -> per-model-frame parameters;
+4. ``refine="landmarks"`` (default): pose, camera, expression, jaw and shape fitted to the tracked landmarks chunk
+   by chunk (:mod:`avface.inference.refine`; frames without a detected face keep the network's values, ``refined``
+   says which were fitted); ``refine="none"``: the network alone (the paper's method). Then everything is
+   interpolated to the input's frame times.
 
 No audio (or ``use_audio=False``) -> video-only mode: the audio embedding is the zero embedding, as in modality
 dropout, and the lip offsets are zero (a warning says so).
@@ -29,6 +33,7 @@ import torch
 from avface.audio import extract_audio_features
 from avface.audio.config import AudioConfig
 from avface.inference.checkpoint import audio_config_for, load_for_inference
+from avface.inference.refine import REFINE_MODES, RefineConfig, refine_store
 from avface.inference.result import Reconstruction
 from avface.inference.tracking import FaceTrack, track_face
 from avface.inference.windows import SlidingWindows, frame_features, split_codes
@@ -78,6 +83,10 @@ class ReconstructConfig:
     mediapipe_python: str | None = None
     detect_max_side: int = 960  # frames are downscaled to this longest side for landmark detection
     use_audio: bool = True
+    # landmarks: fit the network's prediction to the tracked landmarks (avface.inference.refine) | none: the network
+    # alone (the paper's method). Needs crop=landmarks (crop=none runs no detector: nothing to fit to)
+    refine: str = "landmarks"
+    refine_fit: RefineConfig = field(default_factory=RefineConfig)
     audio_margin: int = 25  # model frames of audio context on each side of a chunk for its features
     limits: InputLimits = field(default_factory=InputLimits)
     progress: bool = True
@@ -187,6 +196,8 @@ class Reconstructor:
             raise ValueError("the detail stage needs the model's renderer (UV maps)")
         self.window = int(self.config.window or model.config.window)
         self.image_size = int(model.config.image_size)
+        if self.config.refine not in REFINE_MODES:
+            raise ValueError(f"refine must be one of {REFINE_MODES}, got {self.config.refine!r}")
 
     # ------------------------------------------------------------------------------------------------ detector
     def _get_detector(self):
@@ -333,6 +344,9 @@ class Reconstructor:
             if Stage.DETAIL in self.stages:
                 self._vertex_uv = vertex_uv(self.face_model)
             per_frame = self._model_pass(info, source_index, track, audio_track, m)
+            t_fit, c_fit = time.perf_counter(), time.process_time()
+            refined_m = self._refine(per_frame, track)
+            t_fit, c_fit = time.perf_counter() - t_fit, time.process_time() - c_fit
             audio_valid_m = np.zeros(m, bool) if audio_track is None else audio_track.valid(model_times)
         finally:
             if audio_track is not None:
@@ -344,6 +358,10 @@ class Reconstructor:
             interp[k] = interpolate_to_times(per_frame.pop(k), model_times, times)
         boxes = interpolate_to_times(track.boxes, model_times, times)
         detected = interpolate_to_times(track.detected, model_times, times)
+        refined = interpolate_to_times(refined_m, model_times, times)
+        # the detector's points of the model frame nearest each input frame (the overlay draws them)
+        nearest_m = np.rint(interpolate_to_times(np.arange(m, dtype=np.float64), model_times, times)).astype(int)
+        landmarks = track.landmarks[nearest_m] if cfg.crop == "landmarks" else None
         audio_valid = interpolate_to_times(audio_valid_m, model_times, times)
         zeros3 = np.zeros((n, 3), np.float32)
         lip_ids = None
@@ -355,7 +373,8 @@ class Reconstructor:
                 "window": self.window, "rule": cfg.rule, "crop": cfg.crop, "crop_scale": self.crop_scale,
                 "detector": cfg.detector if cfg.crop == "landmarks" else None, "model_frames": m,
                 "model_times_start": float(model_times[0]), "codec": info.codec, "seconds": seconds,
-                "device": self.device}
+                "device": self.device, "refine": cfg.refine if cfg.crop == "landmarks" else "none",
+                "refined_model_frames": int(refined_m.sum()), "refine_seconds": t_fit, "refine_cpu_seconds": c_fit}
         return Reconstruction(
             times=times, shape=interp["shape"], expression=interp["expression"], jaw_pose=interp["jaw"],
             global_pose=interp["global_pose"], neck_pose=zeros3, eye_pose=np.zeros((n, 6), np.float32),
@@ -365,7 +384,22 @@ class Reconstructor:
             rotation=info.rotation, image_size=self.image_size, lip_offsets=interp.get("lip_offsets"),
             lip_vertex_ids=lip_ids,
             displacement=interp["displacement"].astype(np.float16) if "displacement" in interp else None,
-            meta=meta)
+            refined=refined, landmarks=landmarks, meta=meta)
+
+    def _refine(self, per_frame: dict[str, np.ndarray], track: FaceTrack) -> np.ndarray:
+        """Pass 4 (in place on the per-model-frame arrays): the landmark fit, or nothing. -> refined (M,) bool."""
+        cfg = self.config
+        m = len(track.detected)
+        if cfg.refine == "none":
+            return np.zeros(m, bool)
+        if cfg.crop != "landmarks":
+            log.info("refine=%s: crop=none runs no landmark detector, nothing to fit to; the network alone",
+                     cfg.refine)
+            return np.zeros(m, bool)
+        lip_ids = getattr(self.model, "lip_ids", None) if "lip_offsets" in per_frame else None
+        with torch.no_grad():
+            return refine_store(per_frame, track.landmarks, track.detected, track.boxes, self.face_model,
+                                chunk=max(cfg.chunk, 1), config=cfg.refine_fit, lip_ids=lip_ids)
 
     def _chunks(self, info: VideoInfo, source_index: np.ndarray, track: FaceTrack, audio_track: AudioTrack | None,
                 m: int) -> Iterator[tuple[int, np.ndarray, np.ndarray | None]]:
@@ -421,6 +455,8 @@ def summary_lines(rec: Reconstruction, outputs: list[Path]) -> list[str]:
     lines = [f"input          {rec.meta.get('input')}",
              f"frames         {rec.num_frames} ({rec.meta.get('model_frames')} at {rec.fps:g} fps for the model)",
              f"without face   {rec.frames_without_face} (interpolated, flagged in face_detected)",
+             f"refined        {int(np.asarray(rec.refined).sum())} (fitted to the landmarks; --refine "
+             f"{rec.meta.get('refine', 'none')})",
              f"audio          {rec.meta.get('audio') or 'none (video-only mode)'}",
              f"stages         {','.join(rec.meta.get('stages', []))}",
              f"seconds        {secs:.2f} ({fps:.1f} frames/s)"]

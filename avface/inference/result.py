@@ -21,6 +21,11 @@ lip_offsets        (N, K, 3) f32    lip-refinement offsets (m, head frame) of ve
 lip_vertex_ids     (K,) i64         (both absent when the lip stage did not run)
 displacement       (N, V) f16       detail-stage displacement along each vertex normal (m; only with detail)
 face_detected      (N,) bool        the tracked face was detected in this frame (else the crop was interpolated)
+refined            (N,) bool        shape, expression, jaw, pose and cam were fitted to the detected landmarks
+                                    (``--refine landmarks``; else the network's values; absent in older files:
+                                    read as all False)
+landmarks          (N, 68, 2) f32   the detector's iBUG-68 points, input-frame pixels (zeros where not detected;
+                                    absent with ``--crop none``, which runs no detector)
 audio_valid        (N,) bool        audio was present at this frame (False everywhere in video-only mode)
 valid              (N,) bool        the frame has a reconstruction (True for every decoded frame)
 fps                () f64           the model's frame rate (its input contract); outputs are interpolated to ``times``
@@ -59,7 +64,7 @@ FLAME_SHAPE, FLAME_EXPRESSION = 300, 100
 
 _ARRAYS = ("times", "shape", "expression", "jaw_pose", "global_pose", "neck_pose", "eye_pose", "cam", "crop_box",
            "albedo", "light", "face_detected", "audio_valid", "valid")
-_OPTIONAL = ("lip_offsets", "lip_vertex_ids", "displacement")
+_OPTIONAL = ("lip_offsets", "lip_vertex_ids", "displacement", "landmarks")
 _SCALARS = ("fps", "source_fps", "rotation", "image_size")
 
 
@@ -89,7 +94,13 @@ class Reconstruction:
     lip_offsets: np.ndarray | None = None
     lip_vertex_ids: np.ndarray | None = None
     displacement: np.ndarray | None = None
+    refined: np.ndarray | None = None  # (N,) bool; None: nothing refined (read as all False)
+    landmarks: np.ndarray | None = None  # (N, 68, 2) detector points, input-frame pixels
     meta: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.refined is None:
+            self.refined = np.zeros(len(self.times), bool)
 
     @property
     def num_frames(self) -> int:
@@ -151,6 +162,7 @@ class Reconstruction:
             v = getattr(self, k)
             if v is not None:
                 arrays[k] = np.asarray(v)
+        arrays["refined"] = np.asarray(self.refined, bool)
         arrays["fps"] = np.asarray(self.fps, np.float64)
         arrays["source_fps"] = np.asarray(self.source_fps, np.float64)
         arrays["rotation"] = np.asarray(self.rotation, np.int64)
@@ -179,6 +191,7 @@ def load_reconstruction(path: str | os.PathLike) -> Reconstruction:
         raise ValueError(f"{path}: not a reconstruction .npz, missing {missing}")
     kw: dict[str, Any] = {k: d[k] for k in _ARRAYS}
     kw.update({k: d.get(k) for k in _OPTIONAL})
+    kw["refined"] = d.get("refined")  # older files have none: nothing was refined
     kw["fps"], kw["source_fps"] = float(d["fps"]), float(d["source_fps"])
     kw["rotation"], kw["image_size"] = int(d["rotation"]), int(d["image_size"])
     kw["frame_size"] = tuple(int(v) for v in d["frame_size"])
