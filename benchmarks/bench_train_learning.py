@@ -3,7 +3,7 @@ speakers, beside the mean face and the constant-expression baseline, and the pap
 
     python benchmarks/bench_train_learning.py [--out runs/bench_learning] [--data DIR] [--identities 1200]
         [--test-identities 80] [--pretrain-steps 2000] [--stage-steps 150] [--lip-steps 400] [--scratch-steps 600]
-        [--smoke]
+        [--smoke] [--landmark-input] [--landmark-ablation]
 
 1. corpus: ``--identities`` training speakers and ``--test-identities`` held-out ones, ``--clips`` short clips each,
    64 px
@@ -17,6 +17,11 @@ speakers, beside the mean face and the constant-expression baseline, and the pap
 5. diagnostics: where the lip error comes from (true parameters swapped in), whether the 2D landmark geometry
    tells the face shape (a ridge regression, beside the model's shape), whether the lip refiner could lower the
    lip error at all (trained on the true lip vertices: an oracle no paper loss is), what the occluder costs.
+
+``--landmark-input``: the recipe's model reads the landmark detector's points too (``model.landmark_input``, the
+geometry channel). ``--landmark-ablation``: instead of the recipe, pretraining alone twice on the same corpus, the
+paper's image-only network and the network with the landmark input, and their held-out 3D error, lip error and
+landmark NME side by side (goals: 3D error >= 10 % lower with landmarks, NME <= 0.07).
 
 Re-running resumes (finished stages are skipped). Goals: on held-out speakers, lip error >= 25 % and
 expression error >= 30 % below the constant baseline, all-vertex error below it; the self-supervised stages do
@@ -82,6 +87,11 @@ def main() -> None:
                     help="the smallest run that prints every table (3 + 1 speakers, a few steps per stage, small "
                          "diagnostics; a few minutes, most of it Ray Train starting each stage): a test of the "
                          "benchmark, not a measurement")
+    ap.add_argument("--landmark-input", action="store_true",
+                    help="the recipe's model also reads the landmark detector's points (model.landmark_input)")
+    ap.add_argument("--landmark-ablation", action="store_true",
+                    help="pretraining only, image-only vs with the landmark input, on the same corpus (the table "
+                         "of the geometry channel); skips the recipe and the diagnostics")
     args = ap.parse_args()
     # held-out windows validated, occluded windows made and validated, diagnostic sizes
     sizes = {"val": 128, "occluded": 300, "val_occluded": 150, "oracle_steps": 1000, "oracle_every": 100,
@@ -105,6 +115,11 @@ def main() -> None:
     common = {"data": {"shards": str(data["shards"]), "val_windows": sizes["val"],
                        "val_occluded_windows": sizes["val_occluded"]},
               "out": str(out / "runs"), "num_cpus": args.num_cpus, "progress": False}
+    if args.landmark_ablation:
+        _landmark_ablation(common, args, out, data, t_data, sizes)
+        return
+    if args.landmark_input:
+        common["model"] = _tiny_model(landmark_input=True)
     later = {"lip": args.lip_steps, "detail": args.stage_steps, "occlusion": args.stage_steps}
     timings = {}
     t0 = time.perf_counter()
@@ -195,6 +210,51 @@ def main() -> None:
                                                   indent=2))
     _plot(recipe["tracking_uri"], out / "learning.png")
     print(f"wrote {out / 'learning.png'} and {out / 'learning.json'}")
+
+
+def _tiny_model(landmark_input: bool) -> dict:
+    """The tiny model's config as a mapping (a partial ``model`` mapping would start from the paper's)."""
+    from avface.models.config import AVFaceConfig
+
+    cfg = AVFaceConfig.tiny()
+    cfg.landmark_input = landmark_input
+    return cfg.to_dict()
+
+
+def _landmark_ablation(common: dict, args, out: Path, data: dict, t_data: float, sizes: dict) -> None:
+    """Pretraining of the image-only network and of the network with the landmark input on the same corpus, the
+    same steps and seed; prints their held-out errors and the ratio."""
+    from avface.train.trainer import run_training
+
+    rows, timings = [], {}
+    variants = [("image-only (paper)", "image", False), ("image + landmarks (geometry channel)", "landmarks", True)]
+    for label, name, flag in variants:
+        t0 = time.perf_counter()
+        res = run_training({**common, "name": f"pretrain-{name}", "stage": "pretrain",
+                            "model": _tiny_model(landmark_input=flag),
+                            "stages": _stage_config({"pretrain": args.pretrain_steps}, args.pretrain_val_every)})
+        timings[name] = time.perf_counter() - t0
+        metrics = res["stages"]["pretrain"]["metrics"]
+        if not rows:
+            rows.append({"recipe": "mean face (zero shape/expression, true pose)",
+                         **{k: metrics.get(f"val/mean_face/{k}") for k, _ in COLUMNS}})
+            rows.append({"recipe": "constant (template + training mean expression/jaw)",
+                         **{k: metrics.get(f"val/constant/{k}") for k, _ in COLUMNS}})
+        rows.append(_row(f"pretrain, {label}", metrics))
+    keys = [("v3d_mm", "3D mm"), ("lip_mm", "lip mm"), ("expression_mm", "expr mm"), ("nme", "NME"),
+            ("lip_nme", "lip NME")]
+    print(f"\ncorpus: {args.identities} training / {args.test_identities} held-out speakers; data {t_data:.0f} s, "
+          f"pretraining {args.pretrain_steps} steps: " + ", ".join(f"{k} {v:.0f} s" for k, v in timings.items()))
+    print("| model | " + " | ".join(c for _, c in keys) + " |")
+    print("|" + "---|" * (len(keys) + 1))
+    for r in rows:
+        print("| " + " | ".join([r["recipe"], *[_fmt(r.get(k)) for k, _ in keys]]) + " |")
+    image, lmk = rows[-2], rows[-1]
+    ratios = {k: lmk[k] / image[k] for k, _ in keys if image.get(k) and lmk.get(k) is not None}
+    print("\nwith landmarks / image-only: " + ", ".join(f"{k} {v:.3f}" for k, v in ratios.items()))
+    (out / "landmark_ablation.json").write_text(json.dumps({"rows": rows, "ratios": ratios, "timings": timings,
+                                                            "t_data": t_data, "args": vars(args)}, indent=2))
+    print(f"wrote {out / 'landmark_ablation.json'}")
 
 
 def _lip_error_budget(checkpoint: str, shards: str, windows: int) -> dict[str, float]:
