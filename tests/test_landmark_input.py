@@ -211,3 +211,35 @@ def test_contract_records_and_checks_the_landmark_input():
     check_compatible(ckpt, landmark_points="mediapipe478")
     with pytest.raises(CheckpointError, match="final.pt.*mediapipe478"):
         check_compatible(ckpt, landmark_points="mediapipe468")
+
+
+def test_dense_landmark_term_of_the_starter_model():
+    """The 468 MediaPipe points are the starter model's vertices 0..467: points placed where the predicted mesh
+    projects give 0; moved points a positive term; undetected frames do not count; off by default."""
+    from avface.face_model import FaceModel, load_face_model
+    from avface.models.avface import AVFace
+    from avface.render.cameras import ndc_to_pixels, orthographic_project
+    from avface.train.objectives import coarse_objective, dense_landmark_term
+
+    fm = FaceModel(load_face_model(None))
+    cfg = dataclasses.replace(AVFaceConfig.tiny(), audio_dim=80, stages=("coarse",), landmark_input=True)
+    model = AVFace(cfg, fm, renderer=False).eval()
+    batch = Batch(images=torch.rand(1, T, 3, 64, 64), landmarks=torch.zeros(1, T, 68, 2),
+                  audio=torch.randn(1, T, 16, 80), points=torch.zeros(1, T, 478, 3))
+    with torch.no_grad():
+        out = model(batch, render=False)
+        proj = orthographic_project(out.vertices[0, :, :468], out.cam[0])[..., :2]
+    pts = torch.zeros(1, T, 478, 3)
+    pts[0, :, :468, :2] = ndc_to_pixels(proj, (64, 64))
+    exact = dataclasses.replace(batch, points=pts)
+    assert float(dense_landmark_term(model, exact, out)) < 1e-5
+    moved = pts.clone()
+    moved[0, 0, :468, 0] += 3.2  # 3.2 px at 64 px = 0.1 NDC on the first frame
+    valid = torch.ones(1, T, dtype=torch.bool)
+    got = float(dense_landmark_term(model, dataclasses.replace(batch, points=moved, points_valid=valid), out))
+    np.testing.assert_allclose(got, 0.1 / 2 / T, rtol=1e-3)  # mean per coordinate over the valid frames
+    valid[0, 0] = False
+    assert float(dense_landmark_term(model, dataclasses.replace(batch, points=moved, points_valid=valid), out)) < 1e-5
+    assert "dense_landmarks" not in coarse_objective(model, exact, out)  # the paper's losses: weight 0
+    model.config.losses.dense_landmarks = 2.0
+    assert "dense_landmarks" in coarse_objective(model, exact, out)

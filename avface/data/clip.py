@@ -22,7 +22,8 @@ shard records it and moves on):
                (``detector_points``), for synthetic clips as well (run on the rendered frames: the model's
                landmark input sees what inference's detector sees, the sidecar's exact points stay the targets)
 ``normals``    optional pseudo-GT normals (sidecar / renderer for synthetic clips, teacher network otherwise)
-``occlusion``  the planned windows also get an occluded copy (occlusion_synth) with its mask
+``occlusion``  the planned windows also get an occluded copy (occlusion_synth) with its mask (and, with
+               ``store_points``, the detector's points found on the occluded frames)
 
 Windows start at 0, stride ``shards.stride``; trailing frames that do not fill a window are not used. All samples
 of a clip are built before any is written, so a clip is either complete in its shard or absent (and in the
@@ -202,7 +203,8 @@ def process_clip(row: dict[str, Any], cfg: PreprocessConfig, out_split: str, occ
                                      jpeg_quality=v.jpeg_quality, gt=targets, **(points or {})))
         if start in occluded_starts:
             occ_samples.append(_occluded(out_split, row, start, frames, feats[start:start + s.window], lm_out, valid,
-                                         meta, normals, cfg, targets, points))
+                                         meta, normals, cfg, targets,
+                                         resources.detector if points is not None else None))
     del video
     return samples + occ_samples
 
@@ -441,7 +443,7 @@ def window_occlusion_mask(gt: dict[str, np.ndarray], src_idx: np.ndarray, size: 
 
 
 def _occluded(out_split, row, start, frames, feats, lm, valid, meta, normals, cfg, targets=None,
-              points=None) -> dict[str, Any]:
+              detector=None) -> dict[str, Any]:
     key = sample_key(out_split, row["identity"], row["ytid"], row["utterance"], start, occluded=True)
     seed = stable_seed(cfg.occlusion.seed, key)
     t, h, w, _ = frames.shape
@@ -454,6 +456,12 @@ def _occluded(out_split, row, start, frames, feats, lm, valid, meta, normals, cf
         res = occlude_sequence(frames, config=OcclusionConfig.from_dict(cfg.occlusion.config), seed=seed, **kwargs)
     params = to_jsonable(res.params)
     occ_meta = {**meta, "occluded": True, "occlusion": params, "occlusion_seed": seed}
+    points = None
+    if detector is not None:  # the detector's points on the occluded frames: what inference sees on a covered face
+        detector.reset()  # its own short track (the clip's next clean window starts a fresh one)
+        detection = window_detection(res.frames, detector)
+        detector.reset()
+        points = stored_points(detection, np.zeros(t, bool), None, (h, w), w)
     return encode_sample(key, res.frames, feats, lm, valid, occ_meta, normals=normals, occlusion_mask=res.masks,
                          frames_format=cfg.video.frames_format, jpeg_quality=cfg.video.jpeg_quality, gt=targets,
                          **(points or {}))

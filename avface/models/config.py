@@ -203,6 +203,9 @@ class LossWeights:
     """
 
     landmark: float = 1.0
+    # the detector's 468 MediaPipe points (Batch.points) as a dense 2D target of the starter model's vertices
+    # 0..467 (those ids), coarse stage and pretraining; 0 (the paper's losses): off; needs the starter model
+    dense_landmarks: float = 0.0
     eye: float = 1.0
     lip: float = 0.5  # lambda_l: mouth closure and lip corner
     photometric: float = 2.0
