@@ -243,3 +243,17 @@ def test_dense_landmark_term_of_the_starter_model():
     assert "dense_landmarks" not in coarse_objective(model, exact, out)  # the paper's losses: weight 0
     model.config.losses.dense_landmarks = 2.0
     assert "dense_landmarks" in coarse_objective(model, exact, out)
+
+
+def test_training_takes_the_point_set_from_the_shards_or_refuses():
+    from pathlib import Path
+
+    from avface.train.config import TrainConfig
+    from avface.train.trainer import _landmark_input_from_data
+
+    cfg = TrainConfig()
+    cfg.model.landmark_input = True
+    _landmark_input_from_data(cfg, {"detector_points": "mediapipe468"}, Path("shards"))
+    assert (cfg.model.landmarks.point_set, cfg.model.landmarks.n_points) == ("mediapipe468", 468)
+    with pytest.raises(ValueError, match="shards store no detector points"):
+        _landmark_input_from_data(cfg, {"detector_points": None}, Path("shards"))
