@@ -92,6 +92,15 @@ def main() -> None:
     ap.add_argument("--landmark-ablation", action="store_true",
                     help="pretraining only, image-only vs with the landmark input, on the same corpus (the table "
                          "of the geometry channel); skips the recipe and the diagnostics")
+    ap.add_argument("--variants", default="image,landmarks",
+                    help="--landmark-ablation: which networks to pretrain (image, landmarks; comma-separated)")
+    ap.add_argument("--landmark-probe", action="store_true",
+                    help="no training: how well a ridge regression tells held-out speakers' face shape from the "
+                         "exact 68 points and from the detector's points on the renders (the shards' "
+                         "detector_points), beside the template; seconds")
+    ap.add_argument("--in-process", action="store_true",
+                    help="--landmark-ablation: pretrain in this process (run_stage: no Ray Train, no MLflow), for "
+                         "a machine too loaded for Ray Train to start its workers")
     args = ap.parse_args()
     # held-out windows validated, occluded windows made and validated, diagnostic sizes
     sizes = {"val": 128, "occluded": 300, "val_occluded": 150, "oracle_steps": 1000, "oracle_every": 100,
@@ -110,11 +119,15 @@ def main() -> None:
     data_dir = Path(args.data).resolve() if args.data else out / "data"
     data = make_training_shards(data_dir, dev_identities=args.identities, test_identities=args.test_identities,
                                 clips_per_identity=args.clips, occluded_windows=sizes["occluded"],
-                                use_ray_for_synthesis=True, num_cpus=args.num_cpus)
+                                use_ray_for_synthesis=not args.in_process, num_cpus=args.num_cpus,
+                                use_ray=not args.in_process)
     t_data = time.perf_counter() - t0
     common = {"data": {"shards": str(data["shards"]), "val_windows": sizes["val"],
                        "val_occluded_windows": sizes["val_occluded"]},
               "out": str(out / "runs"), "num_cpus": args.num_cpus, "progress": False}
+    if args.landmark_probe:
+        _landmark_probe(str(data["shards"]), sizes["shape_windows"])
+        return
     if args.landmark_ablation:
         _landmark_ablation(common, args, out, data, t_data, sizes)
         return
@@ -227,14 +240,17 @@ def _landmark_ablation(common: dict, args, out: Path, data: dict, t_data: float,
     from avface.train.trainer import run_training
 
     rows, timings = [], {}
-    variants = [("image-only (paper)", "image", False), ("image + landmarks (geometry channel)", "landmarks", True)]
+    variants = [(label, name, flag) for label, name, flag in
+                [("image-only (paper)", "image", False), ("image + landmarks (geometry channel)", "landmarks", True)]
+                if name in args.variants.split(",")]
+    stages = _stage_config({"pretrain": args.pretrain_steps}, args.pretrain_val_every)
     for label, name, flag in variants:
         t0 = time.perf_counter()
-        res = run_training({**common, "name": f"pretrain-{name}", "stage": "pretrain",
-                            "model": _tiny_model(landmark_input=flag),
-                            "stages": _stage_config({"pretrain": args.pretrain_steps}, args.pretrain_val_every)})
+        run = {**common, "name": f"pretrain-{name}", "stage": "pretrain", "model": _tiny_model(landmark_input=flag),
+               "stages": stages}
+        metrics = _pretrain_in_process(run) if args.in_process else \
+            run_training(run)["stages"]["pretrain"]["metrics"]
         timings[name] = time.perf_counter() - t0
-        metrics = res["stages"]["pretrain"]["metrics"]
         if not rows:
             rows.append({"recipe": "mean face (zero shape/expression, true pose)",
                          **{k: metrics.get(f"val/mean_face/{k}") for k, _ in COLUMNS}})
@@ -249,12 +265,86 @@ def _landmark_ablation(common: dict, args, out: Path, data: dict, t_data: float,
     print("|" + "---|" * (len(keys) + 1))
     for r in rows:
         print("| " + " | ".join([r["recipe"], *[_fmt(r.get(k)) for k, _ in keys]]) + " |")
-    image, lmk = rows[-2], rows[-1]
-    ratios = {k: lmk[k] / image[k] for k, _ in keys if image.get(k) and lmk.get(k) is not None}
-    print("\nwith landmarks / image-only: " + ", ".join(f"{k} {v:.3f}" for k, v in ratios.items()))
-    (out / "landmark_ablation.json").write_text(json.dumps({"rows": rows, "ratios": ratios, "timings": timings,
+    ratios = {}
+    if len(variants) == 2:
+        image, lmk = rows[-2], rows[-1]
+        ratios = {k: lmk[k] / image[k] for k, _ in keys if image.get(k) and lmk.get(k) is not None}
+        print("\nwith landmarks / image-only: " + ", ".join(f"{k} {v:.3f}" for k, v in ratios.items()))
+    tag = "" if len(variants) == 2 else "_" + variants[0][1]
+    (out / f"landmark_ablation{tag}.json").write_text(json.dumps({"rows": rows, "ratios": ratios, "timings": timings,
                                                             "t_data": t_data, "args": vars(args)}, indent=2))
-    print(f"wrote {out / 'landmark_ablation.json'}")
+    print(f"wrote {out / f'landmark_ablation{tag}.json'}")
+
+
+def _landmark_probe(shards: str, train_windows: int) -> None:
+    """Held-out speakers' neutral-face error (mm after the similarity alignment, all vertices / lips) of a ridge
+    regression to the true shape from each window's points (per frame centred, unit norm; mean and spread over the
+    frames): the exact 68 points, the detector's 68 mapped from its full set, and its full set (x, y)."""
+    import numpy as np
+    import torch
+
+    from avface.data.shard_index import ShardIndex
+    from avface.face_model import FaceModel, load_face_model
+    from avface.landmarks.mapping import mediapipe_to_ibug68
+    from avface.metrics import vertex_errors
+
+    fm = FaceModel(load_face_model(None))
+    lip = torch.as_tensor(fm.region("lips")).long()
+    train, test = ShardIndex.build(shards, ["train"]), ShardIndex.build(shards, ["test"])
+
+    def read(index: ShardIndex, rows: np.ndarray) -> tuple[dict[str, np.ndarray], np.ndarray]:
+        samples = [index.read(int(r)) for r in rows]
+        pts = np.stack([s["detector_points"][..., :2] for s in samples]).astype(np.float64)
+        sets = {"exact 68 points (the corpus's)": np.stack([s["landmarks"] for s in samples]).astype(np.float64),
+                "detector's 68 (mapped from MediaPipe on the renders)": mediapipe_to_ibug68(pts),
+                "detector's 478 points": pts}
+        return sets, np.stack([s["gt"]["shape"][0] for s in samples])
+
+    def features(p: np.ndarray) -> np.ndarray:
+        p = p - p.mean(2, keepdims=True)
+        p = p / np.sqrt((p ** 2).sum((2, 3), keepdims=True) + 1e-12)
+        return np.concatenate([p.mean(1).reshape(len(p), -1), p.std(1).reshape(len(p), -1)], 1)
+
+    def neutral(shape: np.ndarray) -> torch.Tensor:
+        z = lambda k: torch.zeros(len(shape), k)  # noqa: E731
+        with torch.no_grad():
+            return fm(shape=torch.as_tensor(shape, dtype=torch.float32), expression=z(fm.n_expression),
+                      global_pose=z(3), neck_pose=z(3), jaw_pose=z(3), eye_pose=z(6)).vertices
+
+    x_tr, y_tr = read(train, train.spread(train_windows))
+    x_te, y_te = read(test, test.spread(0))
+    gt = neutral(y_te)
+
+    def errors(shape: np.ndarray) -> tuple[float, float]:
+        v3d, lips = vertex_errors(neutral(shape), gt, lip)
+        return float(v3d.mean()), float(lips.mean())
+
+    rows = {"template (zero shape)": errors(np.zeros_like(y_te))}
+    for name in x_tr:
+        a, b = features(x_tr[name]), features(x_te[name])
+        mu, sd = a.mean(0), a.std(0) + 1e-9
+        a, b = (a - mu) / sd, (b - mu) / sd
+        w = np.linalg.solve(a.T @ a + np.eye(a.shape[1]), a.T @ (y_tr - y_tr.mean(0)))
+        rows[f"ridge on the {name}"] = errors(b @ w + y_tr.mean(0))
+    print(f"\nface shape from 2D points, held-out speakers ({len(y_te)} windows; {len(y_tr)} training windows), "
+          "neutral face, mm after the similarity alignment")
+    print("| shape from | 3D mm | lip mm |\n|---|---|---|")
+    for k, (v3d, lips) in rows.items():
+        print(f"| {k} | {v3d:.3f} | {lips:.3f} |")
+
+
+def _pretrain_in_process(run: dict) -> dict:
+    """The pretraining stage of ``run`` in this process (``run_stage``); the exported model's validation metrics."""
+    from avface.train.loop import RecordingReporter, run_stage
+    from avface.train.trainer import prepare_training, stage_payload
+
+    prepared = prepare_training(run)
+    export = Path(run["out"]) / run["name"] / "pretrain" / "final.pt"
+    payload = stage_payload(prepared.cfg, "pretrain", None, export, "coarse", prepared.stats,
+                            prepared.summary["audio_kind"], None, input_contract=prepared.input_contract)
+    scratch = Path(run["out"]) / run["name"] / "scratch"
+    scratch.mkdir(parents=True, exist_ok=True)
+    return run_stage(payload, reporter=RecordingReporter(), scratch=scratch)["metrics"]
 
 
 def _lip_error_budget(checkpoint: str, shards: str, windows: int) -> dict[str, float]:
