@@ -326,6 +326,18 @@ def _landmark_probe(shards: str, train_windows: int) -> None:
         a, b = (a - mu) / sd, (b - mu) / sd
         w = np.linalg.solve(a.T @ a + np.eye(a.shape[1]), a.T @ (y_tr - y_tr.mean(0)))
         rows[f"ridge on the {name}"] = errors(b @ w + y_tr.mean(0))
+    from avface.metrics.landmarks import landmark_nme
+
+    print("\nthe detector's 68 points (mapped from its full set) against the exact 68, held-out windows, NME of the "
+          "inter-ocular distance (frames where it found the face / all frames):")
+    for split in ("test", "test_occ"):
+        index = ShardIndex.build(shards, [split])
+        samples = [index.read(int(r)) for r in index.spread(60)]
+        ok = np.concatenate([s["detector_valid"] for s in samples])
+        pred = mediapipe_to_ibug68(np.concatenate([s["detector_points"][..., :2] for s in samples]))
+        gt = np.concatenate([s["landmarks"] for s in samples])
+        nme = landmark_nme(pred[ok], gt[ok])
+        print(f"  {split}: NME {float(nme.mean()):.3f} over {int(ok.sum())} / {len(ok)} frames")
     print(f"\nface shape from 2D points, held-out speakers ({len(y_te)} windows; {len(y_tr)} training windows), "
           "neutral face, mm after the similarity alignment")
     print("| shape from | 3D mm | lip mm |\n|---|---|---|")
