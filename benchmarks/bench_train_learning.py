@@ -3,7 +3,7 @@ speakers, beside the mean face and the constant-expression baseline, and the pap
 
     python benchmarks/bench_train_learning.py [--out runs/bench_learning] [--data DIR] [--identities 1200]
         [--test-identities 80] [--pretrain-steps 2000] [--stage-steps 150] [--lip-steps 400] [--scratch-steps 600]
-        [--smoke]
+        [--smoke] [--landmark-input] [--landmark-ablation]
 
 1. corpus: ``--identities`` training speakers and ``--test-identities`` held-out ones, ``--clips`` short clips each,
    64 px
@@ -17,6 +17,11 @@ speakers, beside the mean face and the constant-expression baseline, and the pap
 5. diagnostics: where the lip error comes from (true parameters swapped in), whether the 2D landmark geometry
    tells the face shape (a ridge regression, beside the model's shape), whether the lip refiner could lower the
    lip error at all (trained on the true lip vertices: an oracle no paper loss is), what the occluder costs.
+
+``--landmark-input``: the recipe's model reads the landmark detector's points too (``model.landmark_input``, the
+geometry channel). ``--landmark-ablation``: instead of the recipe, pretraining alone twice on the same corpus, the
+paper's image-only network and the network with the landmark input, and their held-out 3D error, lip error and
+landmark NME side by side (goals: 3D error >= 10 % lower with landmarks, NME <= 0.07).
 
 Re-running resumes (finished stages are skipped). Goals: on held-out speakers, lip error >= 25 % and
 expression error >= 30 % below the constant baseline, all-vertex error below it; the self-supervised stages do
@@ -82,6 +87,20 @@ def main() -> None:
                     help="the smallest run that prints every table (3 + 1 speakers, a few steps per stage, small "
                          "diagnostics; a few minutes, most of it Ray Train starting each stage): a test of the "
                          "benchmark, not a measurement")
+    ap.add_argument("--landmark-input", action="store_true",
+                    help="the recipe's model also reads the landmark detector's points (model.landmark_input)")
+    ap.add_argument("--landmark-ablation", action="store_true",
+                    help="pretraining only, image-only vs with the landmark input, on the same corpus (the table "
+                         "of the geometry channel); skips the recipe and the diagnostics")
+    ap.add_argument("--variants", default="image,landmarks",
+                    help="--landmark-ablation: which networks to pretrain (image, landmarks; comma-separated)")
+    ap.add_argument("--landmark-probe", action="store_true",
+                    help="no training: how well a ridge regression tells held-out speakers' face shape from the "
+                         "exact 68 points and from the detector's points on the renders (the shards' "
+                         "detector_points), beside the template; seconds")
+    ap.add_argument("--in-process", action="store_true",
+                    help="--landmark-ablation: pretrain in this process (run_stage: no Ray Train, no MLflow), for "
+                         "a machine too loaded for Ray Train to start its workers")
     args = ap.parse_args()
     # held-out windows validated, occluded windows made and validated, diagnostic sizes
     sizes = {"val": 128, "occluded": 300, "val_occluded": 150, "oracle_steps": 1000, "oracle_every": 100,
@@ -100,11 +119,20 @@ def main() -> None:
     data_dir = Path(args.data).resolve() if args.data else out / "data"
     data = make_training_shards(data_dir, dev_identities=args.identities, test_identities=args.test_identities,
                                 clips_per_identity=args.clips, occluded_windows=sizes["occluded"],
-                                use_ray_for_synthesis=True, num_cpus=args.num_cpus)
+                                use_ray_for_synthesis=not args.in_process, num_cpus=args.num_cpus,
+                                use_ray=not args.in_process)
     t_data = time.perf_counter() - t0
     common = {"data": {"shards": str(data["shards"]), "val_windows": sizes["val"],
                        "val_occluded_windows": sizes["val_occluded"]},
               "out": str(out / "runs"), "num_cpus": args.num_cpus, "progress": False}
+    if args.landmark_probe:
+        _landmark_probe(str(data["shards"]), sizes["shape_windows"])
+        return
+    if args.landmark_ablation:
+        _landmark_ablation(common, args, out, data, t_data, sizes)
+        return
+    if args.landmark_input:
+        common["model"] = _tiny_model(landmark_input=True)
     later = {"lip": args.lip_steps, "detail": args.stage_steps, "occlusion": args.stage_steps}
     timings = {}
     t0 = time.perf_counter()
@@ -195,6 +223,140 @@ def main() -> None:
                                                   indent=2))
     _plot(recipe["tracking_uri"], out / "learning.png")
     print(f"wrote {out / 'learning.png'} and {out / 'learning.json'}")
+
+
+def _tiny_model(landmark_input: bool) -> dict:
+    """The tiny model's config as a mapping (a partial ``model`` mapping would start from the paper's)."""
+    from avface.models.config import AVFaceConfig
+
+    cfg = AVFaceConfig.tiny()
+    cfg.landmark_input = landmark_input
+    return cfg.to_dict()
+
+
+def _landmark_ablation(common: dict, args, out: Path, data: dict, t_data: float, sizes: dict) -> None:
+    """Pretraining of the image-only network and of the network with the landmark input on the same corpus, the
+    same steps and seed; prints their held-out errors and the ratio."""
+    from avface.train.trainer import run_training
+
+    rows, timings = [], {}
+    variants = [(label, name, flag) for label, name, flag in
+                [("image-only (paper)", "image", False), ("image + landmarks (geometry channel)", "landmarks", True)]
+                if name in args.variants.split(",")]
+    stages = _stage_config({"pretrain": args.pretrain_steps}, args.pretrain_val_every)
+    for label, name, flag in variants:
+        t0 = time.perf_counter()
+        run = {**common, "name": f"pretrain-{name}", "stage": "pretrain", "model": _tiny_model(landmark_input=flag),
+               "stages": stages}
+        metrics = _pretrain_in_process(run) if args.in_process else \
+            run_training(run)["stages"]["pretrain"]["metrics"]
+        timings[name] = time.perf_counter() - t0
+        if not rows:
+            rows.append({"recipe": "mean face (zero shape/expression, true pose)",
+                         **{k: metrics.get(f"val/mean_face/{k}") for k, _ in COLUMNS}})
+            rows.append({"recipe": "constant (template + training mean expression/jaw)",
+                         **{k: metrics.get(f"val/constant/{k}") for k, _ in COLUMNS}})
+        rows.append(_row(f"pretrain, {label}", metrics))
+    keys = [("v3d_mm", "3D mm"), ("lip_mm", "lip mm"), ("expression_mm", "expr mm"), ("nme", "NME"),
+            ("lip_nme", "lip NME")]
+    print(f"\ncorpus: {args.identities} training / {args.test_identities} held-out speakers; data {t_data:.0f} s, "
+          f"pretraining {args.pretrain_steps} steps: " + ", ".join(f"{k} {v:.0f} s" for k, v in timings.items()))
+    print("| model | " + " | ".join(c for _, c in keys) + " |")
+    print("|" + "---|" * (len(keys) + 1))
+    for r in rows:
+        print("| " + " | ".join([r["recipe"], *[_fmt(r.get(k)) for k, _ in keys]]) + " |")
+    ratios = {}
+    if len(variants) == 2:
+        image, lmk = rows[-2], rows[-1]
+        ratios = {k: lmk[k] / image[k] for k, _ in keys if image.get(k) and lmk.get(k) is not None}
+        print("\nwith landmarks / image-only: " + ", ".join(f"{k} {v:.3f}" for k, v in ratios.items()))
+    tag = "" if len(variants) == 2 else "_" + variants[0][1]
+    (out / f"landmark_ablation{tag}.json").write_text(json.dumps({"rows": rows, "ratios": ratios, "timings": timings,
+                                                            "t_data": t_data, "args": vars(args)}, indent=2))
+    print(f"wrote {out / f'landmark_ablation{tag}.json'}")
+
+
+def _landmark_probe(shards: str, train_windows: int) -> None:
+    """Held-out speakers' neutral-face error (mm after the similarity alignment, all vertices / lips) of a ridge
+    regression to the true shape from each window's points (per frame centred, unit norm; mean and spread over the
+    frames): the exact 68 points, the detector's 68 mapped from its full set, and its full set (x, y)."""
+    import numpy as np
+    import torch
+
+    from avface.data.shard_index import ShardIndex
+    from avface.face_model import FaceModel, load_face_model
+    from avface.landmarks.mapping import mediapipe_to_ibug68
+    from avface.metrics import vertex_errors
+
+    fm = FaceModel(load_face_model(None))
+    lip = torch.as_tensor(fm.region("lips")).long()
+    train, test = ShardIndex.build(shards, ["train"]), ShardIndex.build(shards, ["test"])
+
+    def read(index: ShardIndex, rows: np.ndarray) -> tuple[dict[str, np.ndarray], np.ndarray]:
+        samples = [index.read(int(r)) for r in rows]
+        pts = np.stack([s["detector_points"][..., :2] for s in samples]).astype(np.float64)
+        sets = {"exact 68 points (the corpus's)": np.stack([s["landmarks"] for s in samples]).astype(np.float64),
+                "detector's 68 (mapped from MediaPipe on the renders)": mediapipe_to_ibug68(pts),
+                "detector's 478 points": pts}
+        return sets, np.stack([s["gt"]["shape"][0] for s in samples])
+
+    def features(p: np.ndarray) -> np.ndarray:
+        p = p - p.mean(2, keepdims=True)
+        p = p / np.sqrt((p ** 2).sum((2, 3), keepdims=True) + 1e-12)
+        return np.concatenate([p.mean(1).reshape(len(p), -1), p.std(1).reshape(len(p), -1)], 1)
+
+    def neutral(shape: np.ndarray) -> torch.Tensor:
+        z = lambda k: torch.zeros(len(shape), k)  # noqa: E731
+        with torch.no_grad():
+            return fm(shape=torch.as_tensor(shape, dtype=torch.float32), expression=z(fm.n_expression),
+                      global_pose=z(3), neck_pose=z(3), jaw_pose=z(3), eye_pose=z(6)).vertices
+
+    x_tr, y_tr = read(train, train.spread(train_windows))
+    x_te, y_te = read(test, test.spread(0))
+    gt = neutral(y_te)
+
+    def errors(shape: np.ndarray) -> tuple[float, float]:
+        v3d, lips = vertex_errors(neutral(shape), gt, lip)
+        return float(v3d.mean()), float(lips.mean())
+
+    rows = {"template (zero shape)": errors(np.zeros_like(y_te))}
+    for name in x_tr:
+        a, b = features(x_tr[name]), features(x_te[name])
+        mu, sd = a.mean(0), a.std(0) + 1e-9
+        a, b = (a - mu) / sd, (b - mu) / sd
+        w = np.linalg.solve(a.T @ a + np.eye(a.shape[1]), a.T @ (y_tr - y_tr.mean(0)))
+        rows[f"ridge on the {name}"] = errors(b @ w + y_tr.mean(0))
+    from avface.metrics.landmarks import landmark_nme
+
+    print("\nthe detector's 68 points (mapped from its full set) against the exact 68, held-out windows, NME of the "
+          "inter-ocular distance (frames where it found the face / all frames):")
+    for split in ("test", "test_occ"):
+        index = ShardIndex.build(shards, [split])
+        samples = [index.read(int(r)) for r in index.spread(60)]
+        ok = np.concatenate([s["detector_valid"] for s in samples])
+        pred = mediapipe_to_ibug68(np.concatenate([s["detector_points"][..., :2] for s in samples]))
+        gt = np.concatenate([s["landmarks"] for s in samples])
+        nme = landmark_nme(pred[ok], gt[ok])
+        print(f"  {split}: NME {float(nme.mean()):.3f} over {int(ok.sum())} / {len(ok)} frames")
+    print(f"\nface shape from 2D points, held-out speakers ({len(y_te)} windows; {len(y_tr)} training windows), "
+          "neutral face, mm after the similarity alignment")
+    print("| shape from | 3D mm | lip mm |\n|---|---|---|")
+    for k, (v3d, lips) in rows.items():
+        print(f"| {k} | {v3d:.3f} | {lips:.3f} |")
+
+
+def _pretrain_in_process(run: dict) -> dict:
+    """The pretraining stage of ``run`` in this process (``run_stage``); the exported model's validation metrics."""
+    from avface.train.loop import RecordingReporter, run_stage
+    from avface.train.trainer import prepare_training, stage_payload
+
+    prepared = prepare_training(run)
+    export = Path(run["out"]) / run["name"] / "pretrain" / "final.pt"
+    payload = stage_payload(prepared.cfg, "pretrain", None, export, "coarse", prepared.stats,
+                            prepared.summary["audio_kind"], None, input_contract=prepared.input_contract)
+    scratch = Path(run["out"]) / run["name"] / "scratch"
+    scratch.mkdir(parents=True, exist_ok=True)
+    return run_stage(payload, reporter=RecordingReporter(), scratch=scratch)["metrics"]
 
 
 def _lip_error_budget(checkpoint: str, shards: str, windows: int) -> dict[str, float]:

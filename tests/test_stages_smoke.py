@@ -4,17 +4,24 @@ shows here in seconds instead of at the end of the Ray pipeline test. Each stage
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
+from avface.inference import ReconstructConfig, Reconstructor
+from avface.inference.windows import cached_codes
+from avface.landmarks import mediapipe_available
 from avface.models.avface import AVFace
+from avface.models.config import AVFaceConfig
 from avface.models.stages import STAGE_TABLE, TRAINING_ORDER, Stage
 from avface.train.loop import RecordingReporter, run_stage
 from avface.train.trainer import prepare_training, stage_payload
 from avface.trained.checkpoints import CHECKPOINT_FILE, read_checkpoint
+from avface.trained.contract import InputContract, LandmarkInputMismatch
 
 STEPS = 2
 
@@ -82,3 +89,53 @@ def test_every_stage_trains_two_steps_without_ray(smoke_runs, stage):
         moved = any(not torch.equal(v, before[k]) for k, v in final["model"].items()
                     if k.startswith(f"{name}.") and v.is_floating_point())
         assert moved == (name in trains), (stage, name, moved)
+
+
+@pytest.mark.slow
+def test_landmark_input_trains_and_reconstructs(train_shards, tmp_path_factory):
+    """``model.landmark_input=true``: two pretraining steps on the shards' MediaPipe points, the checkpoint's input
+    contract names the point set, and ``Reconstructor`` feeds a video's points (crop pixels) to the model; a model
+    trained on another point set is refused."""
+    if not mediapipe_available():
+        pytest.skip("no MediaPipe (side venv): the shards hold no detector points")
+    model = AVFaceConfig.tiny()
+    model.landmark_input = True
+    out = tmp_path_factory.mktemp("landmark_smoke")
+    once = {"steps": STEPS, "val_every": 0, "report_every": 1, "checkpoint_every": 0}
+    prepared = prepare_training({
+        "data": {"shards": str(train_shards), "batch_windows": 2, "windows_per_speaker": 2, "loader_workers": 0,
+                 "val_windows": 2, "val_occluded_windows": 1},
+        "out": str(out), "progress": False, "model": model.to_dict(), "stage": "pretrain",
+        "stages": {"pretrain": once}})
+    assert prepared.input_contract["landmark_points"] == "mediapipe478"
+    assert prepared.cfg.model.landmarks.n_points == 478
+    export = out / "pretrain" / "final.pt"
+    payload = stage_payload(prepared.cfg, Stage.PRETRAIN, None, export, Stage.COARSE, prepared.stats,
+                            prepared.summary["audio_kind"], None, input_contract=prepared.input_contract)
+    reporter = RecordingReporter()
+    run_stage(payload, reporter=reporter, scratch=tmp_path_factory.mktemp("landmark_ckpt"))
+    assert all(math.isfinite(v) for k, v in reporter.calls[-1][0].items() if k.startswith("train/"))
+    final = read_checkpoint(export)
+    assert final["input_contract"]["landmark_points"] == "mediapipe478"
+    assert any(k.startswith("coarse.landmarks.") for k in final["model"])
+
+    video = sorted((Path(train_shards).parent / "corpus").rglob("*.mp4"))[0]
+    with Reconstructor(export, "cpu", ReconstructConfig(progress=False)) as r:
+        frames, _, points, valid = r.model_inputs(video, with_points=True)
+        assert points.shape == (len(frames), 478, 3) and valid.mean() > 0.9
+        # the points sit on the face in the crops (the starter model's face fills the middle of the crop)
+        centre = points[valid, :, :2].mean(1)
+        assert np.all(np.abs(centre - frames.shape[1] / 2) < frames.shape[1] / 4)
+        rec = r.run(video)
+        assert np.isfinite(rec.shape).all() and np.isfinite(rec.cam).all()
+        # what the points carry reaches the output: the same frames without them give another face
+        model = r.model
+        images = torch.from_numpy(frames).permute(0, 3, 1, 2).float() / 255
+        with_pts = cached_codes(model, images, None, points=torch.from_numpy(points),
+                                points_valid=torch.from_numpy(valid))
+        assert not torch.allclose(with_pts, cached_codes(model, images, None))
+        other = dataclasses.replace(r.contract, landmark_points="mediapipe468")
+    with Reconstructor.from_model(model, config=ReconstructConfig(progress=False), contract=other) as r2:
+        with pytest.raises(LandmarkInputMismatch, match="mediapipe468"):
+            r2.run(video)
+    assert InputContract.from_dict(final["input_contract"]).landmark_points == "mediapipe478"

@@ -102,6 +102,14 @@ def samples_to_batch(samples: list[dict[str, Any]], image_size: int | None = Non
     if all("occlusion_mask" in s for s in samples):
         masks = stack("occlusion_mask").reshape(b * t, 1, h, w).float() / 255.0
         occlusion = _resize(masks, size, "bilinear").clamp(0, 1).reshape(b, t, size, size)
+    points = points_valid = None
+    if all("detector_points" in s for s in samples):
+        sets = {s["meta"].get("detector_points") for s in samples}
+        if len(sets) > 1:
+            raise ValueError(f"samples mix detector point sets {sorted(map(str, sets))}")
+        # x, y with the resize; depth in the units of x
+        points = stack("detector_points").float() * torch.tensor([size / w, size / h, size / w])
+        points_valid = stack("detector_valid").bool()
     speakers = [str(s["meta"].get("identity", s["meta"].get("key"))) for s in samples]
     index = {name: i for i, name in enumerate(dict.fromkeys(speakers))}
     return Batch(
@@ -118,4 +126,6 @@ def samples_to_batch(samples: list[dict[str, Any]], image_size: int | None = Non
         clean_images=clean_images,
         targets=_targets(samples),
         keys=[str(s.get("key") or s["meta"].get("key")) for s in samples],
+        points=points,
+        points_valid=points_valid,
     )

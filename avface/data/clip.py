@@ -17,9 +17,13 @@ shard records it and moves on):
                zero-padded to ``num_frames * 16000 / fps`` samples
 ``audio_features`` :func:`avface.audio.extract_audio_features` over the whole clip, then cut per window
 ``landmarks``  synthetic sidecar ``landmarks2d`` (indexed by the same source frames) when it exists, else the
-               configured detector (MediaPipe, optional); frames without a face are marked invalid, never dropped
+               configured detector (MediaPipe, optional); frames without a face are marked invalid, never dropped.
+               With ``landmarks.store_points`` (default) the detector's full point set is stored too
+               (``detector_points``), for synthetic clips as well (run on the rendered frames: the model's
+               landmark input sees what inference's detector sees, the sidecar's exact points stay the targets)
 ``normals``    optional pseudo-GT normals (sidecar / renderer for synthetic clips, teacher network otherwise)
-``occlusion``  the planned windows also get an occluded copy (occlusion_synth) with its mask
+``occlusion``  the planned windows also get an occluded copy (occlusion_synth) with its mask (and, with
+               ``store_points``, the detector's points found on the occluded frames)
 
 Windows start at 0, stride ``shards.stride``; trailing frames that do not fill a window are not used. All samples
 of a clip are built before any is written, so a clip is either complete in its shard or absent (and in the
@@ -51,6 +55,7 @@ from avface.io.video import (
     scan_video,
 )
 from avface.landmarks.crop import crop_resize
+from avface.landmarks.detector import DetectedPoints
 from avface.landmarks.factory import shared_detector
 from avface.utils.boxes import boxes_from_landmarks
 from avface.utils.failures import ClipFailure, stage
@@ -155,7 +160,8 @@ def process_clip(row: dict[str, Any], cfg: PreprocessConfig, out_split: str, occ
     gt = load_ground_truth(row)
     gt_lm = gt.get("landmarks2d") if cfg.landmarks.use_ground_truth else None
     landmark_source = "gt" if gt_lm is not None else resources.detector.name
-    if gt_lm is None:
+    store_points = cfg.landmarks.store_points and resources.detector.point_set != "none"
+    if gt_lm is None or store_points:
         resources.detector.reset()
 
     normals_source = _normals_source(cfg, gt, resources)
@@ -175,9 +181,12 @@ def process_clip(row: dict[str, Any], cfg: PreprocessConfig, out_split: str, occ
         src_idx = video.indices[start:start + s.window]
         filled = src_idx >= video.decoded  # copies of the last decoded frame (truncated file): no landmarks
         th, tw = raw.shape[1:3]
-        lm, valid = window_landmarks(raw, src_idx, gt_lm, resources.detector)
+        detection = window_detection(raw, resources.detector) if store_points or gt_lm is None else None
+        lm, valid = window_landmarks(raw, src_idx, gt_lm, detection)
         valid = valid & ~filled  # (their landmarks are zeroed below with the other invalid frames)
         frames, lm_out, crop_box = crop_window(raw, lm, valid, cfg)
+        points = (None if not store_points or detection is None else
+                  stored_points(detection, filled, crop_box, (th, tw), size))
         occ_mask = window_occlusion_mask(gt, src_idx, size, crop_box)
         normals = _normals(normals_source, gt, src_idx, frames, size, crop_box, resources)
         targets = window_targets(gt, src_idx, crop_box, (th, tw)) if cfg.data.carry_ground_truth else None
@@ -191,10 +200,11 @@ def process_clip(row: dict[str, Any], cfg: PreprocessConfig, out_split: str, occ
         key = sample_key(out_split, row["identity"], row["ytid"], row["utterance"], start)
         samples.append(encode_sample(key, frames, feats[start:start + s.window], lm_out, valid, meta, normals=normals,
                                      occlusion_mask=occ_mask, frames_format=v.frames_format,
-                                     jpeg_quality=v.jpeg_quality, gt=targets))
+                                     jpeg_quality=v.jpeg_quality, gt=targets, **(points or {})))
         if start in occluded_starts:
             occ_samples.append(_occluded(out_split, row, start, frames, feats[start:start + s.window], lm_out, valid,
-                                         meta, normals, cfg, targets))
+                                         meta, normals, cfg, targets,
+                                         resources.detector if points is not None else None))
     del video
     return samples + occ_samples
 
@@ -350,10 +360,36 @@ def window_frames(video: OpenVideo, window: int, threads: int | None = None) -> 
             held = {j: f for j, f in held.items() if j >= first}
 
 
+def window_detection(raw: np.ndarray, detector: Any) -> DetectedPoints:
+    """The detector on one window's source frames ``(T, H, W, 3)``: its 68 landmarks and full point set, source
+    pixels."""
+    with stage("landmarks"):
+        return detector.detect_points(raw)
+
+
+def stored_points(detection: DetectedPoints, filled: np.ndarray, crop_box: list | None, source_hw: tuple[int, int],
+                  size: int) -> dict[str, Any]:
+    """The detector's full point set in the stored frames' pixels (the same landmark crop or resize as the frames;
+    depth scaled like x), zeros where not detected: ``encode_sample``'s ``detector_points``, ``detector_valid``,
+    ``point_set``."""
+    th, tw = source_hw
+    pts = detection.points.astype(np.float32).copy()
+    ok = detection.valid & ~filled
+    if crop_box is not None:
+        box = np.asarray(crop_box, np.float32)
+        k = size / (box[:, 2] - box[:, 0])  # crop_resize's scale (square boxes)
+        pts[..., :2] = (pts[..., :2] - box[:, None, :2]) * k[:, None, None]
+        pts[..., 2] *= k[:, None]
+    else:
+        pts *= np.array([size / tw, size / th, size / tw], np.float32)
+    pts[~ok] = 0.0
+    return {"detector_points": pts, "detector_valid": ok, "point_set": detection.point_set}
+
+
 def window_landmarks(raw: np.ndarray, src_idx: np.ndarray, gt_lm: np.ndarray | None,
-                     detector: Any) -> tuple[np.ndarray, np.ndarray]:
+                     detection: DetectedPoints | None) -> tuple[np.ndarray, np.ndarray]:
     """``landmarks`` of one window in source pixels: ``(T, 68, 2)`` f32 and ``valid (T,)``, from the sidecar's
-    ``landmarks2d`` (indexed by the same source frames) when given, else the detector."""
+    ``landmarks2d`` (indexed by the same source frames) when given, else the detector's ``detection``."""
     if gt_lm is not None:
         ok = src_idx < len(gt_lm)
         lm = np.zeros((len(src_idx), 68, 2), np.float32)
@@ -361,8 +397,8 @@ def window_landmarks(raw: np.ndarray, src_idx: np.ndarray, gt_lm: np.ndarray | N
         valid = ok & np.all(np.isfinite(lm), axis=(1, 2))
         lm[~valid] = 0.0
         return lm, valid
-    with stage("landmarks"):
-        return detector(raw)
+    assert detection is not None, "window_landmarks: no sidecar landmarks and no detection"
+    return detection.landmarks, detection.valid
 
 
 def crop_window(raw: np.ndarray, lm: np.ndarray, valid: np.ndarray,
@@ -406,7 +442,8 @@ def window_occlusion_mask(gt: dict[str, np.ndarray], src_idx: np.ndarray, size: 
     return frame_maps(mm, size, crop_box, cv2.INTER_LINEAR)
 
 
-def _occluded(out_split, row, start, frames, feats, lm, valid, meta, normals, cfg, targets=None) -> dict[str, Any]:
+def _occluded(out_split, row, start, frames, feats, lm, valid, meta, normals, cfg, targets=None,
+              detector=None) -> dict[str, Any]:
     key = sample_key(out_split, row["identity"], row["ytid"], row["utterance"], start, occluded=True)
     seed = stable_seed(cfg.occlusion.seed, key)
     t, h, w, _ = frames.shape
@@ -419,8 +456,15 @@ def _occluded(out_split, row, start, frames, feats, lm, valid, meta, normals, cf
         res = occlude_sequence(frames, config=OcclusionConfig.from_dict(cfg.occlusion.config), seed=seed, **kwargs)
     params = to_jsonable(res.params)
     occ_meta = {**meta, "occluded": True, "occlusion": params, "occlusion_seed": seed}
+    points = None
+    if detector is not None:  # the detector's points on the occluded frames: what inference sees on a covered face
+        detector.reset()  # its own short track (the clip's next clean window starts a fresh one)
+        detection = window_detection(res.frames, detector)
+        detector.reset()
+        points = stored_points(detection, np.zeros(t, bool), None, (h, w), w)
     return encode_sample(key, res.frames, feats, lm, valid, occ_meta, normals=normals, occlusion_mask=res.masks,
-                         frames_format=cfg.video.frames_format, jpeg_quality=cfg.video.jpeg_quality, gt=targets)
+                         frames_format=cfg.video.frames_format, jpeg_quality=cfg.video.jpeg_quality, gt=targets,
+                         **(points or {}))
 
 
 def _normals_source(cfg: PreprocessConfig, gt: dict, resources: ClipResources) -> str | None:

@@ -64,6 +64,9 @@ class LandmarksConfig:
     min_detection_confidence: float = 0.5
     # python of the MediaPipe side venv; None: $AVFACE_MEDIAPIPE_PYTHON, else <repo>/.venv-mediapipe/bin/python
     mediapipe_python: str | None = None
+    # store the detector's full point set per frame (``detector_points``: the model's landmark input), also for
+    # synthetic clips, where the detector then runs on the rendered frames
+    store_points: bool = True
 
 
 @dataclass

@@ -13,6 +13,13 @@ Fields (file name in the tar = ``<key>.<field>``; never pickle):
 ``audio_features.npy`` ``(T, 16, F)`` f32 (:mod:`avface.audio.features`)
 ``landmarks.npy``      ``(T, 68, 2)`` f32 iBUG-68 pixel coordinates in the stored frames (centre of pixel c is c+0.5)
 ``landmarks_valid.npy`` ``(T,)`` bool: False where no face was found (landmarks are then zeros)
+``detector_points.npy`` optional: ``(T, P, 3)`` f32, the landmark detector's full point set on these frames (what
+                       inference's detector gives; for synthetic clips too, while ``landmarks.npy`` holds the exact
+                       points): x, y pixels in the stored frames, z relative depth in the same pixel units (0 for a
+                       2D detector); zeros where not detected. ``meta["detector_points"]`` names the set
+                       (``avface.landmarks.detector.POINT_SETS``: mediapipe478 | mediapipe468 | ibug68); shards
+                       written before it (or with no detector) have neither: decoded without ``detector_points``
+``detector_valid.npy`` optional, with ``detector_points.npy``: ``(T,)`` bool, the detector found the face
 ``normals.png``        optional: pseudo-GT normals, vertical PNG strip ``(T*H, W, 3)`` u8 = round((n + 1) * 127.5),
                        (0, 0, 0) = no face; decoded to ``(T, H, W, 3)`` f32 unit vectors (zeros off the face)
 ``gt_params.npy``     optional (synthetic clips): ``(T, D)`` f32 ground-truth model parameters of the window's frames,
@@ -48,8 +55,9 @@ from avface.utils.jsonable import json_default
 __all__ = ["sample_key", "sanitize", "encode_sample", "decode_sample", "pack_gt_params", "unpack_gt_params", "FIELDS",
            "GT_FRAME_PARAMS", "GT_OPTIONAL_FRAME_PARAMS", "GT_CLIP_PARAMS"]
 
-FIELDS = ("frames.jpg", "frames.npy", "audio_features.npy", "landmarks.npy", "landmarks_valid.npy", "normals.png",
-          "occlusion_mask.png", "gt_params.npy", "meta.json")
+FIELDS = ("frames.jpg", "frames.npy", "audio_features.npy", "landmarks.npy", "landmarks_valid.npy",
+          "detector_points.npy", "detector_valid.npy", "normals.png", "occlusion_mask.png", "gt_params.npy",
+          "meta.json")
 
 #: Per-frame ground-truth parameter groups of ``gt_params.npy`` (in column order), then the optional per-frame
 #: groups (``lip_detail``: FaceModel lip-detail coefficients, clips synthesised with ``face.lip_detail_mm > 0``),
@@ -125,8 +133,12 @@ def encode_sample(
     frames_format: str = "jpg",
     jpeg_quality: int = 90,
     gt: dict[str, np.ndarray] | None = None,
+    detector_points: np.ndarray | None = None,
+    detector_valid: np.ndarray | None = None,
+    point_set: str | None = None,
 ) -> dict[str, Any]:
-    """Sample dict for a tar writer: ``{"__key__": key, "<field>": bytes}`` (see the module docstring)."""
+    """Sample dict for a tar writer: ``{"__key__": key, "<field>": bytes}`` (see the module docstring);
+    ``detector_points (T,P,3)`` with ``detector_valid (T,)`` and their ``point_set`` name, or none of the three."""
     if "." in key or "/" in key:
         raise ValueError(f"sample key must not contain dots or slashes: {key!r}")
     t, h, w, _ = frames.shape
@@ -144,6 +156,15 @@ def encode_sample(
     s["audio_features.npy"] = _npy(np.asarray(audio_features, np.float32))
     s["landmarks.npy"] = _npy(np.asarray(landmarks, np.float32))
     s["landmarks_valid.npy"] = _npy(np.asarray(landmarks_valid, bool))
+    if (detector_points is None) != (point_set is None) or (detector_points is None) != (detector_valid is None):
+        raise ValueError("detector_points, detector_valid and point_set come together")
+    if detector_points is not None:
+        pts = np.asarray(detector_points, np.float32)
+        if pts.ndim != 3 or pts.shape[0] != t or pts.shape[2] != 3:
+            raise ValueError(f"detector_points must be ({t}, P, 3), got {pts.shape}")
+        s["detector_points.npy"] = _npy(pts)
+        s["detector_valid.npy"] = _npy(np.asarray(detector_valid, bool).reshape(t))
+        meta["detector_points"] = str(point_set)
     if normals is not None:
         s["normals.png"] = _imencode(".png", _strip(encode_normals(np.asarray(normals, np.float32))),
                                      [cv2.IMWRITE_PNG_COMPRESSION, 3])
@@ -220,7 +241,8 @@ def _load_image(v: Any, color: bool) -> np.ndarray:
 
 def decode_sample(sample: dict[str, Any]) -> dict[str, Any]:
     """Arrays of one sample: ``frames (T,H,W,3) u8``, ``audio_features (T,16,F) f32``, ``landmarks (T,68,2) f32``,
-    ``landmarks_valid (T,) bool``, optional ``normals (T,H,W,3) f32`` and ``occlusion_mask (T,H,W) u8``,
+    ``landmarks_valid (T,) bool``, optional ``detector_points (T,P,3) f32`` with ``detector_valid (T,) bool``
+    (their set: ``meta["detector_points"]``), optional ``normals (T,H,W,3) f32`` and ``occlusion_mask (T,H,W) u8``,
     optional ``gt`` (dict of ground-truth parameters, see ``gt_params.npy``), ``meta`` (dict) and ``key``."""
     meta_v = _field(sample, "meta.json")
     if meta_v is None:
@@ -237,6 +259,12 @@ def decode_sample(sample: dict[str, Any]) -> dict[str, Any]:
     out["audio_features"] = _load_npy(sample["audio_features.npy"]).astype(np.float32, copy=False)
     out["landmarks"] = _load_npy(sample["landmarks.npy"]).astype(np.float32, copy=False)
     out["landmarks_valid"] = _load_npy(sample["landmarks_valid.npy"]).astype(bool, copy=False)
+    if _field(sample, "detector_points.npy") is not None:
+        if "detector_points" not in meta or _field(sample, "detector_valid.npy") is None:
+            raise KeyError(f"sample {out['key']} has detector_points.npy but no detector_valid.npy / "
+                           "meta.detector_points")
+        out["detector_points"] = _load_npy(sample["detector_points.npy"]).astype(np.float32, copy=False)
+        out["detector_valid"] = _load_npy(sample["detector_valid.npy"]).astype(bool, copy=False)
     if _field(sample, "normals.png") is not None:
         out["normals"] = decode_normals(_load_image(sample["normals.png"], True).reshape(t, h, w, 3))
     if _field(sample, "occlusion_mask.png") is not None:

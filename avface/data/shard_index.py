@@ -150,11 +150,13 @@ def data_summary(index: ShardIndex, probe: int = 64) -> dict[str, Any]:
     """What the shards hold, read from up to ``probe`` samples: audio kind and size, image size, whether they carry
     normals / ground-truth parameters (and of which face model), speakers and windows, and how the windows were made
     (``fps``, ``window`` frames, ``audio_window`` feature rows per frame, ``crop`` rule and ``crop_scale``, None
-    where shards written before it was recorded do not say; a landmark crop is then known from its boxes)."""
+    where shards written before it was recorded do not say; a landmark crop is then known from its boxes), and
+    ``detector_points``, the detector's point set the windows store (None: none, e.g. shards written before it)."""
     t = index.table
     rows = index.spread(probe)
     kinds, dims, normals, gt, fm, sizes = set(), set(), [], [], set(), set()
-    made: dict[str, set] = {"fps": set(), "window": set(), "audio_window": set(), "crop": set(), "crop_scale": set()}
+    made: dict[str, set] = {"fps": set(), "window": set(), "audio_window": set(), "crop": set(), "crop_scale": set(),
+                            "detector_points": set()}
     for r in rows:
         s = index.read(int(r))
         meta = s["meta"]
@@ -169,6 +171,7 @@ def data_summary(index: ShardIndex, probe: int = 64) -> dict[str, Any]:
         made["audio_window"].add(int(s["audio_features"].shape[1]))
         made["crop"].add(meta.get("crop") or ("landmarks" if meta.get("crop_boxes") else "none"))
         made["crop_scale"].add(meta.get("crop_scale"))
+        made["detector_points"].add(meta.get("detector_points"))  # None: no detector points (older shards too)
     if len(kinds) > 1 or len(dims) > 1:
         raise ValueError(f"{index.root}: shards mix audio features {sorted(map(str, kinds))} / sizes {sorted(dims)}")
     mixed = {k: sorted(map(str, v)) for k, v in made.items() if len(v) > 1}

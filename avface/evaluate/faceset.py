@@ -90,7 +90,8 @@ def per_frame_batch(batch: Batch) -> Batch:
     return Batch(images=flat(batch.images), landmarks=flat(batch.landmarks),
                  landmarks_valid=flat(batch.landmarks_valid), audio_valid=flat(batch.audio_valid),
                  video_valid=flat(batch.video_valid), identity=batch.identity.repeat_interleave(t),
-                 audio=flat(batch.audio), occlusion_mask=flat(batch.occlusion_mask))
+                 audio=flat(batch.audio), occlusion_mask=flat(batch.occlusion_mask), points=flat(batch.points),
+                 points_valid=flat(batch.points_valid))
 
 
 def _unflat(x: torch.Tensor, b: int, t: int) -> torch.Tensor:

@@ -19,6 +19,7 @@ dropout, and the lip offsets are zero (a warning says so).
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 import os
@@ -236,10 +237,16 @@ class Reconstructor:
         lms, found = np.zeros((m, 68, 2), np.float32), np.zeros(m, bool)
         batch: list[np.ndarray] = []
         ks: list[int] = []
+        full = _FullPoints(m) if self._takes_landmarks else None  # the landmark input's points
 
         def flush() -> None:
             if batch:
-                lm, ok = det(np.stack(batch))
+                if full is None:
+                    lm, ok = det(np.stack(batch))
+                else:
+                    detection = det.detect_points(np.stack(batch))
+                    lm, ok = detection.landmarks, detection.valid
+                    full.add(ks, detection, scale)
                 lms[ks], found[ks] = lm / scale, ok
                 batch.clear()
                 ks.clear()
@@ -254,13 +261,33 @@ class Reconstructor:
             n = len(batch)
             flush()
             bar.update(n)
-        return track_face(lms, found, (h, w), self.crop_scale, cfg.smooth, source=info.path)
+        track = track_face(lms, found, (h, w), self.crop_scale, cfg.smooth, source=info.path)
+        if full is not None:
+            track = full.attach(track, self.contract, info.path)
+        return track
 
     def _crop(self, img: np.ndarray, box: np.ndarray) -> np.ndarray:
         s = self.image_size
         if self.config.crop == "none":
             return resize_frames(img, s, s)
         return crop_resize(img, box, s)[0]
+
+    @property
+    def _takes_landmarks(self) -> bool:
+        """The model reads the detector's points (``model.landmark_input``)."""
+        return bool(getattr(self.model.config, "landmark_input", False))
+
+    def _points(self, track: FaceTrack, first: int, count: int) -> dict[str, torch.Tensor]:
+        """``frame_features``' landmark input of model frames ``[first, first + count)``: the detector's points in
+        the crops' pixels and their validity (empty for an image-only model; without points, e.g. ``crop=none``:
+        no detection, the zero landmark embedding)."""
+        if not self._takes_landmarks:
+            return {}
+        got = track.crop_points(first, count, self.image_size)
+        if got is None:
+            return {}
+        pts, ok = got
+        return {"points": torch.from_numpy(pts).to(self.device), "points_valid": torch.from_numpy(ok).to(self.device)}
 
     def _audio_windows(self, track: AudioTrack | None, a: int, b: int, m: int) -> np.ndarray | None:
         """Audio windows (b - a, 16, F) of model frames [a, b), computed with ``audio_margin`` frames of context."""
@@ -314,11 +341,12 @@ class Reconstructor:
             return info, scan.times, None, None
         return info, scan.times, scan.audio, info.path
 
-    def model_inputs(self, video: str | os.PathLike,
-                     audio: str | os.PathLike | None = None) -> tuple[np.ndarray, np.ndarray | None]:
+    def model_inputs(self, video: str | os.PathLike, audio: str | os.PathLike | None = None,
+                     with_points: bool = False) -> tuple:
         """What :meth:`run` feeds the model for ``video``, in memory (short clips: checks and debugging): the crops
         ``(M, S, S, 3)`` u8 of the model frames and their audio features ``(M, window, F)`` f32 (None without
-        audio)."""
+        audio); ``with_points`` (a landmark-input model): also the detector's points in the crops' pixels
+        ``(M, P, 3)`` f32 and their validity ``(M,)`` (None, None for an image-only model)."""
         info, times, audio_track, _ = self._open(video, audio)
         try:
             _, source_index = model_timeline(times, self.fps)
@@ -330,7 +358,10 @@ class Reconstructor:
                 audio_track.close()
         frames = np.concatenate([c[1] for c in chunks])
         feats = None if audio_track is None else np.concatenate([c[2] for c in chunks])
-        return frames, feats
+        if not with_points:
+            return frames, feats
+        got = track.crop_points(0, m, self.image_size) if self._takes_landmarks else None
+        return (frames, feats) + ((None, None) if got is None else got)
 
     def run(self, video: str | os.PathLike, audio: str | os.PathLike | None = None) -> Reconstruction:
         """Reconstruct ``video``; ``audio`` a separate audio file (else the video's own audio, if any)."""
@@ -435,17 +466,43 @@ class Reconstructor:
                 store[k][first:first + len(v)] = v
 
         with _progress(m, "reconstruct", cfg.progress) as bar:
-            for _, frames, audio in self._chunks(info, source_index, track, audio_track, m):
+            for a, frames, audio in self._chunks(info, source_index, track, audio_track, m):
                 crops = torch.from_numpy(frames).to(self.device)  # (K, S, S, 3) u8
                 images = crops.permute(0, 3, 1, 2).float().div_(255.0)
                 aw = None if audio is None else torch.from_numpy(audio).to(self.device)
                 payload = {} if aw is None else {"audio": aw}
                 if need_images:
                     payload["images"] = crops.permute(0, 3, 1, 2)
-                take(sw.push(frame_features(self.model, images, aw, bs), payload))
+                take(sw.push(frame_features(self.model, images, aw, bs, **self._points(track, a, len(frames))),
+                             payload))
                 bar.update(len(frames))
             take(sw.finish())
         return store
+
+
+class _FullPoints:
+    """The detector's full point sets of a video's model frames, gathered batch by batch in :meth:`Reconstructor._track`
+    (the landmark input of a ``landmark_input`` model), kept for the tracked face's frames only."""
+
+    def __init__(self, m: int):
+        self.m = m
+        self.points: np.ndarray | None = None
+        self.point_set: str | None = None
+
+    def add(self, ks: list[int], detection, scale: float) -> None:
+        """``detection``: a :class:`~avface.landmarks.detector.DetectedPoints` of the frames ``ks`` resized by
+        ``scale`` for the detector."""
+        if self.points is None:
+            self.points = np.zeros((self.m, detection.points.shape[1], 3), np.float32)
+            self.point_set = detection.point_set
+        self.points[ks] = detection.points / scale
+
+    def attach(self, track: FaceTrack, contract: InputContract, where: str) -> FaceTrack:
+        """``track`` with the points (zeros where the tracked face was not detected); the set is checked against
+        the model's input contract (:class:`~avface.trained.contract.LandmarkInputMismatch`)."""
+        contract.check_landmark_points(self.point_set, where)
+        pts = np.where(track.detected[:, None, None], self.points, 0.0).astype(np.float32)
+        return dataclasses.replace(track, points=pts, point_set=self.point_set)
 
 
 def summary_lines(rec: Reconstruction, outputs: list[Path]) -> list[str]:

@@ -30,11 +30,28 @@ class NoFaceError(ValueError):
 @dataclass
 class FaceTrack:
     """Per model frame: ``boxes (M, 4)`` smoothed square crop boxes ``(x0, y0, x1, y1)`` px of the upright frame,
-    ``detected (M,)`` True where the tracked face was detected, ``landmarks (M, 68, 2)`` px (zeros where not)."""
+    ``detected (M,)`` True where the tracked face was detected, ``landmarks (M, 68, 2)`` px (zeros where not);
+    for a landmark-input model also the detector's full point set ``points (M, P, 3)`` px of the upright frame
+    (zeros where not detected) and its name ``point_set`` (None: not collected)."""
 
     boxes: np.ndarray
     detected: np.ndarray
     landmarks: np.ndarray
+    points: np.ndarray | None = None
+    point_set: str | None = None
+
+    def crop_points(self, first: int, count: int, image_size: int) -> tuple[np.ndarray, np.ndarray] | None:
+        """The points of model frames ``[first, first + count)`` in their crops' pixels at ``image_size`` (the
+        crop of :func:`avface.landmarks.crop.crop_resize`, depth scaled like x): ``((K, P, 3) f32, valid (K,))``;
+        None without points."""
+        if self.points is None:
+            return None
+        sl = slice(first, first + count)
+        box, pts, ok = self.boxes[sl].astype(np.float32), self.points[sl].astype(np.float32), self.detected[sl]
+        k = image_size / np.maximum(box[:, 2] - box[:, 0], 1e-6)
+        out = np.concatenate([(pts[..., :2] - box[:, None, :2]) * k[:, None, None], pts[..., 2:] * k[:, None, None]],
+                             -1)
+        return np.where(ok[:, None, None], out, 0.0).astype(np.float32), ok.copy()
 
     @property
     def interpolated(self) -> np.ndarray:

@@ -39,20 +39,25 @@ class FrameFeatures:
 
 @torch.no_grad()
 def frame_features(model: torch.nn.Module, images: torch.Tensor, audio: torch.Tensor | None,
-                   batch_size: int = 32) -> FrameFeatures:
+                   batch_size: int = 32, points: torch.Tensor | None = None,
+                   points_valid: torch.Tensor | None = None) -> FrameFeatures:
     """The per-frame parts of both encoders, ``batch_size`` frames at a time.
 
     Args:
         model: an :class:`avface.models.avface.AVFace` in eval mode.
         images: (T, 3, H, W) crops in [0, 1].
         audio: (T, 16, F) audio windows, or None (video-only: the zero audio embedding).
+        points: (T, P, 3) the detector's points in the crops' pixels (a model with ``landmark_input``; others
+            ignore them), ``points_valid`` (T,) bool; None: no detection (the zero landmark embedding).
     """
     coarse, expr = [], []
     for i in range(0, len(images), batch_size):
         x = images[i:i + batch_size][None]
         a = None if audio is None else audio[i:i + batch_size][None]
-        coarse.append(model.coarse.embed(x)[0])
-        expr.append(model.expression.frame_features(x, a)[0][0])
+        p = None if points is None else points[i:i + batch_size][None]
+        pv = None if points_valid is None or points is None else points_valid[i:i + batch_size][None]
+        coarse.append(model.coarse.embed(x, p, pv)[0])
+        expr.append(model.expression.frame_features(x, a, points=p, points_valid=pv)[0][0])
     return FrameFeatures(torch.cat(coarse), torch.cat(expr))
 
 
@@ -217,7 +222,8 @@ def _collect(parts: list[tuple[int, torch.Tensor, dict]]) -> torch.Tensor:
 
 @torch.no_grad()
 def cached_codes(model: torch.nn.Module, images: torch.Tensor, audio: torch.Tensor | None, window: int = 16,
-                 rule: str = "mean", batch_size: int = 32, chunk: int = 256, window_batch: int = 128) -> torch.Tensor:
+                 rule: str = "mean", batch_size: int = 32, chunk: int = 256, window_batch: int = 128,
+                 points: torch.Tensor | None = None, points_valid: torch.Tensor | None = None) -> torch.Tensor:
     """Per-frame aggregated codes ``(T, 236)`` with cached per-frame features, streamed in chunks of ``chunk``
     frames (the streaming path of :class:`avface.inference.Reconstructor`, without decoding); ``batch_size`` frames
     per CNN call, ``window_batch`` windows per transformer call."""
@@ -225,14 +231,17 @@ def cached_codes(model: torch.nn.Module, images: torch.Tensor, audio: torch.Tens
     parts = []
     for i in range(0, len(images), chunk):
         a = None if audio is None else audio[i:i + chunk]
-        parts.append(sw.push(frame_features(model, images[i:i + chunk], a, batch_size)))
+        p = None if points is None else points[i:i + chunk]
+        pv = None if points_valid is None or points is None else points_valid[i:i + chunk]
+        parts.append(sw.push(frame_features(model, images[i:i + chunk], a, batch_size, p, pv)))
     parts.append(sw.finish())
     return _collect(parts)
 
 
 @torch.no_grad()
 def naive_codes(model: torch.nn.Module, images: torch.Tensor, audio: torch.Tensor | None, window: int = 16,
-                rule: str = "mean") -> torch.Tensor:
+                rule: str = "mean", points: torch.Tensor | None = None,
+                points_valid: torch.Tensor | None = None) -> torch.Tensor:
     """Reference: both encoders' full ``forward`` on every window (each frame's CNN features recomputed in every
     window containing it), aggregated with the same ``rule``. ``(T, 236)``."""
     t = len(images)
@@ -241,8 +250,10 @@ def naive_codes(model: torch.nn.Module, images: torch.Tensor, audio: torch.Tenso
     for s in range(0, t - w + 1):
         x = images[s:s + w][None]
         a = None if audio is None else audio[s:s + w][None]
-        c = model.coarse(x).raw
-        ej = model.expression(x, a)
+        p = None if points is None else points[s:s + w][None]
+        pv = None if points_valid is None or points is None else points_valid[s:s + w][None]
+        c = model.coarse(x, points=p, points_valid=pv).raw
+        ej = model.expression(x, a, points=p, points_valid=pv)
         acc.add(torch.tensor([s]), torch.cat([c, ej.expression, ej.jaw], dim=-1))
     return acc.pop(t)
 

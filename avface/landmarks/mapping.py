@@ -11,6 +11,7 @@ import numpy as np
 
 from avface.face_model.starter import MEDIAPIPE_TO_IBUG68 as _STARTER_TABLE
 from avface.face_model.starter import OVAL_JAW
+from avface.landmarks.detector import DetectedPoints
 
 _INNER = np.asarray([_STARTER_TABLE[i] for i in range(17, 68)], np.int64)
 _OVAL = np.asarray(OVAL_JAW, np.int64)
@@ -37,3 +38,19 @@ def mediapipe_to_ibug68(points: np.ndarray) -> np.ndarray:
     points = np.asarray(points)
     jaw = _resample_polyline(points[..., _OVAL, :].astype(np.float64), 17).astype(points.dtype)
     return np.concatenate([jaw, points[..., _INNER, :]], axis=-2)
+
+
+def mediapipe_detection(raw: np.ndarray, found: np.ndarray, image_hw: tuple[int, int]) -> DetectedPoints:
+    """MediaPipe's output ``raw (T,P,3)`` (P = 478 | 468; normalised x, y in [0, 1] of the image, z relative depth
+    in units of the image width) and ``found (T,)`` -> :class:`DetectedPoints` in pixels: ``u = x W`` (pixel
+    centre c at c + 0.5), ``v = y H``, depth ``z W``; the iBUG-68 landmarks mapped from them; zeros where not found."""
+    h, w = image_hw
+    t, p = raw.shape[:2]
+    found = np.asarray(found, bool)
+    pts = np.zeros((t, p, 3), np.float32)
+    lm = np.zeros((t, 68, 2), np.float32)
+    if found.any():
+        pts[found] = raw[found].astype(np.float32) * np.array([w, h, w], np.float32)
+        # mapped in normalised coordinates, then scaled: the 68 points exactly as before the full set came back
+        lm[found] = mediapipe_to_ibug68(raw[found, :, :2].astype(np.float32)) * np.array([w, h], np.float32)
+    return DetectedPoints(lm, found, pts, f"mediapipe{p}")

@@ -5,14 +5,15 @@ from __future__ import annotations
 
 import numpy as np
 
-from avface.landmarks.detector import LandmarkDetector
-from avface.landmarks.mapping import mediapipe_to_ibug68
+from avface.landmarks.detector import DetectedPoints, LandmarkDetector
+from avface.landmarks.mapping import mediapipe_detection
 
 
 class MediaPipeDetector(LandmarkDetector):  # pragma: no cover - mediapipe is optional, not installed in CI
     """MediaPipe 0.10.21 FaceMesh (``mp.solutions.face_mesh``; models ship in the wheel, offline) in video mode."""
 
     name = "mediapipe"
+    point_set = "mediapipe478"
 
     def __init__(self, min_detection_confidence: float = 0.5, min_tracking_confidence: float = 0.5):
         import mediapipe as mp  # noqa: F401
@@ -34,16 +35,19 @@ class MediaPipeDetector(LandmarkDetector):  # pragma: no cover - mediapipe is op
             self._mesh.close()
             self._mesh = None
 
-    def __call__(self, frames: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def detect_points(self, frames: np.ndarray) -> DetectedPoints:
         t, h, w, _ = frames.shape
-        lm = np.zeros((t, 68, 2), np.float32)
+        raw = np.zeros((t, 478, 3), np.float32)
         valid = np.zeros((t,), bool)
         for i in range(t):
             res = self._mesh.process(np.ascontiguousarray(frames[i]))
             if not res.multi_face_landmarks:
                 continue
-            pts = np.array([(p.x, p.y) for p in res.multi_face_landmarks[0].landmark], np.float32)
-            # MediaPipe gives normalised [0, 1] image coordinates; pixel coords: u = x * W (pixel centre c + 0.5)
-            lm[i] = mediapipe_to_ibug68(pts) * np.array([w, h], np.float32)
+            pts = np.array([(p.x, p.y, p.z) for p in res.multi_face_landmarks[0].landmark], np.float32)[:478]
+            raw[i, :len(pts)] = pts
             valid[i] = True
-        return lm, valid
+        return mediapipe_detection(raw, valid, (h, w))
+
+    def __call__(self, frames: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        d = self.detect_points(frames)
+        return d.landmarks, d.valid

@@ -21,8 +21,8 @@ from typing import IO, Any
 import numpy as np
 
 from avface.landmarks._mediapipe_worker import read_message, write_message
-from avface.landmarks.detector import LandmarkDetector
-from avface.landmarks.mapping import mediapipe_to_ibug68
+from avface.landmarks.detector import DetectedPoints, LandmarkDetector
+from avface.landmarks.mapping import mediapipe_detection
 
 log = logging.getLogger(__name__)
 
@@ -77,6 +77,7 @@ class MediaPipeProcessDetector(LandmarkDetector):
     """
 
     name = "mediapipe"
+    point_set = "mediapipe478"
 
     def __init__(self, python: str | os.PathLike, min_detection_confidence: float = 0.5,
                  min_tracking_confidence: float = 0.5, static_image_mode: bool = False):
@@ -213,14 +214,14 @@ class MediaPipeProcessDetector(LandmarkDetector):
         pts = np.frombuffer(payload, "<f4").reshape(t, int(header["points"]), 3).astype(np.float32)
         return pts, np.asarray(header["found"], bool)
 
-    def __call__(self, frames: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        t, h, w = frames.shape[:3]
+    def detect_points(self, frames: np.ndarray) -> DetectedPoints:
+        """The full point set (478 points with relative depth, pixels) and the iBUG-68 landmarks mapped from it."""
         pts, found = self.process_raw(frames)
-        lm = np.zeros((t, 68, 2), np.float32)
-        if found.any():
-            # normalised [0, 1] image coordinates -> pixels: u = x * W (pixel centre c at c + 0.5), as in-process
-            lm[found] = mediapipe_to_ibug68(pts[found, :, :2]) * np.array([w, h], np.float32)
-        return lm, found
+        return mediapipe_detection(pts, found, frames.shape[1:3])
+
+    def __call__(self, frames: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        d = self.detect_points(frames)
+        return d.landmarks, d.valid
 
     def reset(self) -> None:
         """Drop the tracking state (between clips). Starts the worker if it is not running."""

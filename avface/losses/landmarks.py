@@ -81,3 +81,16 @@ def mouth_closure_loss(pred: torch.Tensor, target: torch.Tensor, valid: torch.Te
 def lip_corner_loss(pred: torch.Tensor, target: torch.Tensor, valid: torch.Tensor | None = None) -> torch.Tensor:
     return relative_distance_loss(pred, target, LIP_CORNER_PAIRS, valid)
 
+
+
+def dense_landmark_loss(pred: torch.Tensor, target: torch.Tensor, valid: torch.Tensor | None = None) -> torch.Tensor:
+    """Mean L1 distance per coordinate of a dense point set (the detector's 468 MediaPipe points against the starter
+    model's vertices 0..467, which are those ids), over the ``valid`` frames; 0 when none is.
+
+    pred, target (..., K, 2) NDC; valid (...) bool.
+    """
+    vis = torch.ones(pred.shape[:-1], dtype=pred.dtype, device=pred.device)
+    if valid is not None:
+        vis = vis * valid.to(pred)[..., None]
+    err = (pred - target).abs().sum(-1)
+    return (err * vis).sum() / (2.0 * vis.sum() + 1e-8)

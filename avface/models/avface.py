@@ -49,9 +49,10 @@ class AVFace(nn.Module):
                  renderer: nn.Module | bool | None = True, stage: str | None = None):
         super().__init__()
         self.config = cfg = config
-        self.coarse = CoarseEncoder(cfg.coarse)
+        landmarks = cfg.landmarks if cfg.landmark_input else None  # the geometry channel of E_c and E_v
+        self.coarse = CoarseEncoder(cfg.coarse, landmarks)
         self.expression = ExpressionJawEncoder(cfg.expression, cfg.audio_dim, cfg.audio_window, cfg.audio_mean,
-                                               cfg.audio_std)
+                                               cfg.audio_std, landmarks)
         self.face_model = face_model
         self.lip: LipRefiner | None = None
         self.detail: DetailUNet | None = None
@@ -176,8 +177,12 @@ class AVFace(nn.Module):
     def forward(self, batch: Batch, generator: torch.Generator | None = None, render: bool = True) -> AVFaceOutput:
         """``render=False`` skips the coarse rendering (a caller that uses no image-space output: pretraining)."""
         images, audio = batch.images, batch.audio
-        code = self.coarse(images)
-        ej = self.expression(images, audio, batch.audio_valid, batch.video_valid, generator)
+        if self.config.landmark_input and batch.points is None:
+            raise ValueError("this model takes landmark input (model.landmark_input) but the batch has no detector "
+                             "points (Batch.points): preprocess with landmarks.store_points=true and a detector")
+        code = self.coarse(images, points=batch.points, points_valid=batch.points_valid, generator=generator)
+        ej = self.expression(images, audio, batch.audio_valid, batch.video_valid, generator, points=batch.points,
+                             points_valid=batch.points_valid)
         out = AVFaceOutput(shape=code.shape, albedo=code.albedo, light=code.light, global_pose=code.global_pose,
                            cam=code.cam, expression=ej.expression, jaw=ej.jaw, audio_keep=ej.audio_keep,
                            video_keep=ej.video_keep)

@@ -129,6 +129,23 @@ class ExpressionJawConfig:
 
 
 @dataclass
+class LandmarkEncoderConfig:
+    """The per-frame landmark encoder of E_c and E_v (``AVFaceConfig.landmark_input``): the detector's points
+    (``Batch.points``), normalised by the crop (x, y to [-1, 1], depth / half the side), flattened -> an MLP
+    (``hidden``) -> ``embed - 1`` features and the validity flag as the last channel; a missing detection is the
+    zero embedding with flag 0. Training drops a frame's points with ``p_drop`` (``dropout_per`` "frame" |
+    "sequence"), like a dropped modality, so occluded frames learn to lean on the image, audio and time.
+    ``point_set`` / ``n_points`` are what the detector gives (the trainer sets them from the shards)."""
+
+    point_set: str = "mediapipe478"
+    n_points: int = 478
+    hidden: tuple[int, ...] = (256,)
+    embed: int = 64
+    p_drop: float = 0.2
+    dropout_per: Literal["sequence", "frame"] = "frame"
+
+
+@dataclass
 class LipRefinerConfig:
     """SIREN MLP with FiLM layers conditioned on the audio window (NHA geometry network / pi-GAN style).
 
@@ -186,6 +203,9 @@ class LossWeights:
     """
 
     landmark: float = 1.0
+    # the detector's 468 MediaPipe points (Batch.points) as a dense 2D target of the starter model's vertices
+    # 0..467 (those ids), coarse stage and pretraining; 0 (the paper's losses): off; needs the starter model
+    dense_landmarks: float = 0.0
     eye: float = 1.0
     lip: float = 0.5  # lambda_l: mouth closure and lip corner
     photometric: float = 2.0
@@ -232,6 +252,10 @@ class AVFaceConfig:
     lip: LipRefinerConfig = field(default_factory=LipRefinerConfig)
     detail: DetailConfig = field(default_factory=DetailConfig)
     losses: LossWeights = field(default_factory=LossWeights)
+    # the geometry channel: E_c and E_v also read the landmark detector's points (LandmarkEncoderConfig); False is
+    # the paper's image-only model
+    landmark_input: bool = False
+    landmarks: LandmarkEncoderConfig = field(default_factory=LandmarkEncoderConfig)
     # the model's stages (avface.models.stages.MODEL_STAGES), in order (sec. 3.5): coarse (E_c + expression-jaw),
     # lip (refiner), detail (UNet); a model without "lip" / "detail" has no such network
     stages: tuple[ModelStageName, ...] = ("coarse", "lip", "detail")
@@ -266,6 +290,7 @@ class AVFaceConfig:
                                  mapping_layers=2),
             detail=DetailConfig(backbone=BackboneConfig(block="basic", layers=(1, 1, 1, 1), widths=(8, 16, 32, 64),
                                                         stem=8), uv_size=64),
+            landmarks=LandmarkEncoderConfig(hidden=(128,), embed=16),
         )
 
     def to_dict(self) -> dict[str, Any]:

@@ -12,7 +12,9 @@ from avface.models.config import (
     AudioEncoderConfig,
     CoarseConfig,
     ExpressionJawConfig,
+    LandmarkEncoderConfig,
 )
+from avface.models.landmark_encoder import LandmarkEncoder
 
 
 def _flatten_frames(x: torch.Tensor) -> tuple[torch.Tensor, int, int]:
@@ -40,11 +42,19 @@ class CoarseEncoder(nn.Module):
     the model starts close to the per-frame (DECA-initialised) estimate; the paper does not specify this. A bias sets
     the initial camera scale to ``cfg.init_cam_scale`` (set from the data) so an untrained model sees the mean face
     frontally at about the right size.
+
+    ``landmarks`` (the landmark input, :mod:`avface.models.landmark_encoder`): the per-frame landmark embedding,
+    projected to 183, is added to the image embedding before the transformer (a near-zero start).
     """
 
-    def __init__(self, cfg: CoarseConfig):
+    def __init__(self, cfg: CoarseConfig, landmarks: LandmarkEncoderConfig | None = None):
         super().__init__()
         self.cfg = cfg
+        self.landmarks = None if landmarks is None else LandmarkEncoder(landmarks)
+        if self.landmarks is not None:
+            self.landmark_proj = nn.Linear(self.landmarks.out_dim, cfg.code_dim)
+            nn.init.normal_(self.landmark_proj.weight, std=1e-3)
+            nn.init.zeros_(self.landmark_proj.bias)
         self.backbone = ResNet(cfg.backbone)
         d = cfg.code_dim
         self.layers = mlp([self.backbone.out_channels, cfg.embed_hidden, d])  # DECA's E_flame.layers.{0,2}
@@ -66,13 +76,20 @@ class CoarseEncoder(nn.Module):
         self.residual = cfg.residual
         self.split_sizes = [cfg.n_shape, cfg.n_albedo, cfg.n_light, 3, 3]
 
-    def embed(self, images: torch.Tensor) -> torch.Tensor:
-        """(B,T,3,H,W) -> per-frame 183-d embeddings (B,T,183)."""
+    def embed(self, images: torch.Tensor, points: torch.Tensor | None = None,
+              points_valid: torch.Tensor | None = None, generator: torch.Generator | None = None) -> torch.Tensor:
+        """(B,T,3,H,W) [+ points (B,T,P,3) crop px, points_valid (B,T)] -> per-frame 183-d embeddings (B,T,183).
+        Without a landmark encoder the points are ignored; with one, ``points=None`` is the missing detection."""
         x, b, t = _flatten_frames(images)
-        return self.layers(self.backbone(x)).reshape(b, t, -1)
+        e = self.layers(self.backbone(x)).reshape(b, t, -1)
+        if self.landmarks is not None:
+            e = e + self.landmark_proj(self.landmarks(points, points_valid, images.shape[-1], (b, t), generator))
+        return e
 
-    def forward(self, images: torch.Tensor, key_padding_mask: torch.Tensor | None = None) -> CoarseCode:
-        e = self.embed(images)
+    def forward(self, images: torch.Tensor, key_padding_mask: torch.Tensor | None = None,
+                points: torch.Tensor | None = None, points_valid: torch.Tensor | None = None,
+                generator: torch.Generator | None = None) -> CoarseCode:
+        e = self.embed(images, points, points_valid, generator)
         h = self.transformer(e, key_padding_mask) if self.temporal else e
         c = self.head(h)
         if self.residual:  # the per-frame (DECA-initialised) estimate is refined temporally
@@ -134,11 +151,13 @@ class ExpressionJawEncoder(nn.Module):
 
     Modality dropout (training only, ``cfg.modality_dropout``): f_a zeroed with p 0.4, f_v with p 0.5.
     A missing modality (``audio=None`` / ``images=None``, or ``audio_valid`` / ``video_valid`` (B,T) False)
-    is the zero embedding, in training and at inference.
+    is the zero embedding, in training and at inference. ``landmarks`` (the landmark input): the per-frame
+    landmark embedding f_l (its own dropout, :mod:`avface.models.landmark_encoder`) joins as ``[f_a | f_v | f_l]``.
     """
 
     def __init__(self, cfg: ExpressionJawConfig, audio_dim: int, audio_window: int = 16,
-                 audio_mean: list[float] | None = None, audio_std: list[float] | None = None):
+                 audio_mean: list[float] | None = None, audio_std: list[float] | None = None,
+                 landmarks: LandmarkEncoderConfig | None = None):
         super().__init__()
         self.cfg = cfg
         self.use_audio = cfg.modalities in ("av", "audio")
@@ -151,6 +170,9 @@ class ExpressionJawEncoder(nn.Module):
             self.video_backbone = ResNet(cfg.backbone)
             self.video_fc = nn.Linear(self.video_backbone.out_channels, cfg.video_embed)
             width += cfg.video_embed
+        self.landmarks = None if landmarks is None else LandmarkEncoder(landmarks)
+        if self.landmarks is not None:
+            width += self.landmarks.out_dim
         if cfg.temporal:
             self.transformer = TemporalTransformer(width, cfg.transformer)
             d = self.transformer.out_dim
@@ -181,7 +203,8 @@ class ExpressionJawEncoder(nn.Module):
     def forward(self, images: torch.Tensor | None, audio: torch.Tensor | None,
                 audio_valid: torch.Tensor | None = None, video_valid: torch.Tensor | None = None,
                 generator: torch.Generator | None = None,
-                key_padding_mask: torch.Tensor | None = None) -> ExpressionJawOutput:
+                key_padding_mask: torch.Tensor | None = None, points: torch.Tensor | None = None,
+                points_valid: torch.Tensor | None = None) -> ExpressionJawOutput:
         ref = images if images is not None else audio
         if ref is None:
             raise ValueError("need images or audio")
@@ -212,6 +235,9 @@ class ExpressionJawEncoder(nn.Module):
                 x, _, _ = _flatten_frames(images)
                 f_v = self.video_fc(self.video_backbone(x)).reshape(b, t, -1) * keep_v[..., None]
             feats.append(f_v)
+        if self.landmarks is not None:
+            size = images.shape[-1] if images is not None else 1
+            feats.append(self.landmarks(points, points_valid, size, (b, t), generator).to(ref.dtype))
         h = torch.cat(feats, dim=-1)
         if self.cfg.temporal:
             h = self.transformer(h, key_padding_mask)
@@ -221,10 +247,12 @@ class ExpressionJawEncoder(nn.Module):
 
     def frame_features(self, images: torch.Tensor | None, audio: torch.Tensor | None,
                        audio_valid: torch.Tensor | None = None,
-                       video_valid: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+                       video_valid: torch.Tensor | None = None, points: torch.Tensor | None = None,
+                       points_valid: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Per-frame part of :meth:`forward` without modality dropout (inference): ``images (B,T,3,H,W)``,
-        ``audio (B,T,16,F)`` (either may be None: the zero embedding) -> ``(h (B,T,D) = [f_a | f_v], keep_a (B,T),
-        keep_v (B,T))``. In eval mode ``forward(...) == code_from_features(frame_features(...)[0])``."""
+        ``audio (B,T,16,F)`` (either may be None: the zero embedding), ``points (B,T,P,3)`` crop px with
+        ``points_valid (B,T)`` (a landmark-input model; None: no detection) -> ``(h (B,T,D) = [f_a | f_v | f_l],
+        keep_a (B,T), keep_v (B,T))``. In eval mode ``forward(...) == code_from_features(frame_features(...)[0])``."""
         ref = images if images is not None else audio
         if ref is None:
             raise ValueError("need images or audio")
@@ -246,6 +274,9 @@ class ExpressionJawEncoder(nn.Module):
             else:
                 x, _, _ = _flatten_frames(images)
                 feats.append(self.video_fc(self.video_backbone(x)).reshape(b, t, -1) * keep_v[..., None])
+        if self.landmarks is not None:
+            size = images.shape[-1] if images is not None else 1
+            feats.append(self.landmarks(points, points_valid, size, (b, t)).to(ref.dtype))
         return torch.cat(feats, dim=-1), keep_a, keep_v
 
     def code_from_features(self, h: torch.Tensor,

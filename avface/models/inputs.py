@@ -89,6 +89,9 @@ class Batch:
     - ``occluded (B,)`` bool: the window is an occluded copy (meta ``occluded``).
     - ``clean_images (B,T,3,S,S)``: the same windows without the synthetic occluder (an occluded copy's clean
       twin; a clean window's own images), framed like ``images``: the teacher's input of the occlusion fine-tune.
+    - ``points (B,T,P,3)`` float: the landmark detector's full point set (the model's landmark input,
+      ``AVFaceConfig.landmark_input``), x, y pixels at S, z relative depth in the same units; zeros where not
+      detected; with ``points_valid (B,T)`` bool (False: not detected, the landmark embedding is zero there).
     - ``targets``: :class:`ParamTargets` ground-truth parameters (present in every sample, or None).
     - ``keys``: the B sample keys (for logging and exactly-once checks).
     """
@@ -106,6 +109,8 @@ class Batch:
     clean_images: torch.Tensor | None = None
     targets: ParamTargets | None = None
     keys: list[str] | None = None
+    points: torch.Tensor | None = None
+    points_valid: torch.Tensor | None = None
 
     def __post_init__(self) -> None:
         if self.images.ndim != 5 or self.images.shape[2] != 3:
@@ -119,6 +124,13 @@ class Batch:
         if self.clean_images is not None and self.clean_images.shape != self.images.shape:
             raise ValueError(f"Batch.clean_images must be {tuple(self.images.shape)} like images, "
                              f"got {tuple(self.clean_images.shape)}")
+        if self.points is not None:
+            if self.points.ndim != 4 or tuple(self.points.shape[:2]) != (b, t) or self.points.shape[-1] != 3:
+                raise ValueError(f"Batch.points must be (B,T,P,3) with B,T = {b},{t}, got {tuple(self.points.shape)}")
+            if self.points_valid is None:
+                self.points_valid = torch.ones(b, t, dtype=torch.bool, device=dev)
+            if tuple(self.points_valid.shape) != (b, t):
+                raise ValueError(f"Batch.points_valid must be {(b, t)}, got {tuple(self.points_valid.shape)}")
         if self.landmarks_valid is None:
             self.landmarks_valid = torch.ones(b, t, dtype=torch.bool, device=dev)
         if self.audio_valid is None:

@@ -6,7 +6,8 @@ exact for every target the batch carries, so every loss stays consistent:
 
 - images, pseudo-ground-truth normals, occlusion masks: resampled (normals are directions: a zoom and a shift of
   the image plane do not rotate them);
-- landmarks (pixels): ``p' = a p + b`` in NDC;
+- landmarks (pixels): ``p' = a p + b`` in NDC; the detector's points (``Batch.points``) alike, their depth
+  scaled by ``a`` (zeros of undetected frames stay zeros);
 - the orthographic camera ``(s, tx, ty)`` of the ground truth (``x = s (X + tx)``, ``y = -s (Y + ty)``):
   ``s' = a s``, ``tx' = tx + bx / (a s)``, ``ty' = ty - by / (a s)``.
 
@@ -50,6 +51,11 @@ def zoom_shift(batch: Batch, zoom: torch.Tensor, shift: torch.Tensor) -> Batch:
     fields = {"images": _warp(batch.images, theta, "border"),
               "landmarks": ndc_to_pixels(a[:, None, None, None] * pixels_to_ndc(batch.landmarks, size)
                                          + sh[:, None, None, :], size)}
+    if batch.points is not None:
+        xy = ndc_to_pixels(a[:, None, None, None] * pixels_to_ndc(batch.points[..., :2], size)
+                           + sh[:, None, None, :], size)
+        pts = torch.cat([xy, a[:, None, None, None] * batch.points[..., 2:]], -1)
+        fields["points"] = torch.where(batch.points_valid[..., None, None], pts, torch.zeros_like(pts))
     if batch.clean_images is not None:
         fields["clean_images"] = _warp(batch.clean_images, theta, "border")
     if batch.normals is not None:

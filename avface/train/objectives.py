@@ -9,6 +9,7 @@ pseudo-GT normals, no VGG19 / face-recognition weights) is absent, never a fake 
 and the stage's ``StageConfig``.
 
 - pretrain: :func:`pretrain_objective`: ``param_<group>``, ``landmark``, ``vertices_mm``, ``lip_vertices_mm``;
+- pretrain and coarse, with ``LossWeights.dense_landmarks > 0``: ``dense_landmarks`` (:func:`dense_landmark_term`);
 - coarse: :func:`coarse_objective`: ``landmark``, ``eye``, ``mouth_closure``, ``lip_corner``, ``reg_shape``,
   ``reg_expression``, ``reg_albedo``, ``reg_light``, ``shape_consistency``, ``photometric``, ``identity``;
 - lip: :func:`lip_objective`: the coarse terms in the re-fitted frame + ``normals_lip``, ``lip_smooth``;
@@ -35,7 +36,7 @@ from avface.models.avface import AVFace
 from avface.models.inputs import Batch
 from avface.models.outputs import AVFaceOutput
 from avface.models.stages import STAGE_TABLE, Stage
-from avface.render.cameras import pixels_to_ndc
+from avface.render.cameras import orthographic_project, pixels_to_ndc
 
 __all__ = ["ObjectiveInputs", "Objective", "OBJECTIVES", "objective", "renders_in_forward", "pretrain_objective",
            "coarse_objective", "lip_objective", "detail_objective", "occlusion_objective", "pretrain_losses",
@@ -88,6 +89,10 @@ def _coarse_terms(model: AVFace, batch: Batch, outputs: AVFaceOutput) -> Terms:
         terms["eye"] = w.eye * L.eye_closure_loss(pred, gt, valid)
         terms["mouth_closure"] = w.lip * L.mouth_closure_loss(pred, gt, valid)
         terms["lip_corner"] = w.lip * L.lip_corner_loss(pred, gt, valid)
+    if w.dense_landmarks > 0:
+        dense = dense_landmark_term(model, batch, outputs)
+        if dense is not None:
+            terms["dense_landmarks"] = w.dense_landmarks * dense
     # DECA's batch-summed sum(code**2)/2 at the paper's batch (regularizer_batch_frames), batch invariant
     nreg = float(w.regularizer_batch_frames)
     terms["reg_shape"] = w.reg_shape * nreg * M.coefficient_regularizer(outputs.shape)
@@ -104,6 +109,26 @@ def _coarse_terms(model: AVFace, batch: Batch, outputs: AVFaceOutput) -> Terms:
             if idl is not None:
                 terms["identity"] = w.identity * idl
     return terms
+
+
+#: MediaPipe face-mesh points that are the starter model's vertices of the same ids (its template's 468 vertices)
+DENSE_POINTS = 468
+
+
+def dense_landmark_term(model: AVFace, batch: Batch, outputs: AVFaceOutput) -> torch.Tensor | None:
+    """The dense 2D landmark loss (``LossWeights.dense_landmarks``): the starter model's vertices 0..467 projected
+    by the predicted camera against the detector's first 468 MediaPipe points (``Batch.points``); None where it does
+    not apply (no points, another point set, a face model that is not the starter model)."""
+    fm = model.face_model
+    pts = batch.points
+    if (pts is None or outputs.vertices is None or pts.shape[-2] < DENSE_POINTS
+            or not str(getattr(fm, "name", "")).startswith("avface-starter")):
+        return None
+    b, t = pts.shape[:2]
+    verts = outputs.vertices[:, :, :DENSE_POINTS].reshape(b * t, DENSE_POINTS, 3)
+    pred = orthographic_project(verts, outputs.cam.reshape(b * t, 3))[..., :2].reshape(b, t, DENSE_POINTS, 2)
+    target = pixels_to_ndc(pts[..., :DENSE_POINTS, :2].to(pred), tuple(batch.images.shape[-2:]))
+    return L.dense_landmark_loss(pred, target, batch.points_valid)
 
 
 def coarse_objective(model: AVFace, batch: Batch, outputs: AVFaceOutput, ctx: ObjectiveInputs | None = None) -> Terms:
@@ -184,8 +209,14 @@ def pretrain_objective(model: AVFace, batch: Batch, outputs: AVFaceOutput, ctx: 
     """Pretraining (the open stand-in for DECA's encoder): :func:`pretrain_losses` with the step's settings."""
     if ctx is None:
         raise ValueError("the pretraining objective needs the parameter spreads and the face model (ctx)")
-    return pretrain_losses(outputs, batch, ctx.scales, ctx.face_model, ctx.lip_ids, ctx.landmark_weight,
-                           ctx.fit_lip_detail, ctx.lip_vertex_weight, ctx.n_param_expression)
+    terms = pretrain_losses(outputs, batch, ctx.scales, ctx.face_model, ctx.lip_ids, ctx.landmark_weight,
+                            ctx.fit_lip_detail, ctx.lip_vertex_weight, ctx.n_param_expression)
+    weight = model.config.losses.dense_landmarks
+    dense = dense_landmark_term(model, batch, outputs) if weight > 0 else None
+    if dense is not None:
+        terms["dense_landmarks"] = weight * dense
+        terms["total"] = terms["total"] + terms["dense_landmarks"]
+    return terms
 
 
 #: the objective of each stage

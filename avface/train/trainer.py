@@ -20,6 +20,7 @@ import torch
 
 from avface.data.shard_index import ShardIndex, audio_statistics, data_summary, target_statistics
 from avface.face_model import FaceModel
+from avface.landmarks.detector import POINT_SETS
 from avface.models.stages import STAGE_TABLE, Stage, furthest
 from avface.train.config import TrainConfig
 from avface.train.data import OCC_SUFFIX
@@ -120,6 +121,8 @@ def prepare_training(cfg: TrainConfig | dict[str, Any]) -> PreparedRun:
         log.info("model.audio_dim %d -> %d (%s features in the shards)", cfg.model.audio_dim, summary["audio_dim"],
                  summary["audio_kind"])
         cfg.model.audio_dim = summary["audio_dim"]
+    if cfg.model.landmark_input:
+        _landmark_input_from_data(cfg, summary, shards)
     stats = target_statistics(index) if summary["has_targets"] else None
     face_model = cfg.build_face_model()
     if stats is not None and summary["gt_face_model"] and summary["gt_face_model"] != [face_model.name]:
@@ -139,11 +142,25 @@ def prepare_training(cfg: TrainConfig | dict[str, Any]) -> PreparedRun:
         log.warning("the face model has no albedo model: the photometric loss sees shading only")
     if init_ck is not None:
         check_compatible(init_ck, face_model=face_model, audio_kind=summary["audio_kind"],
-                         audio_dim=summary["audio_dim"])
+                         audio_dim=summary["audio_dim"],
+                         landmark_points=summary.get("detector_points") if cfg.model.landmark_input else None)
     # how the inputs were made, carried by every checkpoint (inference frames and times videos the same way)
     contract = contract_from_summary(summary, face_model=face_model, audio_mean=cfg.model.audio_mean,
-                                     audio_std=cfg.model.audio_std)
+                                     audio_std=cfg.model.audio_std, landmark_input=cfg.model.landmark_input)
     return PreparedRun(cfg, summary, stats, chain, init_ck, contract.to_dict())
+
+
+def _landmark_input_from_data(cfg: TrainConfig, summary: dict[str, Any], shards: Path) -> None:
+    """``model.landmark_input``: the landmark encoder's point set and size from the shards' detector points."""
+    point_set = summary.get("detector_points")
+    if point_set is None:
+        raise ValueError(f"{shards}: model.landmark_input=true but the shards store no detector points (written "
+                         "before they existed, or with landmarks.detector=none / landmarks.store_points=false): "
+                         "preprocess again with a landmark detector, or train with model.landmark_input=false")
+    lm = cfg.model.landmarks
+    if lm.point_set != point_set:
+        log.info("model.landmarks.point_set %s -> %s (the shards' detector points)", lm.point_set, point_set)
+    lm.point_set, lm.n_points = str(point_set), POINT_SETS[str(point_set)]
 
 
 def stage_payload(cfg: TrainConfig, stage: str, init: str | None, export: Path, model_stage: str,

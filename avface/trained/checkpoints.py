@@ -39,7 +39,7 @@ from avface.face_model import FaceModel, load_face_model
 from avface.models.avface import AVFace
 from avface.models.config import AVFaceConfig
 from avface.models.stages import model_stage
-from avface.trained.contract import InputContract, face_model_fingerprint, legacy_contract
+from avface.trained.contract import InputContract, LandmarkInputMismatch, face_model_fingerprint, legacy_contract
 from avface.utils.files import atomic_path
 
 log = logging.getLogger(__name__)
@@ -136,9 +136,16 @@ def input_contract_of(ckpt: dict[str, Any]) -> InputContract:
 
 
 def check_compatible(ckpt: dict[str, Any], *, face_model: FaceModel | None = None,
-                     audio_kind: str | None = None, audio_dim: int | None = None) -> None:
-    """Raise :class:`CheckpointError` when ``ckpt`` was trained for another face model or audio features."""
+                     audio_kind: str | None = None, audio_dim: int | None = None,
+                     landmark_points: str | None | bool = False) -> None:
+    """Raise :class:`CheckpointError` when ``ckpt`` was trained for another face model or audio features, or (given
+    ``landmark_points``: the detector point set of the data, None for none) on another landmark input."""
     where = ckpt.get("path", "checkpoint")
+    if landmark_points is not False:
+        try:
+            input_contract_of(ckpt).check_landmark_points(landmark_points, str(where))
+        except LandmarkInputMismatch as e:
+            raise CheckpointError(str(e)) from e
     if face_model is not None:
         want = ckpt["face_model"]
         have = face_model_fingerprint(face_model)

@@ -21,8 +21,8 @@ import torch
 
 log = logging.getLogger(__name__)
 
-__all__ = ["FACE_CROP_FRAMING", "InputContract", "LEGACY", "contract_from_summary", "face_model_fingerprint",
-           "legacy_contract"]
+__all__ = ["FACE_CROP_FRAMING", "InputContract", "LEGACY", "LandmarkInputMismatch", "contract_from_summary",
+           "face_model_fingerprint", "legacy_contract"]
 
 #: crop side / landmark extent of whole frames of face-crop videos (VoxCeleb2-style, preprocessed with
 #: ``video.crop=none``; the synthetic corpus frames the face at 1.96..2.58): the landmark crop that reproduces them
@@ -51,6 +51,20 @@ class InputContract:
     audio_std: tuple[float, ...] | None = None
     face_model: str | None = None  # name of the face model trained with
     face_model_fingerprint: str | None = None  # :func:`face_model_fingerprint` of it
+    # the landmark input (``AVFaceConfig.landmark_input``): the detector's point set the model reads
+    # (``avface.landmarks.detector.POINT_SETS``: mediapipe478 | ...); None: the image-only model
+    landmark_points: str | None = None
+
+    def check_landmark_points(self, point_set: str | None, where: str = "") -> None:
+        """Raise :class:`LandmarkInputMismatch` when the model reads landmarks and ``point_set`` (what the detector
+        or the shards give; None: no points) is not the set it was trained on. An image-only model takes any."""
+        if self.landmark_points is None or point_set == self.landmark_points:
+            return
+        raise LandmarkInputMismatch(
+            f"{where + ': ' if where else ''}the model reads the landmark detector's {self.landmark_points!r} points "
+            f"(its input contract), but {'there are no detector points' if point_set is None else repr(point_set)} "
+            f"here: use the detector it was trained with (MediaPipe face mesh for mediapipe478), or preprocess "
+            "with landmarks.store_points=true")
 
     def to_dict(self) -> dict[str, Any]:
         """Plain containers only (``torch.load(weights_only=True)`` reads them back)."""
@@ -85,6 +99,10 @@ class InputContract:
         return cls(**kw)
 
 
+class LandmarkInputMismatch(ValueError):
+    """The detector points given differ from the point set a landmark-input model was trained on."""
+
+
 #: today's defaults, what a checkpoint without a contract was made with as far as anyone can tell
 LEGACY = InputContract()
 
@@ -117,10 +135,10 @@ def legacy_contract(model_config: dict[str, Any], audio_kind: str,
 
 def contract_from_summary(summary: dict[str, Any], *, face_model: torch.nn.Module,
                           audio_mean: list[float] | None = None,
-                          audio_std: list[float] | None = None) -> InputContract:
+                          audio_std: list[float] | None = None, landmark_input: bool = False) -> InputContract:
     """The contract of a model trained on the shards ``summary`` describes (``data_summary``: fps, window,
-    image_sizes, crop, crop_scale, audio_kind, audio_dim, audio_window), with the audio statistics it standardises
-    with and the face model it trains."""
+    image_sizes, crop, crop_scale, audio_kind, audio_dim, audio_window, detector_points), with the audio statistics
+    it standardises with and the face model it trains; ``landmark_input``: it reads the shards' detector points."""
     sizes = summary["image_sizes"]
     if len(sizes) != 1:
         raise ValueError(f"shards mix frame sizes {sizes}: one model is trained on one framing")
@@ -139,4 +157,5 @@ def contract_from_summary(summary: dict[str, Any], *, face_model: torch.nn.Modul
         audio_window=int(summary["audio_window"]),
         audio_mean=None if audio_mean is None else tuple(float(v) for v in audio_mean),
         audio_std=None if audio_std is None else tuple(float(v) for v in audio_std),
-        face_model=str(face_model.name), face_model_fingerprint=face_model_fingerprint(face_model))
+        face_model=str(face_model.name), face_model_fingerprint=face_model_fingerprint(face_model),
+        landmark_points=summary.get("detector_points") if landmark_input else None)
