@@ -90,6 +90,8 @@ def main() -> None:
                     help="comma-separated vox.style values: the first is the baseline (one process and Ray), each "
                          "further one is measured in one process")
     ap.add_argument("--contact-sheet", default=None, help="PNG: frames of each clip, a row per style")
+    ap.add_argument("--no-ray", action="store_true",
+                    help="one process only (a machine whose free memory is below one Ray task's task_memory_mb)")
     args = ap.parse_args()
     from avface.synth.corpus import synthesize_corpus
 
@@ -97,7 +99,8 @@ def main() -> None:
     styles = args.styles.split(",")
     results = {}
     sheet: dict[str, list[np.ndarray]] = {}
-    runs = [("one process", styles[0]), ("ray", styles[0])] + [(f"one process, {st}", st) for st in styles[1:]]
+    runs = [("one process", styles[0]), *([] if args.no_ray else [("ray", styles[0])]),
+            *((f"one process, {st}", st) for st in styles[1:])]
     for mode, style in runs:
         out = tempfile.mkdtemp(prefix="bench_synth_")
         cfg = {"out": out, "size": "tiny", "seed": 0, "progress": False, "num_cpus": args.num_cpus,
@@ -126,12 +129,15 @@ def main() -> None:
         print(f"{mode:<22}{r['cpus']:>5}{r['clips']:>6}{r['wall_s']:>8.1f}{r['clips_per_min']:>10.1f}"
               f"{r['video_s_per_wall_s']:>10.2f}{r['bytes_per_clip']['mp4'] / 1e3:>8.0f}"
               f"{r['bytes_per_clip']['gt'] / 1e3:>11.0f}")
-    ratio = results["ray"]["clips_per_min"] / results["one process"]["clips_per_min"]
-    print(f"ratio Ray / one process: {ratio:.2f}x")
-    m = results["ray"]
+    if "ray" in results:
+        ratio = results["ray"]["clips_per_min"] / results["one process"]["clips_per_min"]
+        print(f"ratio Ray / one process: {ratio:.2f}x")
+    m = results.get("ray", results["one process"])
     print(f"mouth vs phonemes: inner-lip gap {m['lip_gap_mm_vowel']:.1f} mm on vowels, "
           f"{m['lip_gap_mm_bilabial']:.1f} mm on bilabials, correlation {m['corr_gap_vowel_vs_bilabial']:.2f}")
-    for mode, style in runs[2:]:
+    for mode, style in runs:
+        if mode in ("one process", "ray"):
+            continue
         print(f"ratio {style} / {styles[0]} style (one process): "
               f"{results[mode]['clips_per_min'] / results['one process']['clips_per_min']:.2f}x clips/min")
     if args.contact_sheet:
