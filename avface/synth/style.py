@@ -246,14 +246,20 @@ def camera_degrade(rng: np.random.Generator, frames: np.ndarray, look: RealLook)
     vignetting, defocus (and a short motion blur on some frames), shot + read noise, then JPEG compression of
     each frame. Returns (T, H, W, 3) uint8."""
     t, h, w, _ = frames.shape
-    x = frames.astype(np.float32) / 255.0
-    x = np.clip(x * look.wb_gain * look.exposure, 0, 1) ** look.gamma
+    # white balance, exposure and the tone curve of 8-bit values: one lookup table per channel
+    levels = np.arange(256, dtype=np.float32) / 255.0
+    lut = np.stack([np.clip(levels * g * look.exposure, 0, 1) ** look.gamma for g in look.wb_gain], 1)  # (256, 3)
     yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
     r2 = ((xx - w / 2) ** 2 + (yy - h / 2) ** 2) / ((w / 2) ** 2 + (h / 2) ** 2)
-    x = x * (1.0 - look.vignette * r2)[None, ..., None]
+    vignette = (1.0 - look.vignette * r2)[..., None]
+    # Demosaicing correlates a sensor's noise over neighbouring pixels (and so it survives the JPEG): white noise
+    # blurred by 0.7 px, rescaled to unit spread. A few fields per clip, each frame a random shift of one (drawing
+    # fresh normals for every frame cost more than the rest of the camera together).
+    bank = [cv2.GaussianBlur(rng.standard_normal((h, w, 3), dtype=np.float32), (0, 0), 0.7) * 2.3 for _ in range(4)]
     out = np.empty_like(frames)
     for i in range(t):
-        f = cv2.GaussianBlur(x[i], (0, 0), look.blur_sigma)
+        f = np.take_along_axis(lut, frames[i].reshape(-1, 3).astype(np.intp), 0).reshape(h, w, 3) * vignette
+        f = cv2.GaussianBlur(f, (0, 0), look.blur_sigma)
         if rng.random() < look.motion_blur_prob:
             k = int(rng.integers(3, 7))
             kern = np.zeros((k, k), np.float32)
@@ -262,9 +268,7 @@ def camera_degrade(rng: np.random.Generator, frames: np.ndarray, look: RealLook)
             kern = cv2.warpAffine(kern, rot, (k, k))
             f = cv2.filter2D(f, -1, kern / max(kern.sum(), 1e-6))
         sigma = np.sqrt((look.read_noise / 255.0) ** 2 + (look.shot_noise / 255.0) ** 2 * 255.0 * f)
-        # demosaicing correlates a sensor's noise over neighbouring pixels (and so it survives the JPEG): white
-        # noise blurred by 0.7 px, rescaled to unit spread
-        grain = cv2.GaussianBlur(rng.standard_normal(f.shape).astype(np.float32), (0, 0), 0.7) * 2.3
+        grain = np.roll(bank[int(rng.integers(len(bank)))], (int(rng.integers(h)), int(rng.integers(w))), (0, 1))
         f = f + sigma * grain
         u8 = np.clip(np.rint(f * 255.0), 0, 255).astype(np.uint8)
         ok, buf = cv2.imencode(".jpg", u8[..., ::-1], [cv2.IMWRITE_JPEG_QUALITY, look.jpeg_quality])
