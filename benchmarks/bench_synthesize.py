@@ -9,7 +9,7 @@ and prints a table (wall seconds, clips/min, seconds of video per wall second, b
 process ratio, and the mouth/phoneme agreement measured on the generated clips (the inner-lip gap's correlation
 with vowel vs bilabial frames). Each further style of `--styles` (the corpus's appearance, `vox.style`) is
 measured in one process too, beside the first (the baseline): its clips/min and the ratio to the first's;
-`--contact-sheet PNG` writes three frames of each clip in each style (a row per style). `--json` also writes
+`--contact-sheet PNG` writes three frames of one clip per speaker in each style (a row per style). `--json` also writes
 everything as JSON.
 """
 
@@ -48,14 +48,18 @@ def mouth_stats(root: str) -> dict:
             "frames": int(len(gap))}
 
 
-def _contact_row(root: str, frames: tuple[float, ...] = (0.1, 0.5, 0.9)) -> list[np.ndarray]:
-    """Frames at these fractions of each clip of a corpus, in clip order: (H, W, 3) uint8 tiles."""
+def _contact_row(root: str, frames: tuple[float, ...] = (0.1, 0.5, 0.9), clips: int = 2) -> list[np.ndarray]:
+    """Frames at these fractions of the first `clips` clips of a corpus (one per identity: the training and the
+    held-out speaker): (H, W, 3) uint8 tiles."""
     from pathlib import Path
 
     from avface.io import read_video
 
     tiles = []
+    first = {}
     for mp4 in sorted(Path(root, "voxceleb2").glob("*/mp4/*/*/*.mp4")):
+        first.setdefault(mp4.parts[-3], mp4)
+    for mp4 in list(first.values())[:clips]:
         video = read_video(str(mp4))[0]
         tiles += [video[int(f * (len(video) - 1))] for f in frames]
     return tiles
