@@ -94,8 +94,8 @@ def main() -> None:
                          "'none': skip)")
     ap.add_argument("--quick", action="store_true",
                     help="a quick profile (32 + 8 speakers, 300 pretraining steps, short later stages, small "
-                         "diagnostics; about 20 minutes on 2 shared cores): coarse numbers, the domain shift's "
-                         "table above all")
+                         "diagnostics; 45 minutes on 2 cores shared with other jobs): coarse numbers, the domain "
+                         "shift's table above all")
     ap.add_argument("--smoke", action="store_true",
                     help="the smallest run that prints every table (3 + 1 speakers, a few steps per stage, small "
                          "diagnostics; a few minutes, most of it Ray Train starting each stage): a test of the "
