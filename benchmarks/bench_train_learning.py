@@ -4,6 +4,7 @@ speakers, beside the mean face and the constant-expression baseline, and the pap
     python benchmarks/bench_train_learning.py [--out runs/bench_learning] [--data DIR] [--identities 1200]
         [--test-identities 80] [--pretrain-steps 2000] [--stage-steps 150] [--lip-steps 400] [--scratch-steps 600]
         [--smoke] [--landmark-input] [--landmark-ablation]
+        [--style studio] [--test-style other] [--quick | --smoke]
 
 1. corpus: ``--identities`` training speakers and ``--test-identities`` held-out ones, ``--clips`` short clips each,
    64 px
@@ -17,6 +18,11 @@ speakers, beside the mean face and the constant-expression baseline, and the pap
 5. diagnostics: where the lip error comes from (true parameters swapped in), whether the 2D landmark geometry
    tells the face shape (a ridge regression, beside the model's shape), whether the lip refiner could lower the
    lip error at all (trained on the true lip vertices: an oracle no paper loss is), what the occluder costs.
+
+6. the domain shift (``--test-style``, default the style not trained on): the held-out speakers of a second small
+   corpus (``HELDOUT_SEED``, so none is a training speaker), made by the same ``make_training_shards`` path in
+   the training style and in the unseen one (the same speakers, windows and ground truth: only the look differs),
+   the pretrained and the final models and the baselines on each.
 
 ``--landmark-input``: the recipe's model reads the landmark detector's points too (``model.landmark_input``, the
 geometry channel). ``--landmark-ablation``: instead of the recipe, pretraining alone twice on the same corpus, the
@@ -39,6 +45,10 @@ from pathlib import Path
 COLUMNS = [("v3d_mm", "3D mm"), ("lip_mm", "lip mm"), ("expression_mm", "expr mm"), ("nme", "NME"),
            ("lip_nme", "lip NME"), ("normal_deg_coarse", "normals coarse deg"),
            ("normal_deg_detail", "normals detail deg")]
+
+
+#: seed of the domain-shift corpora: other speakers than the training corpus's (seed 0), the same in each style
+HELDOUT_SEED = 1
 
 
 def _stage_config(steps: dict[str, int], val_every: int) -> dict:
@@ -83,6 +93,15 @@ def main() -> None:
     ap.add_argument("--scratch-all-stages", action="store_true",
                     help="also run lip/detail/occlusion after the from-scratch coarse stage")
     ap.add_argument("--num-cpus", type=int, default=2)
+    ap.add_argument("--style", default="studio", choices=["studio", "real"],
+                    help="appearance of the training corpus (vox.style, avface/synth/style.py)")
+    ap.add_argument("--test-style", default="other", choices=["other", "studio", "real", "none"],
+                    help="also evaluate on held-out speakers in this style ('other': the style not trained on; "
+                         "'none': skip)")
+    ap.add_argument("--quick", action="store_true",
+                    help="a quick profile (32 + 8 speakers, 300 pretraining steps, short later stages, small "
+                         "diagnostics; 45 minutes on 2 cores shared with other jobs): coarse numbers, the domain "
+                         "shift's table above all")
     ap.add_argument("--smoke", action="store_true",
                     help="the smallest run that prints every table (3 + 1 speakers, a few steps per stage, small "
                          "diagnostics; a few minutes, most of it Ray Train starting each stage): a test of the "
@@ -110,6 +129,14 @@ def main() -> None:
         args.pretrain_steps, args.stage_steps, args.lip_steps, args.scratch_steps = 4, 2, 2, 2
         args.val_every, args.pretrain_val_every = 0, 0  # validate (and checkpoint) at each stage's end only
         sizes = {"val": 8, "occluded": 4, "val_occluded": 4, "oracle_steps": 2, "oracle_every": 1, "shape_windows": 16}
+    elif args.quick:
+        args.identities, args.test_identities, args.clips = 32, 8, 1
+        args.pretrain_steps, args.stage_steps, args.lip_steps, args.scratch_steps = 300, 30, 30, 100
+        args.val_every, args.pretrain_val_every = 0, 100
+        sizes = {"val": 64, "occluded": 40, "val_occluded": 20, "oracle_steps": 40, "oracle_every": 20,
+                 "shape_windows": 300}
+    test_style = {"other": "real" if args.style == "studio" else "studio", "none": None}.get(args.test_style,
+                                                                                          args.test_style)
 
     from avface.train.testing import make_training_shards
     from avface.train.trainer import run_training
@@ -120,7 +147,15 @@ def main() -> None:
     data = make_training_shards(data_dir, dev_identities=args.identities, test_identities=args.test_identities,
                                 clips_per_identity=args.clips, occluded_windows=sizes["occluded"],
                                 use_ray_for_synthesis=not args.in_process, num_cpus=args.num_cpus,
-                                use_ray=not args.in_process)
+                                use_ray=not args.in_process, style=args.style)
+    heldout = {}
+    if test_style is not None and not (args.landmark_probe or args.landmark_ablation):
+        for style in dict.fromkeys([args.style, test_style]):
+            heldout[style] = make_training_shards(
+                data_dir / f"heldout-{style}", dev_identities=0, test_identities=args.test_identities,
+                clips_per_identity=args.clips, occluded_windows=0, seed=HELDOUT_SEED,
+                use_ray_for_synthesis=not args.in_process, num_cpus=args.num_cpus, use_ray=not args.in_process,
+                style=style)["shards"]
     t_data = time.perf_counter() - t0
     common = {"data": {"shards": str(data["shards"]), "val_windows": sizes["val"],
                        "val_occluded_windows": sizes["val_occluded"]},
@@ -216,10 +251,29 @@ def main() -> None:
         for k, v in gap.items():
             print(f"| {k} | {v['occluded/v3d_mm']:.4f} | {v['clean/v3d_mm']:.4f} | {v['occluded/lip_mm']:.4f} | "
                   f"{v['clean/lip_mm']:.4f} |")
+    shift = {}
+    if heldout:
+        runs = out / "runs"
+        models = {"pretrain (synthetic ground truth)": runs / "recipe" / "pretrain" / "final.pt",
+                  f"final ({recipe['chain'][-1]})": runs / "recipe" / recipe["chain"][-1] / "final.pt",
+                  "from scratch: coarse": runs / "scratch" / "coarse" / "final.pt"}
+        shift = _style_shift({k: str(v) for k, v in models.items() if v.exists()}, heldout, sizes["val"])
+        print(f"\ndomain shift: trained on the '{args.style}' style; {args.test_identities} other held-out speakers "
+              f"(seed {HELDOUT_SEED}) in each style, the same windows and ground truth (mm; NME as a fraction of the "
+              "inter-ocular distance):")
+        print("| model | style | 3D mm | lip mm | expr mm | NME | lip NME |\n|---|---|---|---|---|---|---|")
+        for r in shift["rows"]:
+            seen = "trained on" if r["style"] == args.style else "unseen"
+            print(f"| {r['model']} | {r['style']} ({seen}) | " + " | ".join(
+                _fmt(r.get(k)) for k in ("v3d_mm", "lip_mm", "expression_mm", "nme", "lip_nme")) + " |")
+        for name, r in shift["ratios"].items():
+            print(f"unseen style ({test_style}), {name}: 3D / constant baseline {r['v3d_vs_constant']:.3f}, "
+                  f"NME {r['nme_unseen']:.3f} (trained-on style {r['nme_seen']:.3f}), "
+                  f"3D unseen / trained-on style {r['v3d_unseen_vs_seen']:.3f}")
     (out / "learning.json").write_text(json.dumps({"rows": rows, "ratios": ratios, "timings": timings,
                                                    "t_data": t_data, "lip_error_budget": budget,
                                                    "shape_from_landmarks": shape_probe, "occlusion_gap": gap,
-                                                   "oracle_lip_refiner": oracle},
+                                                   "oracle_lip_refiner": oracle, "style_shift": shift},
                                                   indent=2))
     _plot(recipe["tracking_uri"], out / "learning.png")
     print(f"wrote {out / 'learning.png'} and {out / 'learning.json'}")
@@ -357,6 +411,40 @@ def _pretrain_in_process(run: dict) -> dict:
     scratch = Path(run["out"]) / run["name"] / "scratch"
     scratch.mkdir(parents=True, exist_ok=True)
     return run_stage(payload, reporter=RecordingReporter(), scratch=scratch)["metrics"]
+
+
+def _style_shift(checkpoints: dict[str, str], shards: dict[str, Path], windows: int) -> dict:
+    """Each checkpoint on the held-out windows of each style's shards (``validate``, with the baselines from the
+    checkpoint's training statistics). The first style of ``shards`` is the one trained on. Returns ``{"rows":
+    [{model, style, v3d_mm, lip_mm, expression_mm, nme, lip_nme}], "ratios": {model: {...}}}``."""
+    from avface.data.shard_index import ShardIndex
+    from avface.metrics import Baselines
+    from avface.train.validation import validate
+    from avface.trained.checkpoints import load_trained
+
+    keys = ("v3d_mm", "lip_mm", "expression_mm", "nme", "lip_nme")
+    styles = list(shards)
+    rows, ratios, baseline_rows = [], {}, []
+    for name, path in checkpoints.items():
+        trained = load_trained(path)
+        baselines = Baselines.from_statistics(trained.meta["extras"]["statistics"])
+        res = {}
+        for style in styles:
+            index = ShardIndex.build(shards[style], ["test"])
+            m = validate(trained.model, index.batches(index.spread(windows), trained.model.config.image_size),
+                         baselines)
+            res[style] = m
+            rows.append({"model": name, "style": style, **{k: m.get(f"val/{k}") for k in keys}})
+            if name == next(iter(checkpoints)):  # the baselines: the same for every model
+                for base in ("mean_face", "constant"):
+                    baseline_rows.append({"model": f"baseline: {base.replace('_', ' ')}", "style": style,
+                                          **{k: m.get(f"val/{base}/{k}") for k in keys}})
+        if len(styles) > 1:
+            seen, unseen = res[styles[0]], res[styles[-1]]
+            ratios[name] = {"v3d_vs_constant": unseen["val/v3d_mm"] / unseen["val/constant/v3d_mm"],
+                            "nme_unseen": unseen["val/nme"], "nme_seen": seen["val/nme"],
+                            "v3d_unseen_vs_seen": unseen["val/v3d_mm"] / seen["val/v3d_mm"]}
+    return {"rows": baseline_rows + rows, "ratios": ratios}
 
 
 def _lip_error_budget(checkpoint: str, shards: str, windows: int) -> dict[str, float]:

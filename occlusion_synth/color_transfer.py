@@ -1,4 +1,11 @@
-"""Colour transfer by sliced optimal transport (Pitie et al. 2005; Rabin et al. 2011; Bonneel et al. 2015).
+"""Colour transfer of the hand onto the face's skin: Lab statistics (the default) or sliced optimal transport.
+
+`transfer_lab_stats` (Reinhard et al. 2001, in CIELAB): the hand's chroma (a*, b*) gets the skin's mean and
+spread, its lightness L* the skin's mean with the hand's own shading (L* deviations) kept. A face's skin is a
+narrow distribution: matching it exactly (the sliced OT below) flattens the hand's shading, and any background
+or hair in the target becomes the hand's colour; mean and spread in a perceptual space do neither.
+
+`sliced_ot_transfer` (Pitie et al. 2005; Rabin et al. 2011; Bonneel et al. 2015):
 
 The hand's colour distribution (N points in RGB) is moved onto the face's (M points) by repeating: pick random
 3D directions, project both clouds on each, match them in 1D by sorting (the 1D optimal transport is the
@@ -157,4 +164,48 @@ def transfer_hand_colors(
         new = new + keep_detail * (lum - cv2.GaussianBlur(lum, (0, 0), sigma))[..., None]
     out = hand_rgba.astype(np.float32).copy()
     out[..., :3] = np.clip(new, 0.0, 1.0)
+    return out
+
+
+def rgb_to_lab(rgb: np.ndarray) -> np.ndarray:
+    """(..., 3) RGB in [0, 1] -> (..., 3) float32 CIELAB (L* in [0, 100], a*, b* about [-128, 127]; D65, sRGB)."""
+    x = np.asarray(rgb, np.float32)
+    return cv2.cvtColor(x.reshape(-1, 1, 3), cv2.COLOR_RGB2Lab).reshape(x.shape)
+
+
+def lab_to_rgb(lab: np.ndarray) -> np.ndarray:
+    """(..., 3) CIELAB -> (..., 3) float32 RGB (not clipped to [0, 1])."""
+    x = np.asarray(lab, np.float32)
+    return cv2.cvtColor(x.reshape(-1, 1, 3), cv2.COLOR_Lab2RGB).reshape(x.shape)
+
+
+def transfer_lab_stats(hand_rgba: np.ndarray, target_colors: np.ndarray, shading: float = 1.0,
+                       max_chroma_gain: float = 2.0) -> np.ndarray:
+    """Recolour an RGBA hand to the mean and spread of `target_colors` (skin pixels) in CIELAB.
+
+    hand_rgba (h, w, 4) float32 in [0, 1] straight alpha; target_colors (M, 3) float in [0, 1].
+    Statistics of the hand are taken over its visible pixels (alpha > 0.5). a*, b*: ``mu_t + (x - mu_h) * g`` with
+    g = sigma_t / sigma_h per channel (at most `max_chroma_gain`: a near-uniform hand would otherwise get its
+    noise amplified). L*: ``mu_t + shading * (L - mu_h)``: `shading` = 1 keeps the hand's own shading (creases,
+    knuckles, the side away from the light), 0 makes it flat. Returns the recoloured (h, w, 4) float32; alpha
+    unchanged.
+    """
+    target = np.asarray(target_colors, np.float64)
+    if target.ndim != 2 or target.shape[1] != 3 or len(target) == 0:
+        raise ValueError(f"target colours must be a non-empty (M, 3) array, got {target.shape}")
+    rgb = hand_rgba[..., :3].astype(np.float32)
+    vis = hand_rgba[..., 3] > 0.5
+    if not vis.any():
+        raise ValueError("hand has no visible pixels (alpha > 0.5) to recolour")
+    lab = rgb_to_lab(rgb)
+    tgt = rgb_to_lab(target.astype(np.float32))
+    mu_h, sd_h = lab[vis].mean(0), lab[vis].std(0)
+    mu_t, sd_t = tgt.mean(0), tgt.std(0)
+    gain = np.empty(3, np.float32)
+    gain[0] = shading
+    gain[1:] = np.minimum(sd_t[1:] / np.maximum(sd_h[1:], 1e-3), max_chroma_gain)
+    new = mu_t + (lab - mu_h) * gain
+    new[..., 0] = np.clip(new[..., 0], 0.0, 100.0)
+    out = hand_rgba.astype(np.float32).copy()
+    out[..., :3] = np.clip(lab_to_rgb(new), 0.0, 1.0)
     return out

@@ -136,3 +136,43 @@ def face_region_mask(shape: tuple[int, int], box: np.ndarray, landmarks: np.ndar
         axes = (0.38 * (box[2] - box[0]), 0.44 * (box[3] - box[1]))
         cv2.ellipse(m, ((float(c[0] - 0.5), float(c[1] - 0.5)), (2 * axes[0], 2 * axes[1]), 0.0), 1, -1)
     return m.astype(bool)
+
+
+#: 68-point (iBUG) ids of the parts of a face that are not skin: eyes, brows, the outer lip contour
+EYE_IDS = (tuple(range(36, 42)), tuple(range(42, 48)))
+BROW_IDS = (tuple(range(17, 22)), tuple(range(22, 27)))
+MOUTH_IDS = tuple(range(48, 60))
+
+
+def skin_region_mask(shape: tuple[int, int], landmarks: np.ndarray, inset: float = 0.12, margin: float = 0.15
+                     ) -> np.ndarray:
+    """(H, W) bool skin of a face from its 68 landmarks (xy px): the inner face (the convex hull of the eyes,
+    nose and mouth: cheeks under the eyes, nose, upper lip, the chin's top) inside the whole hull shrunk by
+    `inset` inter-ocular distances, less the eyes, brows and lips grown by `margin` inter-ocular distances
+    (lashes, brow hair and the lips' edge). The jaw line bounds it only through the shrunk hull: a detector's
+    contour sits on the face's edge, where the background, hair or beard begins, and on a turned head its far
+    side lies out on the background. Empty when the face is smaller than the margins."""
+    H, W = shape
+    lm = np.asarray(landmarks, np.float64)
+    iod = float(np.linalg.norm(lm[36:42].mean(0) - lm[42:48].mean(0)))
+
+    def hull_mask(points: np.ndarray) -> np.ndarray:
+        m = np.zeros((H, W), np.uint8)
+        cv2.fillConvexPoly(m, cv2.convexHull(np.round(points * 16).astype(np.int32)), 1, lineType=cv2.LINE_8,
+                           shift=4)
+        return m
+
+    m = hull_mask(lm)
+    r_in = int(round(inset * iod))
+    if r_in > 0:
+        m = cv2.erode(m, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * r_in + 1, 2 * r_in + 1)))
+    m &= hull_mask(lm[27:68])
+    parts = np.zeros((H, W), np.uint8)
+    for ids in (*EYE_IDS, MOUTH_IDS):
+        cv2.fillPoly(parts, [np.round(lm[list(ids)] * 16).astype(np.int32)], 1, lineType=cv2.LINE_8, shift=4)
+    for ids in BROW_IDS:
+        cv2.polylines(parts, [np.round(lm[list(ids)] * 16).astype(np.int32)], False, 1, thickness=1,
+                      lineType=cv2.LINE_8, shift=4)
+    r_out = max(1, int(round(margin * iod)))
+    parts = cv2.dilate(parts, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * r_out + 1, 2 * r_out + 1)))
+    return (m > 0) & (parts == 0)

@@ -4,7 +4,8 @@
     result.frames (T, H, W, 3) uint8, result.masks (T, H, W) float32, result.params (json-serialisable)
     again = replay(result.params, frames)                            # identical output
 
-Pipeline: pick a hand (procedural by default) -> recolour it from the first frame's face by sliced OT ->
+Pipeline: pick a hand (procedural by default) -> recolour it from the skin of the first frame's face with
+landmarks (the mean and spread of its CIELAB colours; sliced OT as an option) ->
 place it on the first frame's face -> move it by a bounded random walk (following the face box) -> warp and
 alpha-blend it into every frame with an eroded + blurred mask.
 
@@ -24,7 +25,7 @@ import numpy as np
 from avface.utils.boxes import extent_boxes
 from avface.utils.config import dataclass_from_dict
 
-from .color_transfer import transfer_hand_colors
+from .color_transfer import transfer_hand_colors, transfer_lab_stats
 from .hands import (
     POSES,
     HandFolderSource,
@@ -44,9 +45,13 @@ from .placement import (
     face_region_mask,
     hand_affine,
     sample_placement,
+    skin_region_mask,
 )
 
-PARAMS_VERSION = 1
+#: 2: the colour transfer's `method`, `region` and `shading` (params of version 1 replay with sliced OT on the
+#: landmark hull, what they were made with)
+PARAMS_VERSION = 2
+_V1_COLOR = {"method": "sliced_ot", "region": "hull"}
 #: face boxes derived from landmarks reach this fraction of the landmark box height above the brows (the
 #: forehead, where hands also occlude)
 FOREHEAD = 0.2
@@ -66,17 +71,26 @@ class HandConfig:
 
 @dataclass
 class ColorConfig:
-    """Sliced-OT colour transfer from the first frame's face to the hand."""
+    """Colour transfer from a frame's face to the hand.
+
+    method: "lab_stats" (the skin's CIELAB mean and spread, the hand's shading kept: `transfer_lab_stats`) or
+    "sliced_ot" (the hand's colour distribution moved onto the face's: `transfer_hand_colors`).
+    region: where the face's colours are taken with landmarks: "skin" (the landmark hull shrunk from the face's
+    edge, less eyes, brows and lips: `skin_region_mask`) or "hull" (the whole landmark hull). Without landmarks
+    the ellipse inside the face box."""
 
     enabled: bool = True
-    n_iter: int = 30
-    n_dirs: int = 3
-    bilateral: bool = True
+    method: Literal["lab_stats", "sliced_ot"] = "lab_stats"
+    region: Literal["skin", "hull"] = "skin"
+    shading: float = 1.0  # lab_stats: fraction of the hand's own lightness shading kept (1 = all, 0 = flat)
+    n_iter: int = 30  # sliced_ot
+    n_dirs: int = 3  # sliced_ot
+    bilateral: bool = True  # sliced_ot
     max_target: int = 8192  # face pixels sampled as the target distribution
     # Keep this fraction of face-region pixels closest (Mahalanobis) to the median colour: eyes, brows, hair
     # and teeth would otherwise become the hand's darkest/brightest tones (black creases, white blotches).
     skin_quantile: float = 0.9
-    keep_detail: float = 0.6  # fraction of the hand's fine shading detail kept (see transfer_hand_colors)
+    keep_detail: float = 0.6  # sliced_ot: fraction of the hand's fine shading detail kept (transfer_hand_colors)
 
 
 @dataclass
@@ -183,20 +197,48 @@ def _streams(seed: int) -> dict[str, np.random.Generator]:
                                                           strict=True)}
 
 
+#: fewest skin pixels the "skin" region may have before the landmark hull is used instead (a tiny face)
+MIN_SKIN_PIXELS = 64
+
+
+def color_region(shape: tuple[int, int], box: np.ndarray, landmarks: np.ndarray | None, cfg: ColorConfig
+                 ) -> np.ndarray:
+    """(H, W) bool pixels whose colours the hand takes: the skin (or hull) of the landmarks, else the box's
+    ellipse."""
+    if landmarks is not None and cfg.region == "skin":
+        skin = skin_region_mask(shape, landmarks)
+        if skin.sum() >= MIN_SKIN_PIXELS:
+            return skin
+    return face_region_mask(shape, box, landmarks)
+
+
 def _recolor(hand: HandImage, frame: np.ndarray, box: np.ndarray, landmarks: np.ndarray | None, cfg: ColorConfig,
              rng: np.random.Generator) -> np.ndarray:
     """(h, w, 4) float32 hand recoloured from the face pixels of `frame` (or the original hand if disabled)."""
     if not cfg.enabled:
         return hand.rgba
-    region = face_region_mask(frame.shape[:2], box, landmarks)
+    region = color_region(frame.shape[:2], box, landmarks, cfg)
     target = frame[region]
     if len(target) < 16:
         raise ValueError(f"face region has only {len(target)} pixels inside the image: cannot transfer colour")
     target = skin_colors(target, cfg.skin_quantile)
     if len(target) > cfg.max_target:
         target = target[np.sort(rng.choice(len(target), cfg.max_target, replace=False))]
-    return transfer_hand_colors(hand.rgba, target.astype(np.float64) / 255.0, n_iter=cfg.n_iter,
-                                n_dirs=cfg.n_dirs, rng=rng, bilateral=cfg.bilateral, keep_detail=cfg.keep_detail)
+    if cfg.method == "lab_stats":
+        return transfer_lab_stats(hand.rgba, target.astype(np.float64) / 255.0, shading=cfg.shading)
+    if cfg.method == "sliced_ot":
+        return transfer_hand_colors(hand.rgba, target.astype(np.float64) / 255.0, n_iter=cfg.n_iter,
+                                    n_dirs=cfg.n_dirs, rng=rng, bilateral=cfg.bilateral, keep_detail=cfg.keep_detail)
+    raise ValueError(f"unknown colour transfer method {cfg.method!r}; expected 'lab_stats' or 'sliced_ot'")
+
+
+def color_frame(landmarks: np.ndarray | None) -> int:
+    """The frame whose face gives the hand its colour: the first with finite landmarks (frames without a
+    detection are NaN), frame 0 without landmarks or when none is finite."""
+    if landmarks is None:
+        return 0
+    ok = np.flatnonzero(np.isfinite(np.asarray(landmarks, np.float64)).all(axis=(1, 2)))
+    return int(ok[0]) if len(ok) else 0
 
 
 def sample_placement_rescaled(placement: Placement, resize: float) -> Placement:
@@ -262,7 +304,8 @@ def occlude_sequence(
 
     frames: (T, H, W, 3) uint8 RGB. face_boxes: (T, 4) xyxy pixel boxes (or one (4,) box for all frames);
     landmarks: (T, 68, 2) pixel landmarks, used for the box when `face_boxes` is None and for the colour
-    target region (convex hull) when given. config: `OcclusionConfig`. seed: all randomness.
+    target region (the skin of the first frame with finite landmarks, see `color_region`) when given; with
+    `face_boxes`, frames without a detection may be NaN. config: `OcclusionConfig`. seed: all randomness.
     hand_source: overrides `config.hand` (any object with `sample`, `from_spec`, `describe`).
     Returns `OcclusionResult(frames (T,H,W,3) u8, masks (T,H,W) f32, params)`.
     Raises ValueError on bad input (empty sequence, grayscale, no/invalid face box, box outside the image) and
@@ -271,7 +314,12 @@ def occlude_sequence(
     config = config or OcclusionConfig()
     T, H, W = _check_frames(frames)
     boxes = _resolve_boxes(face_boxes, landmarks, T, H, W)
-    lm0 = None if landmarks is None else np.asarray(landmarks, np.float64)[0]
+    if landmarks is not None and np.shape(landmarks) != (T, 68, 2):
+        raise ValueError(f"landmarks must have shape ({T}, 68, 2), got {np.shape(landmarks)}")
+    k = color_frame(landmarks)
+    lm0 = None if landmarks is None else np.asarray(landmarks, np.float64)[k]
+    if lm0 is not None and not np.isfinite(lm0).all():
+        lm0 = None  # no frame with a detection: the face box's ellipse
     source = hand_source if hand_source is not None else make_hand_source(config.hand)
     rng = _streams(seed)
 
@@ -285,7 +333,7 @@ def occlude_sequence(
         resize = float(placement.scale * 1.25)
         hand = resize_hand(hand, resize)
         placement = sample_placement_rescaled(placement, resize)
-    hand_rgba = _recolor(hand, frames[0], boxes[0], lm0, config.color, rng["color"])
+    hand_rgba = _recolor(hand, frames[k], boxes[k], lm0, config.color, rng["color"])
     traj = random_trajectory(T, config.motion, rng["motion"])
     anchors, directions, scales = frame_poses(placement, traj, boxes, config.motion)
     affines = np.stack([hand_affine(hand, a, d, s) for a, d, s in zip(anchors, directions, scales, strict=True)])
@@ -308,8 +356,8 @@ def occlude_sequence(
         "hand_source": source.describe(),
         "hand": hand.spec,
         "hand_resize": resize,
-        "color_transfer": {"applied": bool(config.color.enabled), "from_frame": 0,
-                           "landmarks_region": landmarks is not None},
+        "color_transfer": {"applied": bool(config.color.enabled), "from_frame": k,
+                           "landmarks_region": lm0 is not None},
         "face_boxes": boxes.tolist(),
         "placement": {"anchor": placement.anchor.tolist(), "direction_deg": placement.direction_deg,
                       "scale": placement.scale},
@@ -322,7 +370,7 @@ def occlude_sequence(
         "erode_px": int(erode_px),
         "blur_sigma": float(blur_sigma),
     }
-    if landmarks is not None:
+    if lm0 is not None:
         params["color_landmarks"] = lm0.tolist()
     return OcclusionResult(frames=out, masks=masks, params=params)
 
@@ -331,15 +379,20 @@ def replay(params: dict[str, Any], frames: np.ndarray, hand_source: HandSource |
     """Re-apply a stored occlusion to `frames` (T, H, W, 3) uint8.
 
     The hand is rebuilt from `params["hand"]` (via `hand_source`, or the source described in the params), its
-    colour transfer is recomputed from `frames[0]` with the same random stream, and it is warped with the
-    stored per-frame affines. With the same frames this reproduces `occlude_sequence` exactly.
+    colour transfer is recomputed from the frame it was taken from with the same random stream, and it is warped
+    with the stored per-frame affines. With the same frames this reproduces `occlude_sequence` exactly (params
+    of version 1 too: their colour transfer was sliced OT on the landmark hull).
     """
-    if params.get("version") != PARAMS_VERSION:
-        raise ValueError(f"unsupported occlusion params version {params.get('version')!r}")
+    version = params.get("version")
+    if version not in (1, PARAMS_VERSION):
+        raise ValueError(f"unsupported occlusion params version {version!r}")
     T, H, W = _check_frames(frames)
     if [T, H, W] != list(params["frame_shape"]):
         raise ValueError(f"frames have shape {(T, H, W)}, the params were made for {tuple(params['frame_shape'])}")
-    config = OcclusionConfig.from_dict(params["config"])
+    stored = params["config"]
+    if version == 1:
+        stored = {**stored, "color": {**_V1_COLOR, **stored.get("color", {})}}
+    config = OcclusionConfig.from_dict(stored)
     source = hand_source if hand_source is not None else source_from_description(params["hand_source"])
     hand = source.from_spec(params["hand"])
     if params["hand_resize"] != 1.0:
@@ -347,7 +400,8 @@ def replay(params: dict[str, Any], frames: np.ndarray, hand_source: HandSource |
     rng = _streams(params["seed"])
     boxes = np.asarray(params["face_boxes"], np.float64)
     lm0 = np.asarray(params["color_landmarks"], np.float64) if "color_landmarks" in params else None
-    hand_rgba = _recolor(hand, frames[0], boxes[0], lm0, config.color, rng["color"])
+    k = int(params["color_transfer"].get("from_frame", 0))
+    hand_rgba = _recolor(hand, frames[k], boxes[k], lm0, config.color, rng["color"])
     affines = np.asarray(params["affines"], np.float64)
     out, masks = _render(frames, hand_rgba, affines, int(params["erode_px"]), float(params["blur_sigma"]))
     return OcclusionResult(frames=out, masks=masks, params=params)

@@ -19,7 +19,8 @@ BENCHMARKS = ROOT / "benchmarks"
 SMALLEST = {
     "bench_models.py": ([], False, [r"\| total +\|", r"params ratio"]),
     "bench_occlusion.py": (["--sequences", "2"], False,
-                           [r"occlude_sequence \(ours\) +[\d.]+", r"ratio occlusion / decode time: [\d.]+x"]),
+                           [r"occlude_sequence \(ours\) +[\d.]+", r"ratio occlusion / decode time: [\d.]+x",
+                            r"Lab statistics, skin \| detected +[\d.]+", r"today's / baseline: [\d.]+x"]),
     "bench_rasterizer.py": (["--quick", "--image-size", "64"], False, [r"speed-up", r"^ +9800 +16 .* \d+x"]),
     "bench_reconstruct.py": (["--quick", "--skip-paper", "--skip-memory"], False,
                              [r"^tiny +[\d.]+ +[\d.]+ +[\d.]+x", r"^tiny +none +none +\d+",
@@ -28,7 +29,8 @@ SMALLEST = {
     "bench_refine.py": (["--shards", "{shards}", "--untrained", "--quick"], False,
                         [r"^\| \+ fit, exact landmarks \| [\d.]+ \|", r"ratio fit / network alone: NME [\d.]+"]),
     "bench_scan_to_mesh.py": (["--quick"], False, [r"query x", r"^ +80000 .* \d+x"]),
-    "bench_synthesize.py": (["--clips", "2"], True, [r"^ray +2 +2 ", r"ratio Ray / one process: [\d.]+x"]),
+    "bench_synthesize.py": (["--clips", "2"], True, [r"^ray +2 +2 ", r"ratio Ray / one process: [\d.]+x",
+                                                     r"ratio real / studio style \(one process\): [\d.]+x"]),
     "bench_preprocess.py": (["--clips", "2", "--seconds", "1", "--size", "64"], True,
                             [r"pipeline wall, 2 worker\(s\) +\d+", r"ratio pipeline/decode-only .*: [\d.]+"]),
     "bench_train_throughput.py": (["--smoke", "--out", "{tmp}", "--shards", "{shards}"], True,
@@ -37,7 +39,9 @@ SMALLEST = {
                                    r"Ray Train 2 workers / 1 worker: [\d.]+x"]),
     "bench_train_learning.py": (["--smoke", "--out", "{tmp}"], True,
                                 [r"\| \+ occlusion fine-tune \| [\d.]+ \|",
-                                 r"final model / constant baseline: lip vs constant [\d.]+"]),
+                                 r"final model / constant baseline: lip vs constant [\d.]+",
+                                 r"\| baseline: constant \| real \(unseen\) \| [\d.]+ \|",
+                                 r"unseen style \(real\), final \(occlusion\): 3D / constant baseline [\d.]+"]),
 }
 
 

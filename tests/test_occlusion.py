@@ -23,11 +23,13 @@ from occlusion_synth import (
     replay,
     sliced_ot_transfer,
     transfer_hand_colors,
+    transfer_lab_stats,
 )
-from occlusion_synth.demo import astronaut_sequence
+from occlusion_synth.color_transfer import rgb_to_lab
+from occlusion_synth.demo import astronaut_on_backdrop, astronaut_sequence
 from occlusion_synth.hands import _estimate_axis
 from occlusion_synth.motion import enter_leave_profile
-from occlusion_synth.placement import box_center_size, face_region_mask
+from occlusion_synth.placement import box_center_size, face_region_mask, skin_region_mask
 from occlusion_synth.sequence import FOREHEAD, skin_colors
 
 
@@ -183,6 +185,95 @@ def test_occluded_hand_colours_closer_to_face(astro):
     d_on = np.linalg.norm(on.frames[0][m].mean(0) - face_mean)
     d_off = np.linalg.norm(off.frames[0][m].mean(0) - face_mean)
     assert d_on < 0.5 * d_off
+
+
+RED_STAGE = (225, 25, 30)
+
+
+def backdrop_red(pixels: np.ndarray) -> np.ndarray:
+    """(..., 3) u8 -> (...) bool: the saturated red of the stage (CIELAB a* > 45), not a face's skin (a* ~ 10)."""
+    return rgb_to_lab(pixels.astype(np.float32) / 255)[..., 1] > 45
+
+
+def test_skin_region_is_skin_only():
+    frames, lms = astronaut_on_backdrop(num_frames=1, backdrop=RED_STAGE)
+    skin = skin_region_mask(frames.shape[1:3], lms[0])
+    hull = face_region_mask(frames.shape[1:3], None, lms[0])
+    assert 1000 < skin.sum() < 0.8 * hull.sum()
+    assert not (skin & ~hull).any()
+    # Eyes, brows and lips (their landmarks) are outside it; so is every pixel of the backdrop.
+    for ids in (range(17, 27), range(36, 48), range(48, 68)):
+        px = np.round(lms[0][list(ids)]).astype(int)
+        assert not skin[px[:, 1], px[:, 0]].any(), list(ids)
+    red = backdrop_red(frames[0])
+    assert red.mean() > 0.3 and not (skin & red).any()
+
+
+def test_lab_stats_keeps_the_hand_shading():
+    frames, lms = astronaut_on_backdrop(num_frames=1)
+    skin = frames[0][skin_region_mask(frames.shape[1:3], lms[0])].astype(np.float64) / 255.0
+    hand = procedural_hand("open", 200, seed=3)
+    vis = hand.rgba[..., 3] > 0.5
+    out = transfer_lab_stats(hand.rgba, skin)
+    assert np.array_equal(out[..., 3], hand.rgba[..., 3])
+    before, after = rgb_to_lab(hand.rgba[..., :3])[vis], rgb_to_lab(out[..., :3])[vis]
+    target = rgb_to_lab(skin.astype(np.float32))
+    np.testing.assert_allclose(after.mean(0), target.mean(0), atol=2.0)  # Lab units: ~1 is a just visible step
+    # Lightness: the hand's own deviations, unscaled (shading 1), so perfectly correlated with the original's.
+    assert np.corrcoef(before[:, 0], after[:, 0])[0, 1] > 0.99
+    assert abs(after[:, 0].std() - before[:, 0].std()) < 0.1 * before[:, 0].std()
+    flat = transfer_lab_stats(hand.rgba, skin, shading=0.0)
+    assert rgb_to_lab(flat[..., :3])[vis][:, 0].std() < 0.2 * before[:, 0].std()
+
+
+@pytest.mark.parametrize("landmarks", ["detected", "loose jaw"])
+def test_hand_takes_the_skin_colour_in_front_of_a_red_stage(landmarks):
+    """A face in front of a saturated red backdrop: the hand's mean colour lands near the face's skin (CIELAB
+    distance), far from the backdrop, with the detector's landmarks and with a jaw line a third too wide (the
+    hull then holds backdrop, as a profile's far-side contour does)."""
+    frames, lms = astronaut_on_backdrop(num_frames=4, backdrop=RED_STAGE)
+    skin_lab = rgb_to_lab(frames[0][skin_region_mask(frames.shape[1:3], lms[0])].astype(np.float32) / 255).mean(0)
+    red_lab = rgb_to_lab(np.array(RED_STAGE, np.float32) / 255)
+    if landmarks == "loose jaw":
+        c = lms[0, 27:36].mean(0)
+        lms = lms.copy()
+        lms[:, :17] = c + 1.35 * (lms[:, :17] - c)
+        hull = face_region_mask(frames.shape[1:3], None, lms[0])
+        assert backdrop_red(frames[0][hull]).mean() > 0.1
+    for seed in range(3):
+        res = occlude_sequence(frames, landmarks=lms, seed=seed)
+        m = res.masks[0] > 0.95
+        hand = rgb_to_lab(res.frames[0][m].astype(np.float32) / 255)
+        d_skin, d_red = np.linalg.norm(hand.mean(0) - skin_lab), np.linalg.norm(hand.mean(0) - red_lab)
+        print(f"{landmarks} seed {seed}: Lab distance of the hand's mean to the skin {d_skin:.1f}, to the "
+              f"backdrop {d_red:.1f}; hand L* std {hand[:, 0].std():.1f}")
+        assert d_skin < 8.0 and d_red > 60.0
+        assert res.params["color_transfer"]["landmarks_region"]
+        assert np.array_equal(replay(res.params, frames).frames, res.frames)
+
+
+def test_colour_from_the_first_detected_frame():
+    """Boxes for every frame, landmarks only from frame 2 on (NaN before): the colour comes from frame 2's skin."""
+    frames, lms = astronaut_on_backdrop(num_frames=4)
+    boxes = extent_boxes(lms, forehead=FOREHEAD)
+    partial = lms.copy()
+    partial[:2] = np.nan
+    res = occlude_sequence(frames, face_boxes=boxes, landmarks=partial, seed=1)
+    assert res.params["color_transfer"]["from_frame"] == 2 and res.params["color_transfer"]["landmarks_region"]
+    same = occlude_sequence(frames, face_boxes=boxes, landmarks=lms, seed=1)
+    assert np.array_equal(res.frames, same.frames)  # static frames: frame 2's skin is frame 0's
+    assert np.array_equal(replay(res.params, frames).frames, res.frames)
+
+
+def test_version_1_params_replay_with_sliced_ot(astro):
+    frames, boxes = astro
+    cfg = OcclusionConfig.from_dict({"color": {"method": "sliced_ot", "region": "hull"}})
+    res = occlude_sequence(frames, face_boxes=boxes, seed=4, config=cfg)
+    v1 = json.loads(json.dumps(res.params))
+    v1["version"] = 1
+    for key in ("method", "region", "shading"):
+        del v1["config"]["color"][key]
+    assert np.array_equal(replay(v1, frames).frames, res.frames)
 
 
 # -------------------------------------------------------------------------------------------- masks, motion

@@ -451,8 +451,10 @@ def _occluded(out_split, row, start, frames, feats, lm, valid, meta, normals, cf
         kwargs: dict[str, Any] = {}
         if np.all(valid):
             kwargs["landmarks"] = lm
-        else:  # boxes from the valid frames (nearest), or the centred square
+        else:  # boxes from the valid frames (nearest), or the centred square; the hand's colour from the skin of
+            # the first frame with a detection (NaN: none)
             kwargs["face_boxes"] = boxes_from_landmarks(lm, valid, 1.1, (h, w), smooth=1)
+            kwargs["landmarks"] = np.where(valid[:, None, None], lm, np.nan)
         res = occlude_sequence(frames, config=OcclusionConfig.from_dict(cfg.occlusion.config), seed=seed, **kwargs)
     params = to_jsonable(res.params)
     occ_meta = {**meta, "occluded": True, "occlusion": params, "occlusion_seed": seed}

@@ -13,11 +13,16 @@ from typing import Any, Literal
 
 from avface.utils.config import dataclass_from_dict, store_config
 
-__all__ = ["SIZE_PRESETS", "CorpusSize", "VoxConfig", "MultifaceConfig", "FaceConfig", "SpeechConfig",
-           "SynthesizeConfig", "resolve_config", "register_configs"]
+__all__ = ["SIZE_PRESETS", "STYLES", "AppearanceStyle", "CorpusSize", "VoxConfig", "MultifaceConfig", "FaceConfig",
+           "SpeechConfig", "SynthesizeConfig", "resolve_config", "register_configs"]
 
 #: tiny: a few seconds (tests) | small | medium | large: thousands of clips
 CorpusSize = Literal["tiny", "small", "medium", "large"]
+#: how the VoxCeleb2 clips look (avface/synth/style.py): "studio" (smooth Lambertian faces, one key light, flat
+#: hair, blurred backgrounds) | "real" (skin texture and specular, lights from several directions, hair strands
+#: and fringe, rooms, camera blur, noise and JPEG); the geometry and ground truth do not depend on it
+AppearanceStyle = Literal["studio", "real"]
+STYLES: tuple[str, ...] = ("studio", "real")
 
 #: size -> counts.
 SIZE_PRESETS: dict[str, dict[str, Any]] = {
@@ -50,6 +55,7 @@ class VoxConfig:
     fps: float = 25.0
     crf: int = 20  # H.264 quality
     store_vertices: bool = True  # (T, V, 3) float32 in the sidecar (the largest part)
+    style: AppearanceStyle = "studio"  # appearance only (see AppearanceStyle); same seed, same ground truth
 
 
 @dataclass
@@ -132,6 +138,8 @@ def resolve_config(cfg: SynthesizeConfig | dict) -> SynthesizeConfig:
     mf = replace(cfg.multiface, **{k: v for k, v in preset["multiface"].items() if getattr(cfg.multiface, k) is None})
     if not 0.0 <= cfg.occlusion_share <= 1.0:
         raise ValueError(f"occlusion_share must be in [0, 1], got {cfg.occlusion_share}")
+    if vox.style not in STYLES:
+        raise ValueError(f"vox.style must be one of {list(STYLES)}, got {vox.style!r}")
     if vox.image_size % 2:
         raise ValueError("vox.image_size must be even (H.264 yuv420p)")
     lo, hi = vox.sentences_per_clip

@@ -14,8 +14,9 @@ from avface.render import FaceRenderer
 from avface.render.cameras import PerspectiveCamera, ndc_to_pixels
 from avface.synth.face import FaceSequence, Identity
 from avface.synth.scene import draw_head_silhouette
+from avface.synth.style import RealLook, hair_fringe, shade_real
 
-__all__ = ["FaceContext", "PosedSequence", "VoxRender", "render_vox", "render_perspective"]
+__all__ = ["FaceContext", "PosedSequence", "RealSkin", "VoxRender", "render_vox", "render_perspective"]
 
 _CHUNK = 16  # frames per renderer call (bounds memory)
 
@@ -89,6 +90,20 @@ class FaceContext:
 
 
 @dataclass
+class RealSkin:
+    """What the ``real`` style adds to a render (:mod:`avface.synth.style`): the video's look, the speaker's
+    skin maps (``skin_maps``), hair strand texture (H, W, 3) float32, the fringe's reach above the brows
+    (inter-ocular distances; None: no fringe) and its waves' phase."""
+
+    look: RealLook
+    skin_mod: np.ndarray  # (3, U, U)
+    oil: np.ndarray  # (1, U, U)
+    hair: np.ndarray  # (H, W, 3)
+    fringe: float | None
+    fringe_phase: float
+
+
+@dataclass
 class VoxRender:
     frames: np.ndarray  # (T, H, W, 3) uint8
     alpha: np.ndarray  # (T, H, W) bool: face mesh coverage
@@ -102,9 +117,11 @@ def _to_u8(img: torch.Tensor) -> np.ndarray:
 
 @torch.no_grad()
 def render_vox(ctx: FaceContext, posed: PosedSequence, cam: np.ndarray, albedo: np.ndarray, sh: np.ndarray,
-               background: np.ndarray, identity: Identity, global_pose: np.ndarray) -> VoxRender:
+               background: np.ndarray, identity: Identity, global_pose: np.ndarray,
+               real: RealSkin | None = None) -> VoxRender:
     """Orthographic render of every frame over ``background`` (H, W, 3) u8, with a head silhouette that follows
-    the face. cam (T, 3); albedo (V, 3); sh (9, 3)."""
+    the face. cam (T, 3); albedo (V, 3); sh (9, 3); ``real``: the ``real`` style's skin, specular and hair (the
+    geometry and landmarks are the same with and without it)."""
     h, w = background.shape[:2]
     r = ctx.renderer(h, w)
     t = len(posed.vertices)
@@ -130,13 +147,22 @@ def render_vox(ctx: FaceContext, posed: PosedSequence, cam: np.ndarray, albedo: 
             cy = (-s * (0.5 * (face_c[1] + head[1]) + ty) + 1) * h / 2
             face_px = s * 0.16 * w / 2
             bgs.append(draw_head_silhouette(background, (cx, cy), face_px, float(-roll[j]), identity.hair_color,
-                                            identity.shirt_color, skin))
+                                            identity.shirt_color, skin, None if real is None else real.hair))
         bg = torch.from_numpy(np.stack(bgs)).permute(0, 3, 1, 2).float() / 255.0
         out = r(verts, camt, torch.from_numpy(albedo)[None].expand(b, -1, -1),
                 torch.from_numpy(sh)[None].expand(b, -1, -1), landmarks3d=lms, background=bg)
-        frames.append(_to_u8(out.image))
-        alphas.append(out.alpha[:, 0].numpy() > 0.5)
+        image = out.image
+        if real is not None:
+            image = shade_real(image, out.alpha, out.albedo, out.shading, out.normals, out.uv_grid, bg, real.look,
+                               torch.from_numpy(real.skin_mod)[None], torch.from_numpy(real.oil)[None])
+        u8 = _to_u8(image)
+        alpha = out.alpha[:, 0].numpy() > 0.5
         px = ndc_to_pixels(out.landmarks2d, (h, w)).numpy()
+        if real is not None and real.fringe is not None:
+            u8 = np.stack([hair_fringe(u8[k], px[k, :68], alpha[k], real.hair, real.fringe, real.fringe_phase)
+                           for k in range(b)])
+        frames.append(u8)
+        alphas.append(alpha)
         lm_dyn.append(px[:, :68])
         lm_sta.append(px[:, 68:])
     return VoxRender(np.concatenate(frames), np.concatenate(alphas), np.concatenate(lm_dyn).astype(np.float32),

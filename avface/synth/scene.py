@@ -75,9 +75,11 @@ def studio_sh() -> np.ndarray:
 
 
 def draw_head_silhouette(img: np.ndarray, center: tuple[float, float], face_px: float, roll: float,
-                         hair: np.ndarray, shirt: np.ndarray, skin: np.ndarray) -> np.ndarray:
+                         hair: np.ndarray, shirt: np.ndarray, skin: np.ndarray,
+                         hair_texture: np.ndarray | None = None) -> np.ndarray:
     """Paint hair/head, neck and shoulders behind the face (the face mesh covers only the face): ``center`` is the
-    projected head centre (px), ``face_px`` the face width in pixels, ``roll`` the head roll (rad)."""
+    projected head centre (px), ``face_px`` the face width in pixels, ``roll`` the head roll (rad).
+    ``hair_texture`` (H, W, 3): the hair's pixels instead of the flat ``hair`` colour (the ``real`` style)."""
     out = img.copy()
     cx, cy = center
     deg = float(np.rad2deg(roll))
@@ -101,9 +103,14 @@ def draw_head_silhouette(img: np.ndarray, center: tuple[float, float], face_px: 
         cv2.ellipse(out, (int(ex), int(ey)), (int(0.08 * face_px), int(0.16 * face_px)), deg, 0, 360,
                     tuple(int(c * 0.85) for c in skin), -1, cv2.LINE_AA)
     hair_axes = (int(0.62 * face_px), int(0.8 * face_px))
-    cv2.ellipse(out, (int(cx), int(cy - 0.18 * face_px)), hair_axes, deg, 180, 360, tuple(int(c) for c in hair), -1,
-                cv2.LINE_AA)
-    return out
+    if hair_texture is None:
+        cv2.ellipse(out, (int(cx), int(cy - 0.18 * face_px)), hair_axes, deg, 180, 360, tuple(int(c) for c in hair),
+                    -1, cv2.LINE_AA)
+        return out
+    mask = np.zeros(out.shape[:2], np.float32)
+    cv2.ellipse(mask, (int(cx), int(cy - 0.18 * face_px)), hair_axes, deg, 180, 360, 1.0, -1, cv2.LINE_AA)
+    blended = out.astype(np.float32) * (1 - mask[..., None]) + hair_texture * mask[..., None]
+    return np.clip(np.rint(blended), 0, 255).astype(np.uint8)
 
 
 def add_sensor_noise(rng: np.random.Generator, frames: np.ndarray, sigma: float) -> np.ndarray:

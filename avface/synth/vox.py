@@ -24,8 +24,9 @@ from avface.speech import random_text, synthesize
 from avface.speech.espeak import Utterance
 from avface.synth.config import SynthesizeConfig
 from avface.synth.face import Identity, MouthRig, face_sequence, sample_identity, smooth_noise
-from avface.synth.render import FaceContext, render_vox
+from avface.synth.render import FaceContext, RealSkin, render_vox
 from avface.synth.scene import add_sensor_noise, random_background, random_sh
+from avface.synth.style import camera_degrade, hair_strands, real_look, skin_maps, style_rng
 from avface.utils.failures import stage
 from avface.utils.files import atomic_path
 from avface.utils.jsonable import json_default
@@ -139,6 +140,19 @@ def _scene(cfg: SynthesizeConfig, job: VoxClipJob):
             "fv_conf": float(rng.uniform(8.0, 20.0))}
 
 
+def real_skin(cfg: SynthesizeConfig, job: VoxClipJob, identity: Identity) -> RealSkin:
+    """The ``real`` style's draws for one clip, from the style's own streams: the video's look (room, lights,
+    camera), the speaker's skin and hair, the clip's hairline phase."""
+    size = cfg.vox.image_size
+    look = real_look(style_rng(cfg.seed, 2, job.identity_index, job.video_index), size)
+    rng = style_rng(cfg.seed, 1, job.identity_index)
+    skin_mod, oil = skin_maps(rng)
+    hair = hair_strands(rng, size, size, identity.hair_color)
+    fringe = None if rng.random() < 0.2 else float(rng.uniform(0.35, 0.9))
+    phase = float(style_rng(cfg.seed, 3, job.clip_index).uniform(0, 2 * np.pi))
+    return RealSkin(look, skin_mod, oil, hair, fringe, phase)
+
+
 def crop_camera(rng: np.random.Generator, landmarks3d: np.ndarray, scene: dict, fps: float
                 ) -> tuple[np.ndarray, np.ndarray]:
     """The clip's orthographic camera (T, 3) float32 ``(s, tx, ty)`` and its drift (T, 3) (the txt box moves
@@ -171,6 +185,9 @@ def make_vox_clip(job: VoxClipJob, cfg: SynthesizeConfig, root: Path) -> dict:
     ctx = FaceContext.get(cfg.face.face_model, cfg.face.landmark_embedding)
     identity = identity_for(cfg, ctx, job.identity_index)
     scene = _scene(cfg, job)
+    real = real_skin(cfg, job, identity) if cfg.vox.style == "real" else None
+    if real is not None:  # the studio scene's draws are still made: the framing and noise streams stay the same
+        scene = {**scene, "background": real.look.background, "sh": real.look.sh}
     rng = rng_for(cfg.seed, _CLIP_STREAM, job.clip_index)
     fps, size = cfg.vox.fps, cfg.vox.image_size
 
@@ -190,7 +207,8 @@ def make_vox_clip(job: VoxClipJob, cfg: SynthesizeConfig, root: Path) -> dict:
         posed = ctx.pose(seq)
         cam, drift = crop_camera(rng, posed.landmarks3d, scene, fps)
         albedo = ctx.albedo(identity)
-        out = render_vox(ctx, posed, cam, albedo, scene["sh"], scene["background"], identity, seq.global_pose)
+        out = render_vox(ctx, posed, cam, albedo, scene["sh"], scene["background"], identity, seq.global_pose,
+                         real=real)
         frames = out.frames
 
     # occlusion
@@ -218,6 +236,8 @@ def make_vox_clip(job: VoxClipJob, cfg: SynthesizeConfig, root: Path) -> dict:
                         "(occlusion_failed in the sidecar meta): %s", clip_paths(root, job)["mp4"], _OCC_ATTEMPTS,
                         occ_error)
     frames = add_sensor_noise(rng, frames, scene["noise"])
+    if real is not None:
+        frames = camera_degrade(style_rng(cfg.seed, 4, job.clip_index), frames, real.look)
 
     # VoxCeleb2 txt: the 224 crop as a box in a virtual source video
     src_w, src_h = scene["src_res"]
@@ -232,7 +252,8 @@ def make_vox_clip(job: VoxClipJob, cfg: SynthesizeConfig, root: Path) -> dict:
     meta = {"text": text, "voice": identity.voice, "rate": rate, "pitch": pitch, "speech_offset_s": lead,
             "identity": {**identity.meta(), "id": job.identity}, "job": asdict(job),
             "occlusion": occ_params, "occlusion_planned": job.occluded, "occlusion_failed": occ_error is not None,
-            "occlusion_error": occ_error, "words": [asdict(w) for w in utt.words], "seed": cfg.seed}
+            "occlusion_error": occ_error, "words": [asdict(w) for w in utt.words], "seed": cfg.seed,
+            "style": cfg.vox.style}
     shifted = [{"symbol": p.symbol, "start_ms": round((p.start + lead) * 1000, 3),
                 "end_ms": round((p.end + lead) * 1000, 3), "word": p.word} for p in utt.phonemes]
 
