@@ -23,7 +23,7 @@ from avface.face_model import FaceModel
 from avface.models.stages import STAGE_TABLE, Stage, furthest
 from avface.train.config import TrainConfig
 from avface.train.data import OCC_SUFFIX
-from avface.train.loop import stage_worker
+from avface.train.loop import AUDIO_NETWORKS, stage_worker
 from avface.trained.checkpoints import FINAL_FILE, check_compatible, read_checkpoint
 from avface.trained.contract import contract_from_summary
 from avface.utils.files import atomic_path
@@ -129,6 +129,12 @@ def prepare_training(cfg: TrainConfig | dict[str, Any]) -> PreparedRun:
         cfg.model.coarse.init_cam_scale = estimate_cam_scale(index, face_model, stats)
         log.info("camera scale initialised from the data: %.3f", cfg.model.coarse.init_cam_scale)
     init_ck = read_checkpoint(cfg.init) if cfg.init else None  # read once: checked, statistics, furthest stage
+    first = cfg.stages[chain[0]] if chain else None
+    if init_ck is not None and first is not None and first.init_networks is not None \
+            and not set(first.init_networks) & AUDIO_NETWORKS:
+        # only networks that hear no audio come from `init` (the ablation grid's shared E_c): the audio features,
+        # their statistics and the furthest stage are this run's own
+        init_ck = None
     if init_ck is not None:
         init_model = init_ck.get("model_config", {})
         cfg.model.audio_mean, cfg.model.audio_std = init_model.get("audio_mean"), init_model.get("audio_std")
@@ -174,7 +180,7 @@ def run_training(cfg: TrainConfig | dict[str, Any], start_ray: bool = True) -> d
     # 2. tracking (created here, before any worker: a fresh sqlite store races) ---------------------------
     uri = cfg.tracking.tracking_uri or default_tracking_uri(out)
     experiment = setup_tracking(uri, cfg.tracking.experiment)
-    parent, resumed = find_or_create_run(uri, experiment, str(run_dir), cfg.name)
+    parent, resumed = find_or_create_run(uri, experiment, str(run_dir), cfg.name, cfg.tracking.parent_run_id)
     log_params(uri, parent, flatten_params({**cfg.to_dict(), "data_summary": summary}))
     log.info("MLflow %s run %s (%s)", uri, parent, "resumed" if resumed else "new")
 
