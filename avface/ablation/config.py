@@ -49,6 +49,9 @@ class AblationCorpusConfig:
     image_size: int = 64
     occluded_windows: int | None = None  # occluded training windows (half as many held-out ones)
     preprocess: dict[str, Any] = field(default_factory=dict)  # more PreprocessConfig keys (not audio.kind)
+    # shards made already, audio kind -> directory (used as they are: nothing is synthesized or preprocessed for
+    # that kind; they must hold ground truth, the renderer's normals and occluded copies, like the grid's own)
+    shards: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass
@@ -74,6 +77,9 @@ class AblationConfig:
     num_cpus: int | None = None  # local Ray only
     tracking_uri: str | None = None  # None: sqlite:///<out>/mlflow.db
     experiment: str = "avface-ablation"
+    # a headless-Chromium screenshot of the MLflow UI's compare view of the grid's child runs in the report (needs
+    # Debian's `chromium`; skipped with a warning without it)
+    screenshot: bool = True
     progress: bool = False
 
     @classmethod

@@ -20,6 +20,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import subprocess
 import time
 from pathlib import Path
 from typing import Any
@@ -27,6 +28,7 @@ from typing import Any
 from avface.ablation.config import AblationConfig
 from avface.ablation.grid import Row, select_rows
 from avface.ablation.report import write_report
+from avface.ablation.ui import compare_url, screenshot, serve_mlflow
 from avface.audio.config import AudioConfig
 from avface.audio.errors import AudioFeatureError
 from avface.audio.features import check_available
@@ -69,6 +71,10 @@ def make_shards(cfg: AblationConfig, kinds: list[str], use_ray: bool) -> dict[st
     """``<out>/shards/<kind>`` for each audio kind, from ``corpus.root`` or the synthetic corpus made in
     ``<out>/corpus`` (both steps resume)."""
     out, c = Path(cfg.out).resolve(), cfg.corpus
+    shards = {k: Path(v).expanduser().resolve() for k, v in c.shards.items() if k in kinds}
+    kinds = [k for k in kinds if k not in shards]
+    if not kinds:
+        return shards
     root = Path(c.root).expanduser().resolve() if c.root else out / "corpus" / "voxceleb2"
     if not c.root:
         synthesize_corpus({
@@ -77,7 +83,6 @@ def make_shards(cfg: AblationConfig, kinds: list[str], use_ray: bool) -> dict[st
                     "videos_per_identity": 1, "clips_per_video": c.clips_per_identity,
                     "sentences_per_clip": [1, 1], "image_size": c.image_size},
             "multiface": {"enabled": False}}, use_ray=False)
-    shards = {}
     for kind in kinds:
         pre = {"data": {"root": str(root)}, "out": str(out / "shards" / kind), "progress": cfg.progress,
                "video": {"image_size": c.image_size}, "normals": {"source": "auto"},
@@ -251,6 +256,15 @@ def run_ablation(cfg: AblationConfig | dict[str, Any]) -> dict[str, Any]:
 
     # 6. the report --------------------------------------------------------------------------------------------
     report = write_report(out / "report", rows, results, why_not, cfg)
+    if cfg.screenshot:
+        try:
+            with serve_mlflow(uri, log=out / "report" / "mlflow-server.log") as base:
+                screenshot(compare_url(base, experiment, [r["mlflow_run_id"] for r in results]),
+                           out / "report" / "compare-view.png")
+            report = write_report(out / "report", rows, results, why_not, cfg)  # now with the screenshot
+            report["screenshot"] = out / "report" / "compare-view.png"
+        except (RuntimeError, OSError, subprocess.SubprocessError) as e:
+            log.warning("no screenshot of the MLflow compare view: %s", e)
     for p in report.values():
         client.log_artifact(parent, str(p), "report")
     for k, v in report.items():
