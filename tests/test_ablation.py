@@ -174,3 +174,20 @@ def test_a_row_stage_keeps_the_shared_coarse_encoder_and_trains_a_fresh_expressi
     assert set(k for k in after if k.startswith("expression.")) != set(k for k in before if k.startswith("expression."))
     start = reporter.calls[0][0]
     assert start["step"] == 0 and report["best"] != start["val/score_mm"]  # the start was not a candidate
+
+
+def test_local_reporter_keeps_the_newest_checkpoints_and_a_rerun_finds_the_last(tmp_path):
+    from avface.train.loop import LocalReporter, latest_local_checkpoint
+
+    reporter = LocalReporter(keep=2)
+    made = []
+    for k in range(4):
+        d = tmp_path / f"avface-ckpt-{k}"
+        d.mkdir()
+        (d / "checkpoint.pt").write_bytes(b"x")
+        made.append(d)
+        reporter.report({"step": k}, d)
+        reporter.report({"step": k})  # a report without a checkpoint changes nothing
+    assert [d.exists() for d in made] == [False, False, True, True]
+    assert latest_local_checkpoint(tmp_path) in {made[3] / "checkpoint.pt", made[2] / "checkpoint.pt"}
+    assert latest_local_checkpoint(tmp_path / "none") is None

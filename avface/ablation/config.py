@@ -73,6 +73,9 @@ class AblationConfig:
     use_gpu: bool = False
     cpus_per_worker: float = 0.5  # leave CPU to the data loaders on a small machine
     mixed_precision: bool = False
+    # false: no Ray at all (rows one after another, each stage in this process: avface.train's use_ray=false;
+    # preprocessing in this process too): a laptop, or a machine where Ray cannot start
+    use_ray: bool = True
     ray_address: str | None = None  # None: $RAY_ADDRESS or a local Ray
     num_cpus: int | None = None  # local Ray only
     tracking_uri: str | None = None  # None: sqlite:///<out>/mlflow.db

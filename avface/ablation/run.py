@@ -118,7 +118,7 @@ def row_recipe(cfg: AblationConfig, row: Row, seed: int, shards: Path, shared: s
                      "val_occluded_windows": b.val_occluded_windows},
             "model": model, "stage_chain": chain, "stages": {k: stages[k] for k in chain},
             "out": str(Path(cfg.out).resolve() / "train"), "name": f"{row.name}-s{seed}", "init": shared,
-            "seed": seed, "progress": cfg.progress, "ray_address": cfg.ray_address,
+            "seed": seed, "progress": cfg.progress, "ray_address": cfg.ray_address, "use_ray": cfg.use_ray,
             "scaling": _scaling(cfg),
             "tracking": {"tracking_uri": uri, "experiment": cfg.experiment, "registered_model": "",
                          "parent_run_id": parent}}
@@ -183,7 +183,8 @@ def _shared_recipe(cfg: AblationConfig, shards: Path, uri: str, parent: str) -> 
             "stages": {"pretrain": {"steps": b.shared_steps, "val_every": b.val_every,
                                     "checkpoint_every": b.val_every, "report_every": b.val_every}},
             "out": str(Path(cfg.out).resolve() / "train"), "name": "shared-coarse-encoder", "seed": 0,
-            "progress": cfg.progress, "ray_address": cfg.ray_address, "scaling": _scaling(cfg),
+            "progress": cfg.progress, "ray_address": cfg.ray_address, "use_ray": cfg.use_ray,
+            "scaling": _scaling(cfg),
             "tracking": {"tracking_uri": uri, "experiment": cfg.experiment, "registered_model": "",
                          "parent_run_id": parent}}
 
@@ -218,11 +219,12 @@ def run_ablation(cfg: AblationConfig | dict[str, Any]) -> dict[str, Any]:
     log.info("MLflow %s: grid run %s (%s)", uri, parent, "resumed" if resumed else "new")
 
     # 2. Ray, once ---------------------------------------------------------------------------------------------
-    init_ray(cfg.ray_address, cfg.num_cpus)
+    if cfg.use_ray:
+        init_ray(cfg.ray_address, cfg.num_cpus)
 
     # 3. shards per audio kind ---------------------------------------------------------------------------------
     kinds = sorted({r.audio for r in trained_rows} | {"mel"})
-    shards = make_shards(cfg, kinds, use_ray=True)
+    shards = make_shards(cfg, kinds, use_ray=cfg.use_ray)
 
     # 4. the shared E_c ----------------------------------------------------------------------------------------
     shared = run_training(_shared_recipe(cfg, shards["mel"], uri, parent), start_ray=False)
@@ -240,7 +242,7 @@ def run_ablation(cfg: AblationConfig | dict[str, Any]) -> dict[str, Any]:
         else:
             todo.append((r, s))
     args = {r.name: (shards[r.audio], shared["final"], uri, parent, tables_of[r.name]) for r in trained_rows}
-    if cfg.rows_in_parallel <= 1:
+    if cfg.rows_in_parallel <= 1 or not cfg.use_ray:
         for r, s in todo:
             results.append(run_row(cfg, r, s, *args[r.name]))
     else:

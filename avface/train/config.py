@@ -150,6 +150,9 @@ class TrainConfig:
     audio_stats_from_data: bool = True
     ray_address: str | None = None  # None: $RAY_ADDRESS or a local Ray
     num_cpus: int | None = None  # local Ray only
+    # false: every stage runs in this process (avface.train.loop.run_stage, one worker, the first GPU with
+    # scaling.use_gpu), no Ray at all; resumes from its own last checkpoint like a Ray run
+    use_ray: bool = True
     seed: int = 0
     progress: bool = True
 

@@ -24,6 +24,7 @@ import json
 import logging
 import math
 import os
+import shutil
 import tempfile
 import time
 from dataclasses import dataclass, field
@@ -55,7 +56,8 @@ log = logging.getLogger(__name__)
 #: the AVFace networks that take the audio window (an init checkpoint's audio features matter for them only)
 AUDIO_NETWORKS = {"expression", "lip", "detail"}
 
-__all__ = ["World", "Reporter", "RecordingReporter", "RayReporter", "StepContext", "run_stage", "stage_worker",
+__all__ = ["World", "Reporter", "RecordingReporter", "RayReporter", "LocalReporter", "latest_local_checkpoint",
+           "StepContext", "run_stage", "stage_worker",
            "train_step", "average_gradients", "load_pretrained"]
 
 
@@ -129,6 +131,29 @@ class RecordingReporter:
 
     def report(self, metrics: dict[str, float], checkpoint_dir: Path | None = None) -> None:
         self.calls.append((dict(metrics), checkpoint_dir))
+
+
+@dataclass
+class LocalReporter:
+    """A Ray-free run's reporter: keeps the newest ``keep`` checkpoint directories it is handed (as Ray's
+    ``CheckpointConfig(num_to_keep)``), the last of which a re-run resumes from (:func:`latest_local_checkpoint`)."""
+
+    keep: int = 2
+    dirs: list[Path] = field(default_factory=list)
+
+    def report(self, metrics: dict[str, float], checkpoint_dir: Path | None = None) -> None:
+        if checkpoint_dir is None:
+            return
+        self.dirs.append(Path(checkpoint_dir))
+        for old in self.dirs[:-self.keep]:
+            shutil.rmtree(old, ignore_errors=True)
+        self.dirs = self.dirs[-self.keep:]
+
+
+def latest_local_checkpoint(scratch: Path) -> Path | None:
+    """The newest ``checkpoint.pt`` a Ray-free run of a stage wrote under ``scratch`` (None: none)."""
+    found = sorted(Path(scratch).glob(f"avface-ckpt-*/{CHECKPOINT_FILE}"), key=lambda p: p.stat().st_mtime)
+    return found[-1] if found else None
 
 
 # ------------------------------------------------------------------------------------------------ one step

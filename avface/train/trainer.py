@@ -23,7 +23,7 @@ from avface.face_model import FaceModel
 from avface.models.stages import STAGE_TABLE, Stage, furthest
 from avface.train.config import TrainConfig
 from avface.train.data import OCC_SUFFIX
-from avface.train.loop import AUDIO_NETWORKS, stage_worker
+from avface.train.loop import AUDIO_NETWORKS, LocalReporter, latest_local_checkpoint, run_stage, stage_worker
 from avface.trained.checkpoints import FINAL_FILE, check_compatible, read_checkpoint
 from avface.trained.contract import contract_from_summary
 from avface.utils.files import atomic_path
@@ -185,7 +185,7 @@ def run_training(cfg: TrainConfig | dict[str, Any], start_ray: bool = True) -> d
     log.info("MLflow %s run %s (%s)", uri, parent, "resumed" if resumed else "new")
 
     # 3. Ray ------------------------------------------------------------------------------------------------
-    if start_ray:
+    if start_ray and cfg.use_ray:
         init_ray(cfg.ray_address, cfg.num_cpus)
 
     # 4. the stages -----------------------------------------------------------------------------------------
@@ -213,15 +213,23 @@ def run_training(cfg: TrainConfig | dict[str, Any], start_ray: bool = True) -> d
                                                    cfg.model.coarse.init_cam_scale}))
         payload = stage_payload(cfg, stage, prev, export, deepest, stats, summary["audio_kind"],
                                 {"uri": uri, "run_id": child}, input_contract=prepared.input_contract)
-        trainer = TorchTrainer(
-            stage_worker, train_loop_config=payload,
-            scaling_config=ScalingConfig(num_workers=sc.num_workers, use_gpu=sc.use_gpu,
-                                         resources_per_worker=resources),
-            run_config=RunConfig(name=f"{cfg.name}-{stage}", storage_path=str(out / "ray"),
-                                 failure_config=FailureConfig(max_failures=sc.max_failures),
-                                 checkpoint_config=CheckpointConfig(num_to_keep=2)))
-        log.info("stage %s: %d worker(s), %d steps", stage, sc.num_workers, cfg.stages[stage].steps)
-        trainer.fit()
+        if not cfg.use_ray:  # this process, no Ray: the same stage body, its checkpoints kept under scratch
+            scratch = out / "ray" / f"{cfg.name}-{stage}" / "local"
+            scratch.mkdir(parents=True, exist_ok=True)
+            device = "cuda" if sc.use_gpu and torch.cuda.is_available() else "cpu"
+            log.info("stage %s: in this process (%s), %d steps", stage, device, cfg.stages[stage].steps)
+            run_stage(payload, reporter=LocalReporter(), device=device, resume=latest_local_checkpoint(scratch),
+                      scratch=scratch)
+        else:
+            trainer = TorchTrainer(
+                stage_worker, train_loop_config=payload,
+                scaling_config=ScalingConfig(num_workers=sc.num_workers, use_gpu=sc.use_gpu,
+                                             resources_per_worker=resources),
+                run_config=RunConfig(name=f"{cfg.name}-{stage}", storage_path=str(out / "ray"),
+                                     failure_config=FailureConfig(max_failures=sc.max_failures),
+                                     checkpoint_config=CheckpointConfig(num_to_keep=2)))
+            log.info("stage %s: %d worker(s), %d steps", stage, sc.num_workers, cfg.stages[stage].steps)
+            trainer.fit()
         if not report.exists():
             raise RuntimeError(f"stage {stage} ended without exporting {export}")
         results[stage] = json.loads(report.read_text())
