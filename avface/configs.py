@@ -8,6 +8,7 @@ node: its own schema (``<name>_schema``) and the groups (``model: tiny`` | ``mod
 
 from __future__ import annotations
 
+from avface.ablation import config as ablation_config
 from avface.data import config as data_config
 from avface.demo import config as demo_config
 from avface.evaluate import config as evaluate_config
@@ -28,3 +29,4 @@ def register_all() -> None:
     demo_config.register_configs()  # main_schema
     train_config.register_configs()  # train_schema
     evaluate_config.register_configs()  # evaluate_schema
+    ablation_config.register_configs()  # ablate_schema

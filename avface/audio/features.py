@@ -10,6 +10,7 @@ kind           F     rows                                                       
 ``deepspeech`` 29    DeepSpeech v0.1.0 logits as VOCA: 1 row per frame (16 frames)          graph file + TF
 ``wav2vec2``   768   torchaudio wav2vec2 base, last layer, 2 tokens per frame                weights file
 ``phones``     42    pocketsphinx phone posteriors per 20 ms, 2 rows per frame               ``pocketsphinx``
+``whisper``    384   Whisper tiny.en encoder output (50 Hz), 2 rows per frame                ``faster-whisper``
 =============  ====  =====================================================================  =====================
 """
 
@@ -43,6 +44,10 @@ def feature_dim(config: AudioConfig) -> int:
         from avface.audio.phones import PHONES
 
         return len(PHONES)
+    if kind == "whisper":
+        from avface.audio.whisper import WHISPER_DIM
+
+        return WHISPER_DIM
     raise _unknown(kind)
 
 
@@ -82,6 +87,10 @@ def extract_audio_features(waveform: np.ndarray, num_frames: int, fps: float, co
         from avface.audio.phones import phone_features
 
         return phone_features(waveform, num_frames, fps, window=window)
+    if kind == "whisper":
+        from avface.audio.whisper import whisper_features
+
+        return whisper_features(waveform, num_frames, fps, window=window)
     raise _unknown(kind)
 
 
@@ -112,5 +121,10 @@ def check_available(config: AudioConfig) -> None:
         from avface.audio.phones import _decoder
 
         _decoder()
+        return
+    if kind == "whisper":
+        from avface.audio.whisper import check_whisper
+
+        check_whisper()
         return
     raise _unknown(kind)

@@ -101,21 +101,30 @@ class AVFace(nn.Module):
         return {s: [m for m in (getattr(self, n) for n in STAGE_TABLE[s].networks) if m is not None]
                 for s in MODEL_STAGES}
 
-    def set_stage(self, stage: str) -> None:
+    def set_stage(self, stage: str, networks: tuple[str, ...] | None = None) -> None:
         """Select the model stage (one of ``MODEL_STAGES`` the config has): how far ``forward`` goes and what
         trains.
 
         "coarse" trains E_c + the expression-jaw branch, "lip" the lip refiner only, "detail" the detail network
         only; every other network is frozen (``requires_grad`` False) and kept in eval mode (see ``train``).
+        ``networks``: only these of the stage's networks train (e.g. ``("expression",)``: the coarse stage with
+        E_c frozen, as the ablation grid trains each row's expression-jaw branch on one shared E_c).
         """
         if stage not in MODEL_STAGES or stage not in self.config.stages:
             raise ValueError(f"stage {stage!r} not in {self.config.stages}")
+        own = STAGE_TABLE[Stage(stage)].networks
+        if networks is not None and (not networks or set(networks) - set(own)):
+            raise ValueError(f"networks {tuple(networks)} must be some of stage {stage}'s networks {own}")
         self.stage = Stage(stage)
         self._frozen = []
-        for s, mods in self.stage_modules().items():
-            for m in mods:
-                m.requires_grad_(s == stage)
-                if s != stage:
+        for s, names in ((s, STAGE_TABLE[s].networks) for s in MODEL_STAGES):
+            for name in names:
+                m = getattr(self, name)
+                if m is None:
+                    continue
+                trains = s == stage and (networks is None or name in networks)
+                m.requires_grad_(trains)
+                if not trains:
                     m.zero_grad(set_to_none=True)  # no stale gradient of an earlier stage on a frozen net
                     self._frozen.append(m)
         self.train(self.training)

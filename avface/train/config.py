@@ -16,7 +16,7 @@ from typing import Any, Literal
 from avface.face_model import FaceModel, load_face_model
 from avface.face_model.albedo import with_uv_albedo
 from avface.models.config import AVFaceConfig
-from avface.models.stages import TRAINING_ORDER, Stage
+from avface.models.stages import TRAINING_ORDER, Stage, StageName
 from avface.trained.checkpoints import DEFAULT_REGISTERED_MODEL, DEFAULT_TRAINING_OUT
 from avface.utils.config import dataclass_from_dict, plain, store_config
 
@@ -67,6 +67,16 @@ class StageConfig:
     # (avface.train.validation.SCORE_TERMS: all-vertex, lip and expression mm, clean windows) is above the stage's
     # start, so a fine-tuning stage trades none of them for another; None: when the stage starts from trained weights
     no_regression: bool | None = None
+    # the stage's starting weights are its first selection candidate (a stage never ends worse on its monitor than
+    # it began); false: they are validated and logged but not selectable, so the stage exports what its own steps
+    # reached (the ablation grid: each row reports what its recipe gives)
+    keep_start: bool = True
+    # only these of the stage's networks train (STAGE_TABLE[stage].networks; None: all of them), e.g. ["expression"]:
+    # the expression-jaw branch on a frozen E_c (the ablation grid's shared coarse encoder)
+    networks: list[str] | None = None
+    # only these networks' weights come from the init checkpoint / previous stage (None: all); the others start
+    # fresh (with their own architecture: an ablation row's expression branch differs from the checkpoint's)
+    init_networks: list[str] | None = None
 
 
 def default_stages() -> dict[str, StageConfig]:
@@ -111,6 +121,8 @@ class TrackingConfig:
     experiment: str = "avface-train"
     # the final model is registered under this name ("" = do not register)
     registered_model: str = DEFAULT_REGISTERED_MODEL
+    # the run's MLflow run is a child of this run (an ablation grid's parent run); None: a top-level run
+    parent_run_id: str | None = None
 
 
 @dataclass
@@ -124,6 +136,8 @@ class TrainConfig:
     out: str = DEFAULT_TRAINING_OUT  # run directory root: <out>/<name>/<stage>/final.pt, <out>/ray, <out>/mlflow.db
     name: str = "avface"  # run name: re-running the same name resumes it
     init: str | None = None  # checkpoint to start the first stage from (None: previous stage / from scratch)
+    # the stages to run, in this order (each from the previous one's final model), instead of `stage`; empty: `stage`
+    stage_chain: list[StageName] = field(default_factory=list)
     face_model: str | None = None  # None: open starter model; or a FLAME generic_model.pkl / saved .npz
     landmark_embedding: str | None = None  # FLAME: DECA's landmark_embedding.npy
     # UV albedo model for the photometric terms with a real FLAME (FLAME_texture.npz or DECA's
@@ -136,6 +150,9 @@ class TrainConfig:
     audio_stats_from_data: bool = True
     ray_address: str | None = None  # None: $RAY_ADDRESS or a local Ray
     num_cpus: int | None = None  # local Ray only
+    # false: every stage runs in this process (avface.train.loop.run_stage, one worker, the first GPU with
+    # scaling.use_gpu), no Ray at all; resumes from its own last checkpoint like a Ray run
+    use_ray: bool = True
     seed: int = 0
     progress: bool = True
 
@@ -173,6 +190,8 @@ class TrainConfig:
 
     def chain(self) -> list[Stage]:
         """The training stages this config runs, in order."""
+        if self.stage_chain:
+            return [Stage(s) for s in self.stage_chain]
         return list(TRAINING_ORDER) if self.stage == "all" else [Stage(self.stage)]
 
 

@@ -24,6 +24,7 @@ import json
 import logging
 import math
 import os
+import shutil
 import tempfile
 import time
 from dataclasses import dataclass, field
@@ -52,7 +53,11 @@ from avface.utils.tracking import StageTracker
 
 log = logging.getLogger(__name__)
 
-__all__ = ["World", "Reporter", "RecordingReporter", "RayReporter", "StepContext", "run_stage", "stage_worker",
+#: the AVFace networks that take the audio window (an init checkpoint's audio features matter for them only)
+AUDIO_NETWORKS = {"expression", "lip", "detail"}
+
+__all__ = ["World", "Reporter", "RecordingReporter", "RayReporter", "LocalReporter", "latest_local_checkpoint",
+           "StepContext", "run_stage", "stage_worker",
            "train_step", "average_gradients", "load_pretrained"]
 
 
@@ -128,6 +133,29 @@ class RecordingReporter:
         self.calls.append((dict(metrics), checkpoint_dir))
 
 
+@dataclass
+class LocalReporter:
+    """A Ray-free run's reporter: keeps the newest ``keep`` checkpoint directories it is handed (as Ray's
+    ``CheckpointConfig(num_to_keep)``), the last of which a re-run resumes from (:func:`latest_local_checkpoint`)."""
+
+    keep: int = 2
+    dirs: list[Path] = field(default_factory=list)
+
+    def report(self, metrics: dict[str, float], checkpoint_dir: Path | None = None) -> None:
+        if checkpoint_dir is None:
+            return
+        self.dirs.append(Path(checkpoint_dir))
+        for old in self.dirs[:-self.keep]:
+            shutil.rmtree(old, ignore_errors=True)
+        self.dirs = self.dirs[-self.keep:]
+
+
+def latest_local_checkpoint(scratch: Path) -> Path | None:
+    """The newest ``checkpoint.pt`` a Ray-free run of a stage wrote under ``scratch`` (None: none)."""
+    found = sorted(Path(scratch).glob(f"avface-ckpt-*/{CHECKPOINT_FILE}"), key=lambda p: p.stat().st_mtime)
+    return found[-1] if found else None
+
+
 # ------------------------------------------------------------------------------------------------ one step
 @dataclass
 class StepContext:
@@ -181,25 +209,32 @@ class StartPoint:
     extras: dict[str, Any] = field(default_factory=dict)  # the resumed checkpoint's (selection state)
     teacher: dict[str, torch.Tensor] | None = None  # the stage's starting weights (the clean-twin teacher's)
     resumed: bool = False
+    partial: bool = False  # ``weights`` holds some networks only (StageConfig.init_networks): the rest stay fresh
 
 
 def start_point(payload: dict[str, Any], resume: Path | None, face_model: FaceModel, audio_dim: int,
                 scfg: StageConfig) -> StartPoint:
     """Read (and check against ``face_model`` / the audio) the checkpoint the stage starts from: ``resume`` (a
     ``checkpoint.pt`` of this stage), else ``payload["init"]``."""
-    def read(path: str | Path) -> dict[str, Any]:
+    def read(path: str | Path, audio: bool = True) -> dict[str, Any]:
         ck = read_checkpoint(path)
-        check_compatible(ck, face_model=face_model, audio_kind=payload["audio_kind"], audio_dim=audio_dim)
+        check_compatible(ck, face_model=face_model, audio_kind=payload["audio_kind"] if audio else None,
+                         audio_dim=audio_dim if audio else None)
         return ck
 
     init = payload.get("init")
+    partial = scfg.init_networks is not None
     if resume is not None:
         ck = read(resume)
-        teacher = read_checkpoint(init)["model"] if scfg.clean_consistency > 0 and init else None
+        teacher = read_checkpoint(init)["model"] if scfg.clean_consistency > 0 and init and not partial else None
         return StartPoint(int(ck["step"]), int(ck["epoch"]), int(ck["extras"].get("step_in_epoch", 0)), ck["model"],
                           ck.get("optimizer"), ck["extras"], teacher, resumed=True)
     if init:
-        ck = read(init)
+        # networks taken from the checkpoint that hear no audio (E_c) are compatible with any audio features
+        ck = read(init, audio=not partial or bool(set(scfg.init_networks) & AUDIO_NETWORKS))
+        if partial:
+            keep = tuple(f"{n}." for n in scfg.init_networks)
+            return StartPoint(weights={k: v for k, v in ck["model"].items() if k.startswith(keep)}, partial=True)
         return StartPoint(weights=ck["model"], teacher=ck["model"])
     return StartPoint()
 
@@ -340,12 +375,13 @@ def run_stage(payload: dict[str, Any], world: World | None = None, reporter: Rep
     # 2. model -----------------------------------------------------------------------------------------------
     model = AVFace(mcfg, face_model)
     if start.weights is not None:
-        model.load_trainable_state_dict(start.weights)
+        model.load_trainable_state_dict({**model.trainable_state_dict(), **start.weights} if start.partial
+                                        else start.weights)
         if tracker is not None and not start.resumed:
             tracker.set_tag("init.checkpoint", str(payload["init"]))
     else:
         load_pretrained(model, tracker)
-    model.set_stage(spec.depth)
+    model.set_stage(spec.depth, tuple(scfg.networks) if scfg.networks is not None else None)
     model.to(device)
     world.broadcast_model(model)
     started_trained = bool(payload.get("init")) or bool(mcfg.coarse.deca_checkpoint)
@@ -401,8 +437,9 @@ def run_stage(payload: dict[str, Any], world: World | None = None, reporter: Rep
         last_val: dict[str, float] = {}
         if rank0 and data.val:
             last_val = evaluate()
-            selection.offer(last_val, start=True)
-            best_state = keep_best()
+            if scfg.keep_start:
+                selection.offer(last_val, start=True)
+                best_state = keep_best()
             if tracker is not None:
                 tracker.log_metrics(last_val, 0)
         reporter.report({**last_val, "step": 0, "epoch": epoch})

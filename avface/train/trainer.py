@@ -24,7 +24,7 @@ from avface.landmarks.detector import POINT_SETS
 from avface.models.stages import STAGE_TABLE, Stage, furthest
 from avface.train.config import TrainConfig
 from avface.train.data import OCC_SUFFIX
-from avface.train.loop import stage_worker
+from avface.train.loop import AUDIO_NETWORKS, LocalReporter, latest_local_checkpoint, run_stage, stage_worker
 from avface.trained.checkpoints import FINAL_FILE, check_compatible, read_checkpoint
 from avface.trained.contract import contract_from_summary
 from avface.utils.files import atomic_path
@@ -132,6 +132,12 @@ def prepare_training(cfg: TrainConfig | dict[str, Any]) -> PreparedRun:
         cfg.model.coarse.init_cam_scale = estimate_cam_scale(index, face_model, stats)
         log.info("camera scale initialised from the data: %.3f", cfg.model.coarse.init_cam_scale)
     init_ck = read_checkpoint(cfg.init) if cfg.init else None  # read once: checked, statistics, furthest stage
+    first = cfg.stages[chain[0]] if chain else None
+    if init_ck is not None and first is not None and first.init_networks is not None \
+            and not set(first.init_networks) & AUDIO_NETWORKS:
+        # only networks that hear no audio come from `init` (the ablation grid's shared E_c): the audio features,
+        # their statistics and the furthest stage are this run's own
+        init_ck = None
     if init_ck is not None:
         init_model = init_ck.get("model_config", {})
         cfg.model.audio_mean, cfg.model.audio_std = init_model.get("audio_mean"), init_model.get("audio_std")
@@ -191,12 +197,12 @@ def run_training(cfg: TrainConfig | dict[str, Any], start_ray: bool = True) -> d
     # 2. tracking (created here, before any worker: a fresh sqlite store races) ---------------------------
     uri = cfg.tracking.tracking_uri or default_tracking_uri(out)
     experiment = setup_tracking(uri, cfg.tracking.experiment)
-    parent, resumed = find_or_create_run(uri, experiment, str(run_dir), cfg.name)
+    parent, resumed = find_or_create_run(uri, experiment, str(run_dir), cfg.name, cfg.tracking.parent_run_id)
     log_params(uri, parent, flatten_params({**cfg.to_dict(), "data_summary": summary}))
     log.info("MLflow %s run %s (%s)", uri, parent, "resumed" if resumed else "new")
 
     # 3. Ray ------------------------------------------------------------------------------------------------
-    if start_ray:
+    if start_ray and cfg.use_ray:
         init_ray(cfg.ray_address, cfg.num_cpus)
 
     # 4. the stages -----------------------------------------------------------------------------------------
@@ -224,15 +230,23 @@ def run_training(cfg: TrainConfig | dict[str, Any], start_ray: bool = True) -> d
                                                    cfg.model.coarse.init_cam_scale}))
         payload = stage_payload(cfg, stage, prev, export, deepest, stats, summary["audio_kind"],
                                 {"uri": uri, "run_id": child}, input_contract=prepared.input_contract)
-        trainer = TorchTrainer(
-            stage_worker, train_loop_config=payload,
-            scaling_config=ScalingConfig(num_workers=sc.num_workers, use_gpu=sc.use_gpu,
-                                         resources_per_worker=resources),
-            run_config=RunConfig(name=f"{cfg.name}-{stage}", storage_path=str(out / "ray"),
-                                 failure_config=FailureConfig(max_failures=sc.max_failures),
-                                 checkpoint_config=CheckpointConfig(num_to_keep=2)))
-        log.info("stage %s: %d worker(s), %d steps", stage, sc.num_workers, cfg.stages[stage].steps)
-        trainer.fit()
+        if not cfg.use_ray:  # this process, no Ray: the same stage body, its checkpoints kept under scratch
+            scratch = out / "ray" / f"{cfg.name}-{stage}" / "local"
+            scratch.mkdir(parents=True, exist_ok=True)
+            device = "cuda" if sc.use_gpu and torch.cuda.is_available() else "cpu"
+            log.info("stage %s: in this process (%s), %d steps", stage, device, cfg.stages[stage].steps)
+            run_stage(payload, reporter=LocalReporter(), device=device, resume=latest_local_checkpoint(scratch),
+                      scratch=scratch)
+        else:
+            trainer = TorchTrainer(
+                stage_worker, train_loop_config=payload,
+                scaling_config=ScalingConfig(num_workers=sc.num_workers, use_gpu=sc.use_gpu,
+                                             resources_per_worker=resources),
+                run_config=RunConfig(name=f"{cfg.name}-{stage}", storage_path=str(out / "ray"),
+                                     failure_config=FailureConfig(max_failures=sc.max_failures),
+                                     checkpoint_config=CheckpointConfig(num_to_keep=2)))
+            log.info("stage %s: %d worker(s), %d steps", stage, sc.num_workers, cfg.stages[stage].steps)
+            trainer.fit()
         if not report.exists():
             raise RuntimeError(f"stage {stage} ended without exporting {export}")
         results[stage] = json.loads(report.read_text())

@@ -33,6 +33,9 @@ __all__ = ["default_tracking_uri", "artifact_root", "experiment_artifact_locatio
 
 RUN_KEY_TAG = "avface.run_key"
 STAGE_TAG = "avface.stage"
+#: every experiment of the project: MLflow 3.17's UI opens an experiment tagged "custom_model_development" on its
+#: runs ("Model training"), not on the GenAI overview of traces (its JS reads the tag ``mlflow.experimentKind``)
+EXPERIMENT_TAGS = {"mlflow.experimentKind": "custom_model_development"}
 
 
 def default_tracking_uri(out: str | os.PathLike) -> str:
@@ -83,11 +86,14 @@ def setup_tracking(tracking_uri: str, experiment: str) -> str:
     location = experiment_artifact_location(tracking_uri, experiment)
     exp = client.get_experiment_by_name(experiment)
     if exp is None:
-        return client.create_experiment(experiment, artifact_location=location)
+        return client.create_experiment(experiment, artifact_location=location, tags=EXPERIMENT_TAGS)
     if location is not None and exp.artifact_location != location:
         # made by an earlier version (MLflow's default: ./mlruns of the directory that process ran in)
         log.info("MLflow experiment %r keeps its artifacts at %s (not beside the store at %s)", experiment,
                  exp.artifact_location, location)
+    for key, value in EXPERIMENT_TAGS.items():
+        if key not in exp.tags:  # an experiment made before the tag existed (a user's own choice is kept)
+            client.set_experiment_tag(exp.experiment_id, key, value)
     return exp.experiment_id
 
 
