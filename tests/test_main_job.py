@@ -48,8 +48,9 @@ def test_turntable_of_a_model_with_fewer_components_than_avface_uses():
 
 def test_main_job_writes_model_video_and_contact_sheet(tmp_path: Path):
     out = tmp_path / "demo"
-    paths = run(MainConfig(out=str(out), turntable=TurntableConfig(num_frames=6, image_size=64),
-                           corpus=CorpusStage(enabled=False)))
+    outputs = run(MainConfig(out=str(out), turntable=TurntableConfig(num_frames=6, image_size=64),
+                             corpus=CorpusStage(enabled=False)))
+    paths = outputs["turntable"]
     reloaded = type(load_face_model(None)).load_npz(paths["face_model"])
     assert reloaded.v_template.shape == load_face_model(None).v_template.shape
     video = decord.VideoReader(str(paths["turntable"]))
@@ -57,9 +58,9 @@ def test_main_job_writes_model_video_and_contact_sheet(tmp_path: Path):
     assert abs(video.get_avg_fps() - 25) < 1e-3
     assert Path(paths["contact_sheet"]).stat().st_size > 1000
     # the report covers what ran: the face model, no training sections
-    page = Path(paths["report"]["html"]).read_text()
+    page = Path(outputs["report"]["html"]).read_text()
     assert "Face model" in page and "Training" not in page and 'src="data:image/png;base64,' in page
-    assert Path(paths["report"]["markdown"]).is_file()
+    assert Path(outputs["report"]["markdown"]).is_file()
 
 
 def test_markdown_tables_of_the_evaluation_are_read_with_their_headings():
