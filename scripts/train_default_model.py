@@ -46,6 +46,29 @@ def _stage_config(args: argparse.Namespace) -> dict:
     return stages
 
 
+def _recipe_args() -> list[str]:
+    """This run's arguments without ``--dest`` (where the files go is no part of how the model was made)."""
+    args, skip = [], False
+    for a in sys.argv[1:]:
+        if skip:
+            skip = False
+        elif a == "--dest":
+            skip = True
+        elif not a.startswith("--dest="):
+            args.append(a)
+    return args
+
+
+def _training_seconds(tracking_uri: str, parent_run_id: str) -> float:
+    """Wall time of the training's stages from their MLflow runs (right when stages were resumed or skipped)."""
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri)
+    exp = client.get_run(parent_run_id).info.experiment_id
+    runs = client.search_runs([exp], filter_string=f"tags.mlflow.parentRunId = '{parent_run_id}'")
+    return sum(((r.info.end_time or r.info.start_time) - r.info.start_time) / 1000.0 for r in runs)
+
+
 def _fmt(v) -> str:
     return "-" if v is None else f"{v:.3f}"
 
@@ -134,19 +157,23 @@ def main() -> None:
     out = Path(args.out).resolve()
     dest = Path(args.dest).resolve()
     t0 = time.perf_counter()
+    made_before = (out / "data" / "shards" / "index.parquet").exists()
     data = make_training_shards(out / "data", dev_identities=args.identities, test_identities=args.test_identities,
                                 clips_per_identity=1, occluded_windows=max(args.identities // 2, 8), seed=args.seed,
                                 use_ray_for_synthesis=True, num_cpus=args.num_cpus)
-    t_data = time.perf_counter() - t0
+    # the corpus's making time is kept from the run that made it (a resumed run only checks it)
+    data_time = out / "data" / "seconds.json"
+    if not made_before or not data_time.exists():
+        data_time.write_text(json.dumps({"seconds": time.perf_counter() - t0, "resumed": made_before}))
+    t_data = json.loads(data_time.read_text())["seconds"]
     overrides = OmegaConf.to_container(OmegaConf.from_dotlist(args.set)) if args.set else {}
     cfg = {"data": {"shards": str(data["shards"]), "val_windows": args.val_windows},
            "out": str(out / "runs"), "name": args.name, "stage": "all", "stages": _stage_config(args),
            "num_cpus": args.num_cpus, "progress": False, "seed": args.seed,
            "tracking": {"registered_model": ""}}
     cfg = OmegaConf.to_container(OmegaConf.merge(OmegaConf.create(cfg), OmegaConf.create(overrides)))
-    t0 = time.perf_counter()
     result = run_training(cfg)
-    t_train = time.perf_counter() - t0
+    t_train = _training_seconds(result["tracking_uri"], result["mlflow_run_id"])
 
     train_index = ShardIndex.build(data["shards"], ["train"])
     stats = target_statistics(train_index)
@@ -155,12 +182,12 @@ def main() -> None:
     commit = subprocess.run(["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"], capture_output=True,
                             text=True).stdout.strip() or "unknown"
     card = {
-        "command": "python scripts/train_default_model.py " + " ".join(shlex.quote(a) for a in sys.argv[1:]),
+        "command": "python scripts/train_default_model.py " + " ".join(shlex.quote(a) for a in _recipe_args()),
         "corpus": {"train_speakers": args.identities, "test_speakers": args.test_identities, "seed": args.seed,
                    "train_windows": int(len(train_index))},
         "image_size": int(ckpt["model_config"]["image_size"]),
         "chain": [str(s) for s in result["chain"]],
-        "steps": {s: cfg["stages"][s]["steps"] for s in result["chain"]},
+        "steps": {str(s): cfg["stages"][str(s)]["steps"] for s in result["chain"]},
         "overrides": args.set,
         "timings_s": {"data": t_data, "training": t_train},
         "machine": f"{platform.machine()} CPU, {args.num_cpus} cores for Ray (shared machine)",

@@ -117,7 +117,7 @@ def test_main_job_tiny_end_to_end_report_and_resume(tmp_path: Path):
     env = {**os.environ, "PYTHONPATH": str(root), "OMP_NUM_THREADS": "1"}
     env.pop("MLFLOW_TRACKING_URI", None)
     cmd = [sys.executable, str(root / "pipelines" / "main.py"), "size=tiny", f"out={out}", f"training.out={train}"]
-    first = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+    first = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=1500)
     assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
     text = first.stdout + first.stderr
     steps = [line for line in first.stdout.splitlines() if re.match(r"\[\d/7\]", line)]
