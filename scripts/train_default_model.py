@@ -102,10 +102,12 @@ data).
 - corpus: {a['train_speakers']} training and {a['test_speakers']} held-out synthetic speakers, one clip each,
   {card['image_size']} px, seed {a['seed']} ({a['train_windows']} training windows); made in
   {card['timings_s']['data']:.0f} s
-- training: `stage=all`: {' -> '.join(card['chain'])}; steps per stage (the budget; each stage keeps its best
-  validated weights): {json.dumps(card['steps'])}; {card['timings_s']['training']:.0f} s
+- training: `stage=all`: {' -> '.join(card['chain'])}; steps per stage (the budget; each stage keeps its
+  best validated weights): {json.dumps(card['steps'])}; {card['timings_s']['training']:.0f} s of wall time
+  (the stages' MLflow runs)
 - on: {card['machine']}; {card['date']}; commit {card['commit']}
-- input contract (how its inputs must be made): {json.dumps(card['input_contract'])}
+- input contract (how its inputs must be made; and the audio features' per-channel mean / std):
+  {json.dumps({k: v for k, v in card['input_contract'].items() if k not in ('audio_mean', 'audio_std')})}
 
 ## Held-out numbers
 
@@ -115,8 +117,8 @@ the inter-ocular distance):
 
 {_table(card['held_out']['numbers'])}
 
-The fixed check set (`avface.train.default_model.CHECK_SET`: {json.dumps(card['check_set']['config'])}; its
-held-out speakers only), which `tests/test_default_model.py` rebuilds and measures again:
+The fixed check set (`avface.train.default_model.CHECK_SET`, its held-out speakers only:
+{json.dumps(card['check_set']['config'])}), which `tests/test_default_model.py` rebuilds and measures again:
 
 {_table(card['check_set']['numbers'])}
 
