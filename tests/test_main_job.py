@@ -124,7 +124,8 @@ def test_main_job_tiny_end_to_end_report_and_resume(tmp_path: Path):
     assert len(steps) == 7, first.stdout
     # a tool's output: no Ray / Hydra chatter, the per-worker loss warnings at most once
     assert "PlacementGroupCleaner" not in text and "State API" not in text and "[INFO]" not in text
-    assert text.count("identity") <= 1 and "ID-MRF loss disabled" not in text
+    assert text.count("loss terms are off") == 1  # said once by the job, not per worker and run
+    assert "identity loss disabled" not in text and "ID-MRF loss disabled" not in text
     assert f"mlflow ui --backend-store-uri sqlite:///{train}/mlflow.db --host 127.0.0.1" in text
     assert "avface reconstruct " in text and f"--checkpoint {train}/demo/" in text
     outputs = json.loads((out / "outputs.json").read_text())
