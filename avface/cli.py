@@ -98,6 +98,9 @@ def cmd_reconstruct(args: argparse.Namespace) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    # the training losses' pretrained networks (identity, ID-MRF): building the model says they are missing, which
+    # reconstruction never uses
+    logging.getLogger("avface.models.perceptual").setLevel(logging.ERROR)
     args = build_parser().parse_args(argv)
     return int(args.func(args))
 

@@ -321,6 +321,7 @@ def test_cli_without_any_checkpoint_says_how_to_get_one(clips, tmp_path, capsys,
     d, _ = clips
     monkeypatch.chdir(tmp_path)  # no runs/train here
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.setenv("AVFACE_DEFAULT_MODEL", "none")  # and no shipped default model to fall back on
     rc = main(["reconstruct", str(d / "talk.mp4"), "-o", str(tmp_path / "o"), "--quiet"])
     err = capsys.readouterr().err
     assert rc == 2 and "python pipelines/train.py" in err and "runs/train" in err

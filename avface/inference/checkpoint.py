@@ -7,8 +7,10 @@
   registered it in (``$MLFLOW_TRACKING_URI``, else the default training store ``<out>/mlflow.db``); its ``model/``
   artifact folder is downloaded to a temporary folder and its checkpoint loaded;
 * None: the newest checkpoint under the default training output (``TrainConfig.out``, ``runs/train``:
-  :func:`find_latest_checkpoint`), else the newest version of the registered model in the default store; with
-  neither, :class:`CheckpointNotFoundError` saying how to train one.
+  :func:`find_latest_checkpoint`), else the newest version of the registered model in the default store, else
+  the project's shipped default model (:func:`~avface.trained.checkpoints.shipped_model`: trained on synthetic
+  faces only; ``LoadedModel.shipped`` says so); with none of them, :class:`CheckpointNotFoundError` saying how to
+  train one.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from avface.trained.checkpoints import (
     FINAL_FILE,
     find_latest_checkpoint,
     load_trained,
+    shipped_model,
 )
 from avface.trained.contract import InputContract
 from avface.utils.tracking import default_tracking_uri
@@ -50,6 +53,7 @@ class LoadedModel:
     contract: InputContract  # how its inputs were made: frame rate, crop, ...
     source: str
     meta_summary: dict[str, Any] = field(default_factory=dict)
+    shipped: bool = False  # the project's default model (no trained or registered model was found)
 
 
 def default_training_out() -> Path:
@@ -113,17 +117,24 @@ def resolve_registered(spec: str, dst: str | os.PathLike, tracking_uri: str | No
 
 def load_for_inference(checkpoint: str | os.PathLike | None, device: str) -> LoadedModel:
     """Load the model ``checkpoint`` names (see the module docstring) onto ``device`` in eval mode."""
+    shipped = False
     with tempfile.TemporaryDirectory(prefix="avface-ckpt-") as tmp:
         if checkpoint is None:
             root = default_training_out()
             found = find_latest_checkpoint(root)
             if found is None:
                 uri = _tracking_uri()
-                if not _store_exists(uri):
-                    raise CheckpointNotFoundError(
-                        f"no --checkpoint given, no checkpoint under {root}/ and no MLflow store at {uri}; "
-                        f"{NO_CHECKPOINT_HINT}")
-                found = resolve_registered(f"models:/{DEFAULT_REGISTERED_MODEL}", tmp, uri)
+                try:
+                    if not _store_exists(uri):
+                        raise CheckpointNotFoundError(
+                            f"no --checkpoint given, no checkpoint under {root}/ and no MLflow store at {uri}; "
+                            f"{NO_CHECKPOINT_HINT}")
+                    found = resolve_registered(f"models:/{DEFAULT_REGISTERED_MODEL}", tmp, uri)
+                except CheckpointNotFoundError:
+                    found = shipped_model()
+                    if found is None:
+                        raise
+                    shipped = True
             source = str(found)
         elif str(checkpoint).startswith("models:/"):
             source = str(checkpoint)
@@ -136,7 +147,7 @@ def load_for_inference(checkpoint: str | os.PathLike | None, device: str) -> Loa
         tm = load_trained(found, device)
     audio = audio_config_for(tm.model, tm.audio_kind)
     meta = {k: tm.meta.get(k) for k in ("stage", "step") if k in tm.meta}
-    return LoadedModel(tm.model, tm.face_model, audio, tm.contract, source, meta)
+    return LoadedModel(tm.model, tm.face_model, audio, tm.contract, source, meta, shipped)
 
 
 def audio_config_for(model: torch.nn.Module, kind: str = "mel") -> AudioConfig:

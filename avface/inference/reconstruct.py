@@ -146,7 +146,8 @@ class Reconstructor:
         dev = resolve_device(device)
         loaded = load_for_inference(checkpoint, dev)
         self._setup(loaded.model, loaded.face_model, loaded.audio, loaded.contract, dev, config,
-                    {"checkpoint": loaded.source, **loaded.meta_summary})
+                    {"checkpoint": loaded.source, **loaded.meta_summary,
+                     **({"shipped_model": True} if loaded.shipped else {})})
 
     @classmethod
     def from_model(cls, model: torch.nn.Module, face_model: torch.nn.Module | None = None,
@@ -509,7 +510,12 @@ def summary_lines(rec: Reconstruction, outputs: list[Path]) -> list[str]:
     """The end-of-run summary: frames, frames without a face, seconds, frames/s, outputs written."""
     secs = float(rec.meta.get("seconds", float("nan")))
     fps = rec.num_frames / secs if secs and not math.isnan(secs) else float("nan")
-    lines = [f"input          {rec.meta.get('input')}",
+    model = rec.meta.get("checkpoint") or "in-memory model"
+    if rec.meta.get("shipped_model"):
+        model += (" (the project's default model, trained on synthetic faces only: no trained or registered model "
+                  "was found; see its MODEL_CARD.md)")
+    lines = [f"model          {model}",
+             f"input          {rec.meta.get('input')}",
              f"frames         {rec.num_frames} ({rec.meta.get('model_frames')} at {rec.fps:g} fps for the model)",
              f"without face   {rec.frames_without_face} (interpolated, flagged in face_detected)",
              f"refined        {int(np.asarray(rec.refined).sum())} (fitted to the landmarks; --refine "

@@ -45,14 +45,18 @@ from avface.utils.files import atomic_path
 log = logging.getLogger(__name__)
 
 __all__ = ["FORMAT", "CHECKPOINT_FILE", "FINAL_FILE", "DEFAULT_TRAINING_OUT", "DEFAULT_REGISTERED_MODEL",
-           "CheckpointError", "TrainedModel", "save_checkpoint", "read_checkpoint", "input_contract_of",
-           "check_compatible", "load_trained", "find_latest_checkpoint"]
+           "SHIPPED_MODEL", "CheckpointError", "TrainedModel", "shipped_model", "save_checkpoint", "read_checkpoint",
+           "input_contract_of", "check_compatible", "load_trained", "find_latest_checkpoint"]
 
 FORMAT = "avface-checkpoint/1"
 CHECKPOINT_FILE = "checkpoint.pt"  # inside a Ray Train checkpoint directory
 FINAL_FILE = "final.pt"  # a stage's exported final model: <out>/<name>/<stage>/final.pt
 DEFAULT_TRAINING_OUT = "runs/train"  # where training writes (TrainConfig.out) and inference looks by default
 DEFAULT_REGISTERED_MODEL = "avface"  # the MLflow registry name of the final model (TrainConfig.tracking)
+#: the project's shipped default model (trained on its synthetic corpus: avface/assets/default_model/MODEL_CARD.md),
+#: what inference uses when the user has no trained or registered model; ``$AVFACE_DEFAULT_MODEL`` replaces it
+#: (``none``: no fallback)
+SHIPPED_MODEL = Path(__file__).resolve().parents[1] / "assets" / "default_model" / "avface-tiny.pt"
 
 
 class CheckpointError(ValueError):
@@ -203,6 +207,15 @@ def load_trained(path: str | os.PathLike, device: str = "cpu", face_model: FaceM
     meta = {k: ckpt[k] for k in ("stage", "step", "epoch", "path", "extras", "face_model") if k in ckpt}
     return TrainedModel(model, face_model, config, ckpt["audio_kind"], int(config.audio_dim), input_contract_of(ckpt),
                         meta)
+
+
+def shipped_model() -> Path | None:
+    """The default model to fall back on: ``$AVFACE_DEFAULT_MODEL`` (``none`` or empty: none), else
+    :data:`SHIPPED_MODEL` when it exists."""
+    env = os.environ.get("AVFACE_DEFAULT_MODEL")
+    if env is not None:
+        return None if env.strip().lower() in ("", "none") else Path(env)
+    return SHIPPED_MODEL if SHIPPED_MODEL.is_file() else None
 
 
 def find_latest_checkpoint(root: str | os.PathLike) -> Path | None:
