@@ -123,7 +123,8 @@ def test_faceset_rows_for_every_method_and_baseline(corpus):
     assert rows["per-frame (window 1)"].metrics["nme"] != rows[OURS].metrics["nme"]
     # the test-time fit to the window's landmarks (here the exact points the NME measures against) lands closer
     assert rows[REFINED].metrics["nme"] < rows[OURS].metrics["nme"]
-    assert fs.failures == [] and len(fs.frame_rows) == fs.num_frame_rows == 6 * (4 + 2) * 16
+    assert len(rows) == 7  # AVFace, + landmark fit, per-frame, video-only, audio-only; mean face, constant
+    assert fs.failures == [] and len(fs.frame_rows) == fs.num_frame_rows == len(rows) * (4 + 2) * 16
     assert set(fs.vertex_errors) == set(rows) and all(v.shape == (tm.face_model.num_vertices,)
                                                       for v in fs.vertex_errors.values())
 
@@ -191,7 +192,8 @@ def test_evaluate_end_to_end_trained_registered_model_nightly(corpus, tmp_path):
     import pandas as pd
 
     frames = pd.read_parquet(out / "parquet" / "faceset_frames")
-    assert len(frames) == 6 * (4 + 2) * 16 and frames["occluded"].sum() == 6 * 2 * 16
+    methods = len(MODEL_METHODS) + len(BASELINE_METHODS)  # one row per method, window frame
+    assert len(frames) == methods * (4 + 2) * 16 and frames["occluded"].sum() == methods * 2 * 16
     dist = pd.read_parquet(out / "parquet" / "multiface_distances")
     assert set(dist["method"].astype(str)) == {OURS, MEAN_FACE} and dist["frame"].nunique() == 3
     # MLflow: the run, linked to the registered version, the nightly decision (first nightly: promoted)
