@@ -99,7 +99,8 @@ def _submit(address: str, *args: str, timeout: int = 600, tries: int = 6) -> sub
 
 
 def test_main_job_runs_under_ray_job_submit(job_server, tmp_path: Path):
-    """The whole main job (face model, turntable, tiny corpus, shards) as a Ray job."""
+    """The main job as a Ray job, up to its shards and report (training, evaluation and reconstruction at
+    ``size=tiny`` run end to end in tests/test_main_job.py)."""
     import json
 
     import webdataset as wds
@@ -107,13 +108,16 @@ def test_main_job_runs_under_ray_job_submit(job_server, tmp_path: Path):
     from avface.data.sample import decode_sample
 
     out = tmp_path / "demo"
-    result = _submit(job_server, "pipelines/main.py", f"out={out}", "turntable.num_frames=4",
-                     "turntable.image_size=64", "corpus.multiface=false")
+    result = _submit(job_server, "pipelines/main.py", f"out={out}", "size=tiny", "training.enabled=false",
+                     "turntable.num_frames=4", "turntable.image_size=64", "corpus.multiface=false")
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     assert "succeeded" in (result.stdout + result.stderr).lower()
-    outputs = {k: Path(v) for k, v in json.loads((out / "outputs.json").read_text()).items()}
+    steps = json.loads((out / "outputs.json").read_text())
+    assert set(steps) >= {"turntable", "corpus", "shards", "report"} and "training" not in steps
+    outputs = {k: Path(v) for step in ("turntable", "corpus", "shards") for k, v in steps[step].items()
+               if isinstance(v, str) and v.startswith("/")}
     assert outputs["turntable"].stat().st_size > 0 and outputs["contact_sheet"].stat().st_size > 0
-    assert len(list(outputs["voxceleb2"].glob("*/mp4/*/*/*.mp4"))) == 4  # tiny: 2 identities x 2 clips
+    assert len(list(outputs["voxceleb2"].glob("*/mp4/*/*/*.mp4"))) == 3  # tiny: 2 training + 1 held-out speakers
     summary = json.loads((outputs["shards"] / "summary.json").read_text())
     assert summary["failures"] == 0 and summary["samples"] > 0
     keys = [decode_sample(s)["meta"]["key"]
@@ -121,3 +125,4 @@ def test_main_job_runs_under_ray_job_submit(job_server, tmp_path: Path):
     assert len(keys) == summary["samples"] == len(set(keys))
     assert any(k.endswith("_occ") for k in keys)  # synthetic occlusion windows are in the shards
     assert outputs["shards_preview"].stat().st_size > 10_000
+    assert Path(steps["report"]["html"]).is_file()
