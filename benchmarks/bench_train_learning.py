@@ -51,6 +51,19 @@ COLUMNS = [("v3d_mm", "3D mm"), ("lip_mm", "lip mm"), ("expression_mm", "expr mm
 HELDOUT_SEED = 1
 
 
+#: --smoke / --quick: (argument overrides, sizes of the held-out sets and diagnostics). Smoke validates (and
+#: checkpoints) at each stage's end only.
+PROFILES: dict[str, tuple[dict[str, int], dict[str, int]]] = {
+    "smoke": ({"identities": 3, "test_identities": 1, "clips": 1, "pretrain_steps": 4, "stage_steps": 2,
+               "lip_steps": 2, "scratch_steps": 2, "val_every": 0, "pretrain_val_every": 0},
+              {"val": 8, "occluded": 4, "val_occluded": 4, "oracle_steps": 2, "oracle_every": 1, "shape_windows": 16}),
+    "quick": ({"identities": 32, "test_identities": 8, "clips": 1, "pretrain_steps": 300, "stage_steps": 30,
+               "lip_steps": 30, "scratch_steps": 100, "val_every": 0, "pretrain_val_every": 100},
+              {"val": 64, "occluded": 40, "val_occluded": 20, "oracle_steps": 40, "oracle_every": 20,
+               "shape_windows": 300}),
+}
+
+
 def _stage_config(steps: dict[str, int], val_every: int) -> dict:
     return {s: {"steps": n, "val_every": val_every, "checkpoint_every": val_every, "report_every": 10}
             for s, n in steps.items()}
@@ -124,17 +137,11 @@ def main() -> None:
     # held-out windows validated, occluded windows made and validated, diagnostic sizes
     sizes = {"val": 128, "occluded": 300, "val_occluded": 150, "oracle_steps": 1000, "oracle_every": 100,
              "shape_windows": 1500}
-    if args.smoke:
-        args.identities, args.test_identities, args.clips = 3, 1, 1
-        args.pretrain_steps, args.stage_steps, args.lip_steps, args.scratch_steps = 4, 2, 2, 2
-        args.val_every, args.pretrain_val_every = 0, 0  # validate (and checkpoint) at each stage's end only
-        sizes = {"val": 8, "occluded": 4, "val_occluded": 4, "oracle_steps": 2, "oracle_every": 1, "shape_windows": 16}
-    elif args.quick:
-        args.identities, args.test_identities, args.clips = 32, 8, 1
-        args.pretrain_steps, args.stage_steps, args.lip_steps, args.scratch_steps = 300, 30, 30, 100
-        args.val_every, args.pretrain_val_every = 0, 100
-        sizes = {"val": 64, "occluded": 40, "val_occluded": 20, "oracle_steps": 40, "oracle_every": 20,
-                 "shape_windows": 300}
+    profile = "smoke" if args.smoke else "quick" if args.quick else None
+    if profile is not None:
+        overrides, sizes = PROFILES[profile]
+        for key, value in overrides.items():
+            setattr(args, key, value)
     test_style = {"other": "real" if args.style == "studio" else "studio", "none": None}.get(args.test_style,
                                                                                           args.test_style)
 
