@@ -131,8 +131,8 @@ def main() -> None:
                          "exact 68 points and from the detector's points on the renders (the shards' "
                          "detector_points), beside the template; seconds")
     ap.add_argument("--in-process", action="store_true",
-                    help="--landmark-ablation: pretrain in this process (run_stage: no Ray Train, no MLflow), for "
-                         "a machine too loaded for Ray Train to start its workers")
+                    help="--landmark-ablation: pretrain in this process (the training's use_ray=false: no Ray Train), "
+                         "for a machine too loaded for Ray Train to start its workers")
     args = ap.parse_args()
     # held-out windows validated, occluded windows made and validated, diagnostic sizes
     sizes = {"val": 128, "occluded": 300, "val_occluded": 150, "oracle_steps": 1000, "oracle_every": 100,
@@ -309,8 +309,7 @@ def _landmark_ablation(common: dict, args, out: Path, data: dict, t_data: float,
         t0 = time.perf_counter()
         run = {**common, "name": f"pretrain-{name}", "stage": "pretrain", "model": _tiny_model(landmark_input=flag),
                "stages": stages}
-        metrics = _pretrain_in_process(run) if args.in_process else \
-            run_training(run)["stages"]["pretrain"]["metrics"]
+        metrics = run_training({**run, "use_ray": not args.in_process})["stages"]["pretrain"]["metrics"]
         timings[name] = time.perf_counter() - t0
         if not rows:
             rows.append({"recipe": "mean face (zero shape/expression, true pose)",
@@ -404,20 +403,6 @@ def _landmark_probe(shards: str, train_windows: int) -> None:
     print("| shape from | 3D mm | lip mm |\n|---|---|---|")
     for k, (v3d, lips) in rows.items():
         print(f"| {k} | {v3d:.3f} | {lips:.3f} |")
-
-
-def _pretrain_in_process(run: dict) -> dict:
-    """The pretraining stage of ``run`` in this process (``run_stage``); the exported model's validation metrics."""
-    from avface.train.loop import RecordingReporter, run_stage
-    from avface.train.trainer import prepare_training, stage_payload
-
-    prepared = prepare_training(run)
-    export = Path(run["out"]) / run["name"] / "pretrain" / "final.pt"
-    payload = stage_payload(prepared.cfg, "pretrain", None, export, "coarse", prepared.stats,
-                            prepared.summary["audio_kind"], None, input_contract=prepared.input_contract)
-    scratch = Path(run["out"]) / run["name"] / "scratch"
-    scratch.mkdir(parents=True, exist_ok=True)
-    return run_stage(payload, reporter=RecordingReporter(), scratch=scratch)["metrics"]
 
 
 def _style_shift(checkpoints: dict[str, str], shards: dict[str, Path], windows: int) -> dict:
