@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from avface.ablation.run import REPORT_METRICS, run_ablation
-from avface.ablation.ui import compare_url, rest, screenshot, serve_mlflow
+from avface.ablation.ui import compare_view, rest, serve_mlflow
 
 
 @pytest.mark.slow
@@ -55,8 +55,10 @@ def test_smoke_grid_report_mlflow_server_and_compare_view(train_shards, tmp_path
         listed = rest(base, f"artifacts/list?run_id={res['parent_run_id']}&path=report")
         assert {"report/ablation.md", "report/ablation.csv", "report/table1.png"} <= {f["path"] for f in
                                                                                       listed["files"]}
-        shot = screenshot(compare_url(base, res["experiment_id"], [r["info"]["run_id"] for r in children]),
-                          tmp_path / "compare.png")
+        shot, shown = compare_view(base, res["experiment_id"],
+                                   {r["info"]["run_id"]: r["info"]["run_name"] for r in children},
+                                   tmp_path / "compare.png")
+        assert shown, "the compare view did not show the child runs' names"
     import matplotlib.image as mpimg
 
     pixels = mpimg.imread(shot)

@@ -19,6 +19,7 @@ from avface.demo.config import CorpusStage, MainConfig
 from avface.demo.job import run_main_job as run
 from avface.face_model import load_face_model
 from avface.face_model.testing import random_face_model_data
+from avface.utils.browser import evaluate_page
 from avface.viz.turntable import TurntableConfig, render_turntable
 
 
@@ -87,24 +88,9 @@ def test_a_finished_step_is_skipped_and_its_outputs_reused(tmp_path: Path):
     assert not (tmp_path / "steps" / "b.json").exists()
 
 
-CHECK_IMAGES = ("<script>window.addEventListener('load', () => { for (const i of document.images) "
-                "i.setAttribute('data-natural-width', i.naturalWidth); "
-                "document.body.setAttribute('data-images-checked', document.images.length); });</script>")
-
-
-def images_loaded_in_chromium(page: Path, tmp_path: Path) -> list[int]:
-    """Open a copy of ``page`` (plus a script that records each image's naturalWidth once loaded) in headless
-    Chromium; returns the widths (0: an image that did not load)."""
-    probe = tmp_path / "probe.html"
-    probe.write_text(page.read_text().replace("</body>", CHECK_IMAGES + "</body>"))
-    dom = subprocess.run(["chromium", "--headless", "--no-sandbox", "--disable-gpu", "--virtual-time-budget=10000",
-                          f"--user-data-dir={tmp_path / 'chromium-profile'}", "--dump-dom", probe.as_uri()],
-                         capture_output=True, text=True, timeout=120).stdout
-    checked = re.search(r'data-images-checked="(\d+)"', dom)
-    assert checked, f"the page's load event did not run: {dom[:500]}"
-    widths = [int(w) for w in re.findall(r'data-natural-width="(\d+)"', dom)]
-    assert len(widths) == int(checked.group(1))
-    return widths
+def images_loaded_in_chromium(page: Path) -> list[int]:
+    """Each image's naturalWidth once ``page`` has loaded in headless Chromium (0: an image that did not load)."""
+    return evaluate_page(page.as_uri(), "Array.from(document.images).map(i => i.naturalWidth)")
 
 
 @pytest.mark.slow
@@ -144,7 +130,7 @@ def test_main_job_tiny_end_to_end_report_and_resume(tmp_path: Path):
                     "Table 4", "Table 5", "<em>"):
         assert section in html, section
     assert "src=\"data:" in html and not re.search(r'src="(?!data:)', html), "a picture is not embedded"
-    widths = images_loaded_in_chromium(page, tmp_path)
+    widths = images_loaded_in_chromium(page)
     assert len(widths) >= 7 and all(w > 0 for w in widths), widths
     md = (out / "report.md").read_text()
     linked = re.findall(r"!\[[^\]]*\]\(([^)]+)\)", md)

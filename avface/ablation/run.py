@@ -28,7 +28,7 @@ from typing import Any
 from avface.ablation.config import AblationConfig
 from avface.ablation.grid import Row, select_rows
 from avface.ablation.report import write_report
-from avface.ablation.ui import compare_url, screenshot, serve_mlflow
+from avface.ablation.ui import compare_view, serve_mlflow
 from avface.audio.config import AudioConfig
 from avface.audio.errors import AudioFeatureError
 from avface.audio.features import check_available
@@ -261,8 +261,10 @@ def run_ablation(cfg: AblationConfig | dict[str, Any]) -> dict[str, Any]:
     if cfg.screenshot:
         try:
             with serve_mlflow(uri, log=out / "report" / "mlflow-server.log") as base:
-                screenshot(compare_url(base, experiment, [r["mlflow_run_id"] for r in results]),
-                           out / "report" / "compare-view.png")
+                _, shown = compare_view(base, experiment, {r["mlflow_run_id"]: f"{r['row']}-s{r['seed']}"
+                                                           for r in results}, out / "report" / "compare-view.png")
+            if not shown:
+                log.warning("the MLflow compare view did not show every run within the time; screenshot as it was")
             report = write_report(out / "report", rows, results, why_not, cfg)  # now with the screenshot
             report["screenshot"] = out / "report" / "compare-view.png"
         except (RuntimeError, OSError, subprocess.SubprocessError) as e:

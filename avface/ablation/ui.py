@@ -1,11 +1,10 @@
 """The MLflow UI on a grid's store: a local server (127.0.0.1), the compare view's address, a headless Chromium
-screenshot of it (Debian's ``chromium``)."""
+screenshot of it (:mod:`avface.utils.browser`)."""
 
 from __future__ import annotations
 
 import contextlib
 import json
-import shutil
 import socket
 import subprocess
 import sys
@@ -15,7 +14,9 @@ from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import quote
 
-__all__ = ["free_port", "serve_mlflow", "compare_url", "screenshot", "rest"]
+from avface.utils.browser import screenshot
+
+__all__ = ["free_port", "serve_mlflow", "compare_url", "compare_view", "rest"]
 
 
 def free_port() -> int:
@@ -72,19 +73,11 @@ def compare_url(base: str, experiment_id: str, run_ids: list[str]) -> str:
             f"&experiments={quote(json.dumps([experiment_id]))}")
 
 
-def screenshot(url: str, path: str | Path, size: tuple[int, int] = (1400, 900), budget_ms: int = 15000,
-               timeout: float = 300.0) -> Path:
-    """A PNG of ``url`` rendered by headless Chromium (the UI is a JS app: ``budget_ms`` of virtual time lets it
-    load its data and draw)."""
-    exe = shutil.which("chromium") or shutil.which("chromium-browser")
-    if exe is None:
-        raise RuntimeError("chromium is not installed (Debian: apt-get install chromium; scripts/install.sh does)")
-    path = Path(path).resolve()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    subprocess.run([exe, "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars",
-                    f"--screenshot={path}", f"--window-size={size[0]},{size[1]}",
-                    f"--virtual-time-budget={budget_ms}", url],
-                   check=True, timeout=timeout, capture_output=True)
-    if not path.is_file():
-        raise RuntimeError(f"chromium wrote no screenshot of {url}")
-    return path
+def compare_view(base: str, experiment_id: str, runs: dict[str, str], path: str | Path,
+                 size: tuple[int, int] = (1400, 900), timeout: float = 180.0) -> tuple[Path, bool]:
+    """A headless-Chromium PNG of the compare view of ``runs`` (run id -> run name), taken once the UI (a JS app
+    fetching its data) shows every run's name, or at ``timeout``; returns the file and whether it showed them."""
+    names = json.dumps(sorted(runs.values()))
+    ready = (f"document.body !== null && document.body.innerText.includes('Comparing') && "
+             f"{names}.every(n => document.body.innerText.includes(n))")
+    return screenshot(compare_url(base, experiment_id, list(runs)), path, size=size, ready=ready, timeout=timeout)
