@@ -8,6 +8,7 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -43,7 +44,10 @@ def _runs(out: Path):
 def test_every_stage_for_two_steps_then_the_same_command_resumes(train_shards, tmp_path):
     out = tmp_path / "run"
     overrides = [o for s in STAGES for o in _two_steps(s)]
+    scratch = set(Path(tempfile.gettempdir()).glob("avface-ckpt-*"))
     _train(train_shards, out, "stage=all", *overrides)
+    # Ray has persisted every checkpoint under out/: none is left behind in the workers' temp dir
+    assert set(Path(tempfile.gettempdir()).glob("avface-ckpt-*")) <= scratch
     summary = json.loads((out / "avface" / "summary.json").read_text())
     assert summary["chain"] == STAGES
     for stage in STAGES:

@@ -116,11 +116,14 @@ class Reporter(Protocol):
 
 class RayReporter:
     """``ray.train.report``: a barrier over the ranks; Ray persists the checkpoint directory and hands it back to
-    a restarted worker group (``ray.train.get_checkpoint``)."""
+    a restarted worker group (``ray.train.get_checkpoint``). The local directory is removed once the report returns
+    (the upload is synchronous; Ray keeps the source, and each checkpoint would stay in the worker's temp dir)."""
 
     def report(self, metrics: dict[str, float], checkpoint_dir: Path | None = None) -> None:
         checkpoint = ray.train.Checkpoint.from_directory(checkpoint_dir) if checkpoint_dir is not None else None
         ray.train.report(metrics, checkpoint=checkpoint)
+        if checkpoint_dir is not None:
+            shutil.rmtree(checkpoint_dir, ignore_errors=True)
 
 
 @dataclass
