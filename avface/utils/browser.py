@@ -64,7 +64,9 @@ class HeadlessChromium:
             os.dup2(100, 3)
             os.dup2(101, 4)
 
+        # no background networking: a closed network refuses Chromium's own connections, many at a time
         args = [chromium_executable(), "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars",
+                "--disable-quic", "--disable-background-networking", "--disable-component-update", "--disable-sync",
                 "--remote-debugging-pipe", f"--user-data-dir={self._profile.name}", "--no-first-run",
                 f"--window-size={self.size[0]},{self.size[1]}", "about:blank"]
         self._proc = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
