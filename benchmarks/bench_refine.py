@@ -47,6 +47,8 @@ def main() -> None:
     ap.add_argument("--windows", type=int, default=96, help="held-out windows (evenly spaced)")
     ap.add_argument("--noise", type=float, default=0.03, help="landmark noise, fraction of the inter-ocular distance")
     ap.add_argument("--smooth", type=float, default=None, help="the fit's smoothness weight (default: RefineConfig's)")
+    ap.add_argument("--fit", action="append", default=[], metavar="KEY=VALUE",
+                    help="another RefineConfig field, e.g. --fit w_shape=0.1 --fit contour_weight=0.25 (repeatable)")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--quick", action="store_true", help="16 windows")
     args = ap.parse_args()
@@ -84,7 +86,14 @@ def main() -> None:
     size = int(model.config.image_size)
     mean_face = Baselines(torch.zeros(fm.n_expression), torch.zeros(3))
     rng = np.random.default_rng(0)
-    fit_cfg = RefineConfig() if args.smooth is None else RefineConfig(w_smooth=args.smooth)
+    fields = {f.name: f.type for f in dataclasses.fields(RefineConfig)}
+    overrides = {} if args.smooth is None else {"w_smooth": args.smooth}
+    for item in args.fit:
+        key, _, value = item.partition("=")
+        if key not in fields:
+            ap.error(f"--fit {item}: RefineConfig has no field {key!r} (fields: {', '.join(fields)})")
+        overrides[key] = int(value) if fields[key] in (int, "int") else float(value)
+    fit_cfg = RefineConfig(**overrides)
     names = ("network alone (--refine none)", "+ fit, exact landmarks", f"+ fit, landmarks + {args.noise:g} IOD noise",
              "mean face, true pose and camera", "+ fit, the detector's points (MediaPipe on the renders)")
     acc: dict[str, dict[str, list[float]]] = {n: {"nme": [], "v3d": [], "lip": [], "jitter": []} for n in names}

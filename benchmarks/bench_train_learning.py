@@ -106,6 +106,9 @@ def main() -> None:
     ap.add_argument("--scratch-all-stages", action="store_true",
                     help="also run lip/detail/occlusion after the from-scratch coarse stage")
     ap.add_argument("--num-cpus", type=int, default=2)
+    ap.add_argument("--source-size", type=int, default=None,
+                    help="render the corpus at this side and preprocess it to the model's 64 px (the landmark "
+                         "detector runs on the rendered frames; default: render at 64)")
     ap.add_argument("--style", default="studio", choices=["studio", "real"],
                     help="appearance of the training corpus (vox.style, avface/synth/style.py)")
     ap.add_argument("--test-style", default="other", choices=["other", "studio", "real", "none"],
@@ -154,7 +157,7 @@ def main() -> None:
     data = make_training_shards(data_dir, dev_identities=args.identities, test_identities=args.test_identities,
                                 clips_per_identity=args.clips, occluded_windows=sizes["occluded"],
                                 use_ray_for_synthesis=not args.in_process, num_cpus=args.num_cpus,
-                                use_ray=not args.in_process, style=args.style)
+                                use_ray=not args.in_process, style=args.style, source_size=args.source_size)
     heldout = {}
     if test_style is not None and not (args.landmark_probe or args.landmark_ablation):
         for style in dict.fromkeys([args.style, test_style]):
@@ -162,7 +165,7 @@ def main() -> None:
                 data_dir / f"heldout-{style}", dev_identities=0, test_identities=args.test_identities,
                 clips_per_identity=args.clips, occluded_windows=0, seed=HELDOUT_SEED,
                 use_ray_for_synthesis=not args.in_process, num_cpus=args.num_cpus, use_ray=not args.in_process,
-                style=style)["shards"]
+                style=style, source_size=args.source_size)["shards"]
     t_data = time.perf_counter() - t0
     common = {"data": {"shards": str(data["shards"]), "val_windows": sizes["val"],
                        "val_occluded_windows": sizes["val_occluded"]},
