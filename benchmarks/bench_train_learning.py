@@ -134,8 +134,9 @@ def main() -> None:
                          "exact 68 points and from the detector's points on the renders (the shards' "
                          "detector_points), beside the template; seconds")
     ap.add_argument("--in-process", action="store_true",
-                    help="--landmark-ablation: pretrain in this process (the training's use_ray=false: no Ray Train), "
-                         "for a machine too loaded for Ray Train to start its workers")
+                    help="no Ray: the corpora made and every stage trained in this process (the training's "
+                         "use_ray=false), for a machine too loaded for Ray Train to start its workers, and the "
+                         "smallest run of the tests")
     args = ap.parse_args()
     # held-out windows validated, occluded windows made and validated, diagnostic sizes
     sizes = {"val": 128, "occluded": 300, "val_occluded": 150, "oracle_steps": 1000, "oracle_every": 100,
@@ -169,7 +170,8 @@ def main() -> None:
     t_data = time.perf_counter() - t0
     common = {"data": {"shards": str(data["shards"]), "val_windows": sizes["val"],
                        "val_occluded_windows": sizes["val_occluded"]},
-              "out": str(out / "runs"), "num_cpus": args.num_cpus, "progress": False}
+              "out": str(out / "runs"), "num_cpus": args.num_cpus, "progress": False,
+              "use_ray": not args.in_process}
     if args.landmark_probe:
         _landmark_probe(str(data["shards"]), sizes["shape_windows"])
         return

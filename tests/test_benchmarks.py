@@ -37,7 +37,8 @@ SMALLEST = {
                                   [r"\| Ray Train pretrain, 2 worker\(s\) \| [\d.]+ \|",
                                    r"loader \(1 worker\) / step \(pretrain\): [\d.]+x",
                                    r"Ray Train 2 workers / 1 worker: [\d.]+x"]),
-    "bench_train_learning.py": (["--smoke", "--out", "{tmp}"], True,
+    # in-process: the benchmark's own numbers, not Ray Train's start-up per stage (tests/test_train_pipeline.py)
+    "bench_train_learning.py": (["--smoke", "--in-process", "--out", "{tmp}"], False,
                                 [r"\| \+ occlusion fine-tune \| [\d.]+ \|",
                                  r"final model / constant baseline: lip vs constant [\d.]+",
                                  r"\| baseline: constant \| real \(unseen\) \| [\d.]+ \|",

@@ -147,18 +147,17 @@ def _read_csv(path: Path) -> list[dict]:
 @pytest.mark.ray
 @pytest.mark.slow
 def test_evaluate_end_to_end_trained_registered_model_nightly(corpus, tmp_path):
-    """Train a tiny model (20 pretraining steps, registered in MLflow), then ``python pipelines/evaluate.py`` on
-    ``models:/avface/latest`` with nightly comparison, on shards and on a Multiface copy missing one frame's mesh."""
+    """Train a tiny model (20 pretraining steps in this process, registered in MLflow), then
+    ``python pipelines/evaluate.py`` on ``models:/avface/latest`` with nightly comparison, on shards and on a
+    Multiface copy missing one frame's mesh."""
     from avface.train.trainer import run_training
 
     train_out = tmp_path / "train"
     trained = run_training({"data": {"shards": str(corpus["shards"]), "batch_windows": 2, "windows_per_speaker": 2,
                                      "val_windows": 2, "val_occluded_windows": 0},
                             "stage": "pretrain", "stages": {"pretrain": {"steps": 20, "val_every": 0}},
-                            "out": str(train_out), "num_cpus": 2, "progress": False})
-    import ray
-
-    ray.shutdown()  # run_training's local Ray; the evaluation starts its own
+                            "out": str(train_out), "progress": False,
+                            "use_ray": False})  # Ray Train itself: tests/test_train_pipeline.py
     assert trained["registered"] == "models:/avface/1"
     uri = trained["tracking_uri"]
     mf = tmp_path / "multiface"
