@@ -147,8 +147,9 @@ def test_a_killed_training_worker_resumes_from_its_last_checkpoint(train_shards,
 
 def test_training_lowers_the_held_out_3d_error_below_the_mean_face(train_shards, tmp_path):
     out = tmp_path / "run"
+    # in this process (use_ray=false): learning is what is tested here, Ray Train in the tests above
     _train(train_shards, out, "stage=pretrain", "stages.pretrain.steps=60", "stages.pretrain.val_every=20",
-           "stages.pretrain.report_every=10", "data.val_windows=16", timeout=900)
+           "stages.pretrain.report_every=10", "data.val_windows=16", "use_ray=false", timeout=900)
     metrics = json.loads((out / "avface" / "pretrain" / "final.json").read_text())["metrics"]
     assert metrics["val/v3d_mm"] < metrics["val/mean_face/v3d_mm"], metrics
     assert metrics["val/expression_mm"] < metrics["val/constant/expression_mm"], metrics
