@@ -76,8 +76,10 @@ def compare_url(base: str, experiment_id: str, run_ids: list[str]) -> str:
 def compare_view(base: str, experiment_id: str, runs: dict[str, str], path: str | Path,
                  size: tuple[int, int] = (1400, 900), timeout: float = 180.0) -> tuple[Path, bool]:
     """A headless-Chromium PNG of the compare view of ``runs`` (run id -> run name), taken once the UI (a JS app
-    fetching its data) shows every run's name, or at ``timeout``; returns the file and whether it showed them."""
+    fetching its data) shows every run's name and has drawn its parallel-coordinates chart (plotly), or at
+    ``timeout``; returns the file and whether it showed them."""
     names = json.dumps(sorted(runs.values()))
     ready = (f"document.body !== null && document.body.innerText.includes('Comparing') && "
-             f"{names}.every(n => document.body.innerText.includes(n))")
+             f"{names}.every(n => document.body.innerText.includes(n)) && "
+             f"document.querySelector('.js-plotly-plot') !== null")
     return screenshot(compare_url(base, experiment_id, list(runs)), path, size=size, ready=ready, timeout=timeout)
