@@ -38,6 +38,7 @@ LAYERS: dict[str, int] = {
     "avface.landmarks": 1,
     "avface.models": 1,
     "avface.viz": 1,
+    "avface.fitting": 1,  # the face model fitted to 2D landmarks (reconstruction's test-time fit, pseudo-GT)
     # 2: corpora and shards
     "avface.data": 2,
     "avface.synth": 2,

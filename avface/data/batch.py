@@ -8,7 +8,7 @@ The fields and their shapes are documented once, in :class:`Batch` and :class:`P
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -16,7 +16,20 @@ import torch.nn.functional as F
 
 from avface.models.inputs import PARAM_NAMES, Batch, ParamTargets
 
-__all__ = ["Batch", "ParamTargets", "PARAM_NAMES", "samples_to_batch"]
+__all__ = ["Batch", "ParamTargets", "PARAM_NAMES", "TARGET_SOURCES", "TargetSource", "MissingFitError",
+           "samples_to_batch", "fitted_targets"]
+
+#: where ``Batch.targets`` come from: ``exact`` the synthetic corpus's ground truth (``gt``), ``fitted`` the
+#: pseudo-ground truth of preprocessing's ``fit.enabled`` (``fit``)
+TargetSource = Literal["exact", "fitted"]
+TARGET_SOURCES: tuple[str, ...] = ("exact", "fitted")
+
+#: how to make the fitted parameters (named in the errors)
+FIT_OPTION = "preprocess with fit.enabled=true (pipelines/preprocess.py fit.enabled=true)"
+
+
+class MissingFitError(ValueError):
+    """A sample without the fitted pseudo-ground truth (``fit_params.npy``) where it was asked for."""
 
 
 def _resize(x: torch.Tensor, size: int, mode: str) -> torch.Tensor:
@@ -51,8 +64,32 @@ def _targets(samples: list[dict[str, Any]]) -> ParamTargets | None:
     return ParamTargets(**values)  # type: ignore[arg-type]
 
 
+def fitted_targets(samples: list[dict[str, Any]], max_residual: float = float("inf")) -> ParamTargets:
+    """ParamTargets from the samples' fitted pseudo-ground truth (``fit``, ``fit_valid``, ``fit_residual``):
+    shape, expression, jaw, global pose and camera as fitted, neck and eye pose zero (the fit has none), no
+    albedo, light or lip detail; ``valid (B,T)`` = fitted and residual <= ``max_residual``. Never reads ``gt``."""
+    for s in samples:
+        if "fit" not in s:
+            raise MissingFitError(f"sample {s.get('key') or s['meta'].get('key')} has no fitted pseudo-ground truth "
+                                  f"(fit_params.npy): {FIT_OPTION}")
+
+    def stack(name: str) -> torch.Tensor:
+        try:
+            return torch.from_numpy(np.stack([np.asarray(s["fit"][name], np.float32) for s in samples]))
+        except ValueError as e:
+            raise ValueError(f"fitted {name!r} differs in shape across samples") from e
+
+    groups = {name: stack(name) for name in ("shape", "expression", "jaw", "global_pose", "cam")}
+    b, t = groups["cam"].shape[:2]
+    valid = torch.from_numpy(np.stack([np.asarray(s["fit_valid"], bool) for s in samples]))
+    residual = torch.from_numpy(np.stack([np.asarray(s["fit_residual"], np.float32) for s in samples]))
+    valid = valid & torch.isfinite(residual) & (residual <= max_residual)
+    return ParamTargets(**groups, neck_pose=torch.zeros(b, t, 3), eye_pose=torch.zeros(b, t, 6), valid=valid)
+
+
 def samples_to_batch(samples: list[dict[str, Any]], image_size: int | None = None,
-                     clean: list[dict[str, Any]] | None = None) -> Batch:
+                     clean: list[dict[str, Any]] | None = None, targets: TargetSource = "exact",
+                     fit_max_residual: float = float("inf")) -> Batch:
     """Stack decoded samples into a :class:`Batch` (fields, shapes and validity rules: see :class:`Batch`).
 
     Args:
@@ -60,9 +97,14 @@ def samples_to_batch(samples: list[dict[str, Any]], image_size: int | None = Non
         image_size: the model's input side S; None keeps the samples' resolution (square frames).
         clean: per sample, the same window without the synthetic occluder (an occluded copy's clean twin, a
             clean sample itself): ``Batch.clean_images``. None: no clean images.
+        targets: ``exact``: ``Batch.targets`` from the ground truth (None unless every sample has it);
+            ``fitted``: from the fitted pseudo-ground truth (:func:`fitted_targets`, frames with a residual above
+            ``fit_max_residual`` masked; :class:`MissingFitError` for a sample without it).
     """
     if not samples:
         raise ValueError("samples_to_batch needs at least one sample")
+    if targets not in TARGET_SOURCES:
+        raise ValueError(f"targets must be one of {TARGET_SOURCES}, got {targets!r}")
     t, h, w, _ = samples[0]["frames"].shape
     for s in samples:
         if s["frames"].shape != (t, h, w, 3):
@@ -124,7 +166,7 @@ def samples_to_batch(samples: list[dict[str, Any]], image_size: int | None = Non
         occlusion_mask=occlusion,
         occluded=torch.tensor([bool(s["meta"].get("occluded", False)) for s in samples]),
         clean_images=clean_images,
-        targets=_targets(samples),
+        targets=fitted_targets(samples, fit_max_residual) if targets == "fitted" else _targets(samples),
         keys=[str(s.get("key") or s["meta"].get("key")) for s in samples],
         points=points,
         points_valid=points_valid,

@@ -21,6 +21,9 @@ shard records it and moves on):
                With ``landmarks.store_points`` (default) the detector's full point set is stored too
                (``detector_points``), for synthetic clips as well (run on the rendered frames: the model's
                landmark input sees what inference's detector sees, the sidecar's exact points stay the targets)
+``fit``        optional (``fit.enabled``): pseudo-ground-truth parameters, the mean face fitted to the window's
+               stored landmarks (:mod:`avface.data.fit`; never from the exact ground truth), with each frame's
+               residual; frames without landmarks are not fitted
 ``normals``    optional pseudo-GT normals (sidecar / renderer for synthetic clips, teacher network otherwise)
 ``occlusion``  the planned windows also get an occluded copy (occlusion_synth) with its mask (and, with
                ``store_points``, the detector's points found on the occluded frames)
@@ -90,6 +93,7 @@ class ClipResources:
 
     detector: Any = None
     teacher: Any = None
+    fitter: Any = None  # avface.data.fit.LandmarkFitter with fit.enabled
 
     @classmethod
     def create(cls, cfg: PreprocessConfig) -> ClipResources:
@@ -103,7 +107,12 @@ class ClipResources:
                                         batch_size=cfg.normals.batch_size)
         elif cfg.normals.source == "teacher":
             raise ValueError("normals.source=teacher needs normals.checkpoint=/path/to/normals_net.pth")
-        return cls(detector, teacher)
+        fitter = None
+        if cfg.fit.enabled:
+            from avface.data.fit import LandmarkFitter  # torch and the face model: only for fit.enabled
+
+            fitter = LandmarkFitter(cfg.fit)
+        return cls(detector, teacher, fitter)
 
     def close(self) -> None:
         """Release per-task objects; the process-wide detector stays (see
@@ -177,6 +186,8 @@ def process_clip(row: dict[str, Any], cfg: PreprocessConfig, out_split: str, occ
         "txt_reference": row.get("txt_reference"), "txt_offset": row.get("txt_offset"),
         "txt_conf": row.get("txt_conf"),
     }
+    if resources.fitter is not None:
+        base_meta["fit_landmark_source"] = landmark_source  # what the pseudo-ground truth was fitted to
     for start, raw in window_frames(video, s.window, v.decode_threads):
         src_idx = video.indices[start:start + s.window]
         filled = src_idx >= video.decoded  # copies of the last decoded frame (truncated file): no landmarks
@@ -190,6 +201,7 @@ def process_clip(row: dict[str, Any], cfg: PreprocessConfig, out_split: str, occ
         occ_mask = window_occlusion_mask(gt, src_idx, size, crop_box)
         normals = _normals(normals_source, gt, src_idx, frames, size, crop_box, resources)
         targets = window_targets(gt, src_idx, crop_box, (th, tw)) if cfg.data.carry_ground_truth else None
+        fit = window_fit(lm_out, valid, size, resources.fitter) if resources.fitter is not None else None
         meta = {**base_meta, "decoder": "pyav", "start": int(start), "source_indices": src_idx.tolist(),
                 "source_size": [tw, th],
                 "occluded": False, "crop_boxes": crop_box}
@@ -200,11 +212,11 @@ def process_clip(row: dict[str, Any], cfg: PreprocessConfig, out_split: str, occ
         key = sample_key(out_split, row["identity"], row["ytid"], row["utterance"], start)
         samples.append(encode_sample(key, frames, feats[start:start + s.window], lm_out, valid, meta, normals=normals,
                                      occlusion_mask=occ_mask, frames_format=v.frames_format,
-                                     jpeg_quality=v.jpeg_quality, gt=targets, **(points or {})))
+                                     jpeg_quality=v.jpeg_quality, gt=targets, fit=fit, **(points or {})))
         if start in occluded_starts:
             occ_samples.append(_occluded(out_split, row, start, frames, feats[start:start + s.window], lm_out, valid,
                                          meta, normals, cfg, targets,
-                                         resources.detector if points is not None else None))
+                                         resources.detector if points is not None else None, fit))
     del video
     return samples + occ_samples
 
@@ -360,6 +372,20 @@ def window_frames(video: OpenVideo, window: int, threads: int | None = None) -> 
             held = {j: f for j, f in held.items() if j >= first}
 
 
+def window_fit(landmarks: np.ndarray, valid: np.ndarray, size: int, fitter: Any) -> dict[str, Any]:
+    """``fit``: the pseudo-ground truth of one window from its stored landmarks ``(T, 68, 2)`` (pixels of the
+    ``size`` x ``size`` frames) and ``valid (T,)``, packed for ``encode_sample(fit=...)``."""
+    from avface.data.fit import pack_fit_params  # torch: only for fit.enabled
+
+    with stage("fit"):
+        result = fitter(landmarks, valid, size)
+        params, layout = pack_fit_params(result.params)
+        if not np.all(np.isfinite(params[result.valid])):
+            raise ValueError("the fit gave non-finite parameters")
+    return {"params": params, "layout": layout, "valid": result.valid, "residual": result.residual,
+            "summary": result.summary()}
+
+
 def window_detection(raw: np.ndarray, detector: Any) -> DetectedPoints:
     """The detector on one window's source frames ``(T, H, W, 3)``: its 68 landmarks and full point set, source
     pixels."""
@@ -443,7 +469,7 @@ def window_occlusion_mask(gt: dict[str, np.ndarray], src_idx: np.ndarray, size: 
 
 
 def _occluded(out_split, row, start, frames, feats, lm, valid, meta, normals, cfg, targets=None,
-              detector=None) -> dict[str, Any]:
+              detector=None, fit=None) -> dict[str, Any]:
     key = sample_key(out_split, row["identity"], row["ytid"], row["utterance"], start, occluded=True)
     seed = stable_seed(cfg.occlusion.seed, key)
     t, h, w, _ = frames.shape
@@ -466,7 +492,7 @@ def _occluded(out_split, row, start, frames, feats, lm, valid, meta, normals, cf
         points = stored_points(detection, np.zeros(t, bool), None, (h, w), w)
     return encode_sample(key, res.frames, feats, lm, valid, occ_meta, normals=normals, occlusion_mask=res.masks,
                          frames_format=cfg.video.frames_format, jpeg_quality=cfg.video.jpeg_quality, gt=targets,
-                         **(points or {}))
+                         fit=fit, **(points or {}))
 
 
 def _normals_source(cfg: PreprocessConfig, gt: dict, resources: ClipResources) -> str | None:

@@ -88,6 +88,30 @@ class OcclusionConfig:
 
 
 @dataclass
+class FitConfig:
+    """Pseudo-ground truth (``fit.enabled``): the face model fitted to each window's landmarks with no network (the
+    mean face's closed-form pose and camera, then L-BFGS with priors towards the mean face; the test-time fit's
+    code, :mod:`avface.fitting.landmarks`), written as ``fit_params`` beside (never instead of) any exact ground
+    truth. What ``pretrain`` trains on with ``target=fitted`` when a corpus has no exact parameters."""
+
+    enabled: bool = False
+    # weights of avface.fitting.landmarks.RefineConfig for a start with no network behind it: priors towards the
+    # mean face stronger on the expression (10x) and shape (1x) than the test-time fit's towards a network (weaker
+    # ones let the 68 points pull coefficients they barely see: worse 3D, lip and expression errors, with exact
+    # points and the detector's alike), a weaker smoothness (it slows the convergence from the mean face) and more
+    # iterations (measured in docs/research/2026-12-07-pseudo-ground-truth.md)
+    iterations: int = 60  # L-BFGS iterations per window
+    max_eval: int = 180  # bound on the evaluations of the loss per window
+    sigma: float = 0.01  # pseudo-Huber scale of a landmark residual (stored frames' NDC)
+    w_expression: float = 1e-1  # prior towards the mean face's expression (zero), per coefficient
+    w_jaw: float = 1e-3  # prior towards a closed jaw (rad^2)
+    w_shape: float = 1e-2  # prior towards the mean shape (zero), per coefficient
+    w_smooth: float = 0.1  # squared landmark acceleration against the data term
+    face_model: str | None = None  # the face model fitted (training's): None the starter model, FLAME .pkl / .npz
+    landmark_embedding: str | None = None  # FLAME: DECA's landmark_embedding.npy
+
+
+@dataclass
 class ShardConfig:
     window: int = 16  # frames per sample
     stride: int = 16  # frames between window starts (16 = non-overlapping)
@@ -114,6 +138,7 @@ class PreprocessConfig:
     landmarks: LandmarksConfig = field(default_factory=LandmarksConfig)
     normals: NormalsConfig = field(default_factory=NormalsConfig)
     occlusion: OcclusionConfig = field(default_factory=OcclusionConfig)
+    fit: FitConfig = field(default_factory=FitConfig)
     shards: ShardConfig = field(default_factory=ShardConfig)
     ray: RayConfig = field(default_factory=RayConfig)
     seed: int = 0

@@ -28,6 +28,14 @@ Fields (file name in the tar = ``<key>.<field>``; never pickle):
                        per frame, optionally ``lip_detail`` (C) per frame, and the clip constants ``albedo`` and
                        ``light`` (9 x 3 SH) repeated per frame;
                        decoded to ``gt``: dict name -> ``(T, k)`` (``albedo (NA,)``, ``light (9, 3)``)
+``fit_params.npy``     optional (preprocessing with ``fit.enabled``): ``(T, D)`` f32 pseudo-ground truth, the face
+                       model fitted to the window's landmarks (:mod:`avface.data.fit`), columns by
+                       ``meta["fit_layout"]``: ``shape``, ``expression``, ``jaw``, ``global_pose``, ``cam`` (stored
+                       frames' NDC); decoded to ``fit``: dict name -> ``(T, k)``. Never read from nor written into
+                       ``gt_params.npy``; ``meta["fit"]``: the window's mean ``residual`` and fitted ``frames``
+``fit_valid.npy``      with ``fit_params.npy``: ``(T,)`` bool, the frame was fitted (it had landmarks)
+``fit_residual.npy``   with ``fit_params.npy``: ``(T,)`` f32, NME of the fitted 68 points against the landmarks
+                       (inter-ocular fraction; NaN where not fitted): the fit's quality
 ``occlusion_mask.png`` optional (``_occ`` samples and synthetic clips with a mask): vertical PNG strip ``(T*H, W)``
                        u8, 255 = occluded; decoded to ``(T, H, W)`` u8
 ``meta.json``          dict: key, clip_id, split, identity, ytid, utterance, start, num_frames, fps, height, width,
@@ -53,11 +61,14 @@ import numpy as np
 from avface.utils.jsonable import json_default
 
 __all__ = ["sample_key", "sanitize", "encode_sample", "decode_sample", "pack_gt_params", "unpack_gt_params", "FIELDS",
-           "GT_FRAME_PARAMS", "GT_OPTIONAL_FRAME_PARAMS", "GT_CLIP_PARAMS"]
+           "GT_FRAME_PARAMS", "GT_OPTIONAL_FRAME_PARAMS", "GT_CLIP_PARAMS", "FIT_FIELDS"]
 
 FIELDS = ("frames.jpg", "frames.npy", "audio_features.npy", "landmarks.npy", "landmarks_valid.npy",
           "detector_points.npy", "detector_valid.npy", "normals.png", "occlusion_mask.png", "gt_params.npy",
-          "meta.json")
+          "fit_params.npy", "fit_valid.npy", "fit_residual.npy", "meta.json")
+
+#: the pseudo-ground-truth fields (``fit.enabled``): all three or none
+FIT_FIELDS = ("fit_params.npy", "fit_valid.npy", "fit_residual.npy")
 
 #: Per-frame ground-truth parameter groups of ``gt_params.npy`` (in column order), then the optional per-frame
 #: groups (``lip_detail``: FaceModel lip-detail coefficients, clips synthesised with ``face.lip_detail_mm > 0``),
@@ -136,9 +147,12 @@ def encode_sample(
     detector_points: np.ndarray | None = None,
     detector_valid: np.ndarray | None = None,
     point_set: str | None = None,
+    fit: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Sample dict for a tar writer: ``{"__key__": key, "<field>": bytes}`` (see the module docstring);
-    ``detector_points (T,P,3)`` with ``detector_valid (T,)`` and their ``point_set`` name, or none of the three."""
+    ``detector_points (T,P,3)`` with ``detector_valid (T,)`` and their ``point_set`` name, or none of the three;
+    ``fit``: the pseudo-ground truth, ``{"params": (T, D) f32, "layout": {name: [a, b]}, "valid": (T,) bool,
+    "residual": (T,) f32, "summary": dict}`` (:class:`avface.data.fit.WindowFit`, packed)."""
     if "." in key or "/" in key:
         raise ValueError(f"sample key must not contain dots or slashes: {key!r}")
     t, h, w, _ = frames.shape
@@ -173,6 +187,15 @@ def encode_sample(
         if m.dtype != np.uint8:
             m = np.clip(np.round(m.astype(np.float32) * 255.0), 0, 255).astype(np.uint8)
         s["occlusion_mask.png"] = _imencode(".png", _strip(m), [cv2.IMWRITE_PNG_COMPRESSION, 3])
+    if fit is not None:
+        fp = np.asarray(fit["params"], np.float32)
+        if fp.ndim != 2 or fp.shape[0] != t:
+            raise ValueError(f"fit params must be ({t}, D), got {fp.shape}")
+        s["fit_params.npy"] = _npy(fp)
+        s["fit_valid.npy"] = _npy(np.asarray(fit["valid"], bool).reshape(t))
+        s["fit_residual.npy"] = _npy(np.asarray(fit["residual"], np.float32).reshape(t))
+        meta["fit_layout"] = fit["layout"]
+        meta["fit"] = fit.get("summary", {})
     if gt is not None:
         params, layout = pack_gt_params(gt, t)
         s["gt_params.npy"] = _npy(params)
@@ -243,7 +266,9 @@ def decode_sample(sample: dict[str, Any]) -> dict[str, Any]:
     """Arrays of one sample: ``frames (T,H,W,3) u8``, ``audio_features (T,16,F) f32``, ``landmarks (T,68,2) f32``,
     ``landmarks_valid (T,) bool``, optional ``detector_points (T,P,3) f32`` with ``detector_valid (T,) bool``
     (their set: ``meta["detector_points"]``), optional ``normals (T,H,W,3) f32`` and ``occlusion_mask (T,H,W) u8``,
-    optional ``gt`` (dict of ground-truth parameters, see ``gt_params.npy``), ``meta`` (dict) and ``key``."""
+    optional ``gt`` (dict of ground-truth parameters, see ``gt_params.npy``), optional ``fit`` (dict of fitted
+    pseudo-ground-truth parameters) with ``fit_valid (T,) bool`` and ``fit_residual (T,) f32``, ``meta`` (dict) and
+    ``key``."""
     meta_v = _field(sample, "meta.json")
     if meta_v is None:
         raise KeyError(f"sample has no meta.json: fields {sorted(sample)}")
@@ -274,4 +299,12 @@ def decode_sample(sample: dict[str, Any]) -> dict[str, Any]:
             raise KeyError(f"sample {out['key']} has gt_params.npy but no meta.gt_layout")
         out["gt"] = unpack_gt_params(_load_npy(sample["gt_params.npy"]).astype(np.float32, copy=False),
                                      meta["gt_layout"])
+    if _field(sample, "fit_params.npy") is not None:
+        if "fit_layout" not in meta or any(_field(sample, f) is None for f in FIT_FIELDS):
+            raise KeyError(f"sample {out['key']} has fit_params.npy but not all of {list(FIT_FIELDS)} and "
+                           "meta.fit_layout")
+        out["fit"] = unpack_gt_params(_load_npy(sample["fit_params.npy"]).astype(np.float32, copy=False),
+                                      meta["fit_layout"])
+        out["fit_valid"] = _load_npy(sample["fit_valid.npy"]).astype(bool, copy=False)
+        out["fit_residual"] = _load_npy(sample["fit_residual.npy"]).astype(np.float32, copy=False)
     return out

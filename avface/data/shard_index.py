@@ -21,7 +21,8 @@ import pandas as pd
 from avface.data.batch import Batch, samples_to_batch
 from avface.data.sample import GT_CLIP_PARAMS, decode_sample, unpack_gt_params
 
-__all__ = ["ShardIndex", "identity_of", "data_summary", "audio_statistics", "target_statistics"]
+__all__ = ["ShardIndex", "identity_of", "data_summary", "audio_statistics", "target_statistics",
+           "fit_statistics"]
 
 
 def identity_of(clip_id: str) -> str:
@@ -151,10 +152,13 @@ def data_summary(index: ShardIndex, probe: int = 64) -> dict[str, Any]:
     normals / ground-truth parameters (and of which face model), speakers and windows, and how the windows were made
     (``fps``, ``window`` frames, ``audio_window`` feature rows per frame, ``crop`` rule and ``crop_scale``, None
     where shards written before it was recorded do not say; a landmark crop is then known from its boxes), and
-    ``detector_points``, the detector's point set the windows store (None: none, e.g. shards written before it)."""
+    ``detector_points``, the detector's point set the windows store (None: none, e.g. shards written before it);
+    ``has_fit``: they carry fitted pseudo-ground truth (``fit.enabled``), else ``without_fit`` names the shard and
+    sample of the first probed window without it."""
     t = index.table
     rows = index.spread(probe)
     kinds, dims, normals, gt, fm, sizes = set(), set(), [], [], set(), set()
+    without_fit: list[str] = []  # "<shard>: <key>" of the probed windows without fitted pseudo-ground truth
     made: dict[str, set] = {"fps": set(), "window": set(), "audio_window": set(), "crop": set(), "crop_scale": set(),
                             "detector_points": set()}
     for r in rows:
@@ -164,6 +168,8 @@ def data_summary(index: ShardIndex, probe: int = 64) -> dict[str, Any]:
         dims.add(int(s["audio_features"].shape[-1]))
         normals.append("normals" in s)
         gt.append("gt" in s)
+        if "fit" not in s:
+            without_fit.append(f"{index.root / t.iloc[int(r)]['shard']}: sample {s['key']}")
         fm.add(meta.get("gt_face_model"))
         sizes.add(int(s["frames"].shape[1]))
         made["fps"].add(float(meta["fps"]))
@@ -178,7 +184,9 @@ def data_summary(index: ShardIndex, probe: int = 64) -> dict[str, Any]:
     if mixed:
         raise ValueError(f"{index.root}: shards mix how their windows were made: {mixed}")
     return {"audio_kind": kinds.pop(), "audio_dim": dims.pop(), "has_normals": all(normals),
-            "has_targets": all(gt), "gt_face_model": sorted(map(str, fm - {None})), "image_sizes": sorted(sizes),
+            "has_targets": all(gt), "has_fit": not without_fit,
+            "without_fit": without_fit[0] if without_fit else None, "gt_face_model": sorted(map(str, fm - {None})),
+            "image_sizes": sorted(sizes),
             "windows": int((~t["occluded"]).sum()), "occluded_windows": int(t["occluded"].sum()),
             "speakers": int(t["identity"].nunique()), **{k: v.pop() for k, v in made.items()}}
 
@@ -226,5 +234,35 @@ def target_statistics(index: ShardIndex, max_samples: int = 2000, seed: int = 0)
     out = {}
     for k, vs in acc.items():
         a = np.concatenate(vs).astype(np.float64)
+        out[k] = {"mean": a.mean(0).tolist(), "std": a.std(0).tolist()}
+    return out
+
+
+def fit_statistics(index: ShardIndex, max_residual: float = float("inf"), max_samples: int = 2000,
+                   seed: int = 0) -> dict[str, dict[str, list]]:
+    """:func:`target_statistics` of the fitted pseudo-ground truth (``fit.enabled``): per-coefficient mean and std
+    of the fitted parameters over the fitted frames whose residual is at most ``max_residual``, of (up to
+    ``max_samples``) clean windows; reads only the fit's members. A window without them is an error naming its
+    shard and sample."""
+    t = index.table
+    acc: dict[str, list[np.ndarray]] = {}
+    for r in _clean_sample_rows(index, max_samples, seed):
+        raw = index._raw(int(r), ("meta.json", "fit_params.npy", "fit_valid.npy", "fit_residual.npy"))
+        if "fit_params.npy" not in raw:
+            raise ValueError(f"{index.root / t.iloc[int(r)]['shard']}: sample {raw['__key__']} has no fitted "
+                             "pseudo-ground truth (fit_params.npy): preprocess with fit.enabled=true")
+        meta = json.loads(raw["meta.json"])
+        fit = unpack_gt_params(np.load(io.BytesIO(raw["fit_params.npy"]), allow_pickle=False), meta["fit_layout"])
+        valid = np.load(io.BytesIO(raw["fit_valid.npy"]), allow_pickle=False).astype(bool)
+        residual = np.load(io.BytesIO(raw["fit_residual.npy"]), allow_pickle=False)
+        keep = valid & np.isfinite(residual) & (residual <= max_residual)
+        for k, v in fit.items():
+            acc.setdefault(k, []).append(v.reshape(v.shape[0], -1)[keep])
+    out = {}
+    for k, vs in acc.items():
+        a = np.concatenate(vs).astype(np.float64)
+        if len(a) < 2:
+            raise ValueError(f"{index.root}: fewer than 2 fitted frames with a residual <= {max_residual}: no "
+                             "statistics of the fitted parameters (raise stages.pretrain.fit_max_residual?)")
         out[k] = {"mean": a.mean(0).tolist(), "std": a.std(0).tolist()}
     return out

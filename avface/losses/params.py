@@ -6,12 +6,14 @@ from __future__ import annotations
 
 import torch
 
+from avface.losses.reduction import masked_mean
+
 __all__ = ["parameter_loss"]
 
 
 def parameter_loss(pred: dict[str, torch.Tensor], target: dict[str, torch.Tensor],
                    scale: dict[str, torch.Tensor | float], weights: dict[str, float] | None = None,
-                   eps: float = 1e-6) -> dict[str, torch.Tensor]:
+                   eps: float = 1e-6, mask: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
     """Per parameter group g: ``weights[g] * mean(((pred[g] - target[g]) / scale[g]) ** 2)``.
 
     Args:
@@ -22,6 +24,8 @@ def parameter_loss(pred: dict[str, torch.Tensor], target: dict[str, torch.Tensor
             group's trailing dims, e.g. ``(NS,)``) or one float; clamped at ``eps`` so a constant coefficient
             does not divide by zero.
         weights: per-group weights (default 1 for every group in ``target``).
+        mask: ``(B, T)`` frames that count (the targets' leading dims; fitted pseudo-ground truth: the frames fitted
+            well), None: all; a mean over the masked frames (0 with none).
     Returns:
         ``{group: weighted term}`` (scalars; no total: the caller sums). Each is a mean, so it does not change
         with the batch size.
@@ -40,5 +44,9 @@ def parameter_loss(pred: dict[str, torch.Tensor], target: dict[str, torch.Tensor
         if p.shape != tgt.shape:
             raise ValueError(f"parameter_loss: {name!r} predicted {tuple(p.shape)} vs target {tuple(tgt.shape)}")
         s = torch.as_tensor(scale[name], dtype=p.dtype, device=p.device).clamp_min(eps)
-        out[name] = w * ((p - tgt.to(p)) / s).square().mean()
+        err = ((p - tgt.to(p)) / s).square()
+        if mask is None:
+            out[name] = w * err.mean()
+        else:  # the mean over the coefficients, then over the frames that count
+            out[name] = w * masked_mean(err.reshape(*mask.shape, -1).mean(-1), mask)
     return out

@@ -36,6 +36,8 @@ class ParamTargets:
     Optional per frame: ``lip_detail (B,T,C)``, the lips' motion outside the expression space
     (``FaceModel(..., lip_detail=)``, :mod:`avface.face_model.lip_detail`), part of the true mesh.
     Per window: ``albedo (B,NA)`` and ``light (B,9,3)`` (SH coefficients), None when the samples lack them.
+    ``valid (B,T)`` bool: the frames whose targets supervise (fitted pseudo-ground truth: frames fitted, with a
+    landmark residual under the stage's threshold); None: every frame (exact ground truth).
     """
 
     shape: torch.Tensor
@@ -48,14 +50,16 @@ class ParamTargets:
     lip_detail: torch.Tensor | None = None
     albedo: torch.Tensor | None = None
     light: torch.Tensor | None = None
+    valid: torch.Tensor | None = None
 
     def to(self, device: torch.device | str, non_blocking: bool = False) -> ParamTargets:
         return dataclasses.replace(self, **{f.name: _move(getattr(self, f.name), device, non_blocking)
                                             for f in dataclasses.fields(self)})
 
     def as_dict(self) -> dict[str, torch.Tensor]:
-        """The present groups by name (absent albedo / light left out)."""
-        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if getattr(self, f.name) is not None}
+        """The present parameter groups by name (absent albedo / light left out; not the ``valid`` mask)."""
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)
+                if getattr(self, f.name) is not None and f.name != "valid"}
 
 
 @dataclass

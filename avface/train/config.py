@@ -3,7 +3,10 @@
 ``stage=all`` runs ``pretrain -> coarse -> lip -> detail -> occlusion``; each stage starts from the previous one's
 final model (``<out>/<name>/<stage>/final.pt``). ``pretrain`` is the open stand-in for DECA's pretrained encoder:
 the encoders regress the synthetic corpus's exact parameters (labelled ``pretrain (synthetic ground truth)``
-everywhere); it runs only on shards that carry them and is skipped when ``model.coarse.deca_checkpoint`` is set.
+everywhere), or with ``stages.pretrain.target=fitted`` the pseudo-ground truth that preprocessing fitted to each
+window's landmarks (``fit.enabled=true``; labelled ``pretrain (fitted pseudo-ground truth)``: a corpus of real
+video without DECA's weights); it runs only on shards that carry its targets and is skipped when
+``model.coarse.deca_checkpoint`` is set.
 The paper's stages (coarse, lip, detail, occlusion) train without any 3D supervision.
 """
 
@@ -13,6 +16,7 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from avface.data.batch import TargetSource
 from avface.face_model import FaceModel, load_face_model
 from avface.face_model.albedo import with_uv_albedo
 from avface.models.config import AVFaceConfig
@@ -20,7 +24,8 @@ from avface.models.stages import TRAINING_ORDER, Stage, StageName
 from avface.trained.checkpoints import DEFAULT_REGISTERED_MODEL, DEFAULT_TRAINING_OUT
 from avface.utils.config import dataclass_from_dict, plain, store_config
 
-__all__ = ["StageChoice", "StageConfig", "TrainDataConfig", "ScalingSettings", "TrackingConfig", "TrainConfig",
+__all__ = ["StageChoice", "StageConfig", "PRETRAIN_LABELS", "stage_label",
+           "TrainDataConfig", "ScalingSettings", "TrackingConfig", "TrainConfig",
            "default_stages", "register_configs"]
 
 #: ``TrainConfig.stage``: "all" (``TRAINING_ORDER``) or one stage (avface.models.stages.StageName)
@@ -51,6 +56,12 @@ class StageConfig:
     # rig's); the free ones are scored by the vertex terms alone. Their ground truth is the generator's small noise
     # (std 0.015-0.08, 0.02-0.07 mm at the lips), and the lips' detail needs them far outside it (models README)
     named_expression_only: bool = False
+    # pretrain only: what the parameters are regressed to: `exact` the synthetic corpus's ground truth (gt_params),
+    # `fitted` the pseudo-ground truth fitted by preprocessing (fit.enabled=true: fit_params, any corpus)
+    target: TargetSource = "exact"
+    # pretrain with target=fitted: frames whose fit left a landmark residual (NME, inter-ocular fraction) above this
+    # are not supervised (nor are frames without a fit)
+    fit_max_residual: float = 0.05
     # random zoom (1 +- augment_zoom) and shift (+- augment_shift, NDC) of each training window, every target moved
     # with it (avface.train.augment); 0 and 0: off
     augment_zoom: float = 0.1
@@ -77,6 +88,16 @@ class StageConfig:
     # only these networks' weights come from the init checkpoint / previous stage (None: all); the others start
     # fresh (with their own architecture: an ablation row's expression branch differs from the checkpoint's)
     init_networks: list[str] | None = None
+
+
+#: how each pretraining target is named in logs, MLflow (tag ``stage_label``) and the reports
+PRETRAIN_LABELS: dict[str, str] = {"exact": "pretrain (synthetic ground truth)",
+                                   "fitted": "pretrain (fitted pseudo-ground truth)"}
+
+
+def stage_label(stage: str, config: StageConfig) -> str:
+    """The stage's name in logs and reports: pretraining says what it regresses (:data:`PRETRAIN_LABELS`)."""
+    return PRETRAIN_LABELS[config.target] if Stage(stage) is Stage.PRETRAIN else str(stage)
 
 
 def default_stages() -> dict[str, StageConfig]:
@@ -176,6 +197,9 @@ class TrainConfig:
             if stages[name].get("clean_consistency", 0) > 0 and name != Stage.OCCLUSION:
                 # the term is part of the occlusion fine-tune's objective only (avface.train.objectives)
                 raise ValueError(f"stages.{name}.clean_consistency: only the occlusion stage has the clean-twin term")
+            if stages[name].get("target", "exact") != "exact" and name != Stage.PRETRAIN:
+                # the self-supervised stages regress no parameters
+                raise ValueError(f"stages.{name}.target: only the pretrain stage has parameter targets")
         d["stages"] = stages
         return dataclass_from_dict(cls, d)
 

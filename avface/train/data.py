@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from avface.data.batch import Batch, samples_to_batch
+from avface.data.batch import Batch, TargetSource, samples_to_batch
 from avface.data.shard_index import ShardIndex
 
 log = logging.getLogger(__name__)
@@ -95,12 +95,16 @@ class BatchStream(torch.utils.data.IterableDataset):
 
     ``epochs`` None streams forever (the training loop stops at its step budget). ``clean_twins``: each batch
     also carries every window's clean twin as ``Batch.clean_images`` (the occlusion fine-tune's teacher input).
+    ``targets``: ``Batch.targets`` from the exact ground truth or (``fitted``) the fitted pseudo-ground truth, frames
+    with a fit residual above ``fit_max_residual`` masked (:func:`avface.data.batch.samples_to_batch`).
     """
 
     def __init__(self, index: ShardIndex, rank: int, world: int, batch_windows: int, windows_per_speaker: int,
                  image_size: int, seed: int, occluded_ratio: float = 0.0, start_epoch: int = 0,
-                 start_step: int = 0, epochs: int | None = None, clean_twins: bool = False):
+                 start_step: int = 0, epochs: int | None = None, clean_twins: bool = False,
+                 targets: TargetSource = "exact", fit_max_residual: float = float("inf")):
         super().__init__()
+        self.targets, self.fit_max_residual = targets, fit_max_residual
         self.twins = index.clean_twins() if clean_twins else None
         self.index, self.rank, self.world = index, rank, world
         self.batch_windows, self.windows_per_speaker = batch_windows, windows_per_speaker
@@ -125,7 +129,8 @@ class BatchStream(torch.utils.data.IterableDataset):
                     if self.twins is not None:  # a clean window is its own twin: read once
                         clean = [s if self.twins[r] == r else self.index.read(int(self.twins[r]))
                                  for r, s in zip(rows, samples, strict=True)]
-                    yield epoch, step, samples_to_batch(samples, self.image_size, clean)
+                    yield epoch, step, samples_to_batch(samples, self.image_size, clean, self.targets,
+                                                        self.fit_max_residual)
                 counter += 1
             epoch, first = epoch + 1, 0
 

@@ -304,14 +304,16 @@ class StageData:
 
 def stage_data(cfg: TrainConfig, scfg: StageConfig, world: World, start: StartPoint) -> StageData:
     """Training batches from ``start`` (``occluded_ratio`` of them occluded; with their clean twins when the
-    stage has a clean-twin teacher) and, on rank 0, the validation batches."""
+    stage has a clean-twin teacher; pretraining's targets exact or fitted, ``StageConfig.target``) and, on rank 0,
+    the validation batches (always the exact ground truth, where the shards carry it)."""
     d = cfg.data
     splits = [d.train_split] + ([d.train_split + OCC_SUFFIX] if scfg.occluded_ratio > 0 else [])
     index = ShardIndex.build(d.shards, splits)
     stream = BatchStream(index, world.rank, world.size, d.batch_windows, d.windows_per_speaker,
                          cfg.model.image_size, cfg.seed, occluded_ratio=scfg.occluded_ratio,
                          start_epoch=start.epoch, start_step=start.step_in_epoch,
-                         clean_twins=scfg.clean_consistency > 0)
+                         clean_twins=scfg.clean_consistency > 0, targets=scfg.target,
+                         fit_max_residual=scfg.fit_max_residual)
     data = StageData(make_loader(stream, d.loader_workers))
     if world.rank == 0:
         data.val = _val_batches(ShardIndex.build(d.shards, [d.val_split]), d.val_windows, cfg.model.image_size)

@@ -31,6 +31,7 @@ from avface.losses import maps as M
 from avface.losses.geometry import uniform_laplacian_loss, vertex_distance_loss
 from avface.losses.landmarks import landmark_loss
 from avface.losses.params import parameter_loss
+from avface.losses.reduction import masked_mean
 from avface.metrics.ground_truth import flat_frames, ground_truth_vertices
 from avface.models.avface import AVFace
 from avface.models.inputs import Batch
@@ -254,7 +255,8 @@ def pretrain_losses(out, batch, scales: dict[str, torch.Tensor], face_model: Fac
     predicted identity + expression + jaw under the true pose, over all vertices and over ``lip_ids``; with
     ``landmark_weight`` DECA's weighted 2D landmark loss against the ground-truth landmarks. ``lip_vertex_weight``
     weighs the lip term; ``n_param_expression``: only the first that many expression coefficients in the parameter
-    term (None: all)."""
+    term (None: all). Targets with a ``valid`` mask (fitted pseudo-ground truth) supervise only those frames in the
+    parameter and vertex terms."""
     tg = batch.targets
     t = batch.window
     pred = {"shape": out.shape, "expression": out.expression, "jaw": out.jaw, "global_pose": out.global_pose,
@@ -274,7 +276,9 @@ def pretrain_losses(out, batch, scales: dict[str, torch.Tensor], face_model: Fac
         pred["expression"], target["expression"] = pred["expression"][..., :n], target["expression"][..., :n]
         scale["expression"] = scale["expression"][..., :n]
         weights = {"expression": 0.0} if n == 0 else None  # no coefficient left: the group is not scored
-    terms = parameter_loss(pred, {k: v.to(pred[k]) for k, v in target.items()}, scale, weights)
+    # fitted pseudo-ground truth: only the frames fitted well supervise (None: every frame, exact ground truth)
+    mask = tg.valid
+    terms = parameter_loss(pred, {k: v.to(pred[k]) for k, v in target.items()}, scale, weights, mask=mask)
     terms = {f"param_{k}": v for k, v in terms.items()}
     if landmark_weight > 0 and out.landmarks2d is not None:
         # the 2D reprojection that NME measures: pose and camera errors weighted by what they do to the image
@@ -289,8 +293,9 @@ def pretrain_losses(out, batch, scales: dict[str, torch.Tensor], face_model: Fac
         pred_v = ground_truth_vertices(face_model, tg, expression=flat_frames(out.expression), jaw=flat_frames(out.jaw),
                                        shape=flat_frames(out.shape))
         dist = (pred_v - gt_v).norm(dim=-1) * 1000.0  # (N, V) mm
-        terms["vertices_mm"] = dist.mean()
-        terms["lip_vertices_mm"] = lip_vertex_weight * dist[:, lip_ids].mean()
+        frames = None if mask is None else flat_frames(mask)[:, None]
+        terms["vertices_mm"] = masked_mean(dist, frames)
+        terms["lip_vertices_mm"] = lip_vertex_weight * masked_mean(dist[:, lip_ids], frames)
     terms["total"] = sum(terms.values())
     return terms
 

@@ -17,13 +17,15 @@ def make_training_shards(root: str | Path, dev_identities: int = 2, test_identit
                          clips_per_identity: int = 2, image_size: int = 64, occluded_windows: int = 8,
                          seed: int = 0, use_ray_for_synthesis: bool = False, num_cpus: int | None = None,
                          progress: bool = False, video: dict[str, Any] | None = None,
-                         use_ray: bool = True, style: str = "studio", source_size: int | None = None) -> dict[str, Any]:
+                         use_ray: bool = True, style: str = "studio", source_size: int | None = None,
+                         preprocess: dict[str, Any] | None = None) -> dict[str, Any]:
     """Synthesize a VoxCeleb2-layout corpus under ``root/corpus`` and preprocess it into ``root/shards``
     (``video.image_size=image_size``, ``normals.source=auto``, ``occluded_windows`` occluded train windows and
     half as many test ones; ``video``: more ``video.*`` settings, e.g. a landmark crop; ``use_ray=False``:
     preprocessing in this process, no Ray started; ``style``: the corpus's appearance, ``vox.style``;
     ``source_size``: the rendered clips' side when it differs from the shards' ``image_size`` (the landmark
-    detector runs on the source frames: a 64-px render gives it a face about 30 px wide). Returns
+    detector runs on the source frames: a 64-px render gives it a face about 30 px wide);
+    ``preprocess``: more preprocessing settings, section by section, e.g. ``{"fit": {"enabled": True}}``). Returns
     ``{"corpus", "shards", "synth", "preprocess"}`` (paths and summaries); re-running resumes both steps."""
     root = Path(root)
     synth = synthesize_corpus({
@@ -33,10 +35,14 @@ def make_training_shards(root: str | Path, dev_identities: int = 2, test_identit
                 "image_size": source_size or image_size, "style": style},
         "multiface": {"enabled": False}, **({"num_cpus": num_cpus} if num_cpus else {}),
     }, use_ray=use_ray_for_synthesis)
-    pre = run_preprocess(PreprocessConfig.from_dict({
+    settings: dict[str, Any] = {
         "data": {"root": str(root / "corpus" / "voxceleb2")}, "out": str(root / "shards"),
         "video": {"image_size": image_size, **(video or {})}, "normals": {"source": "auto"}, "progress": progress,
         "occlusion": {"windows": {"train": occluded_windows, "test": max(occluded_windows // 2, 1)}},
         "ray": {"num_cpus": num_cpus, "task_memory_mb": 400},
-    }), use_ray=use_ray)
+    }
+    for section, values in (preprocess or {}).items():
+        settings[section] = {**settings[section], **values} if isinstance(values, dict) and isinstance(
+            settings.get(section), dict) else values
+    pre = run_preprocess(PreprocessConfig.from_dict(settings), use_ray=use_ray)
     return {"corpus": root / "corpus", "shards": root / "shards", "synth": synth, "preprocess": pre}

@@ -18,11 +18,12 @@ from typing import Any
 import numpy as np
 import torch
 
-from avface.data.shard_index import ShardIndex, audio_statistics, data_summary, target_statistics
+from avface.data.batch import FIT_OPTION
+from avface.data.shard_index import ShardIndex, audio_statistics, data_summary, fit_statistics, target_statistics
 from avface.face_model import FaceModel
 from avface.landmarks.detector import POINT_SETS
 from avface.models.stages import STAGE_TABLE, Stage, furthest
-from avface.train.config import TrainConfig
+from avface.train.config import TrainConfig, stage_label
 from avface.train.data import OCC_SUFFIX
 from avface.train.loop import AUDIO_NETWORKS, LocalReporter, latest_local_checkpoint, run_stage, stage_worker
 from avface.trained.checkpoints import FINAL_FILE, check_compatible, read_checkpoint
@@ -49,17 +50,28 @@ def plan_stages(cfg: TrainConfig, summary: dict[str, Any], shards: Path) -> list
     before any training, with the preprocessing option that provides them)."""
     chain = cfg.chain()
     supervised = [s for s in chain if STAGE_TABLE[s].supervised]
-    if cfg.stage == "all" and supervised and (not summary["has_targets"] or cfg.model.coarse.deca_checkpoint):
-        why = "DECA's encoder is given" if cfg.model.coarse.deca_checkpoint else "the shards carry no ground truth"
-        for stage in supervised:
-            log.info("stage=all: skipping %s (synthetic ground truth) because %s", stage, why)
+
+    def has_targets(stage: Stage) -> bool:
+        return bool(summary["has_fit"] if cfg.stages[stage].target == "fitted" else summary["has_targets"])
+
+    for stage in supervised:
+        if cfg.stage == "all" and (not has_targets(stage) or cfg.model.coarse.deca_checkpoint):
+            why = ("DECA's encoder is given" if cfg.model.coarse.deca_checkpoint else
+                   "the shards carry no fitted pseudo-ground truth" if cfg.stages[stage].target == "fitted" else
+                   "the shards carry no ground truth")
+            log.info("stage=all: skipping %s because %s", stage_label(stage, cfg.stages[stage]), why)
             chain.remove(stage)
     for stage in chain:
         spec = STAGE_TABLE[stage]
-        if spec.supervised and not summary["has_targets"]:
+        if spec.supervised and cfg.stages[stage].target == "fitted" and not summary["has_fit"]:
+            raise ValueError(f"{stage_label(stage, cfg.stages[stage])} (stages.{stage}.target=fitted) needs the "
+                             f"fitted parameters (fit_params.npy), but {summary['without_fit']} has none: "
+                             f"{FIT_OPTION}, or train with stages.{stage}.target=exact on a corpus with ground truth")
+        if spec.supervised and cfg.stages[stage].target == "exact" and not summary["has_targets"]:
             raise ValueError(f"stage {stage} needs ground-truth parameters, but the shards in {shards} carry none: "
                              "it trains on the synthetic corpus (pipelines/synthesize.py, then preprocess with "
-                             "data.carry_ground_truth=true); for real data set model.coarse.deca_checkpoint instead")
+                             "data.carry_ground_truth=true); for real data set model.coarse.deca_checkpoint, or "
+                             f"stages.{stage}.target=fitted on shards preprocessed with fit.enabled=true")
         if spec.needs_normals and not summary["has_normals"]:
             raise ValueError(f"stage {stage} needs pseudo-ground-truth normals, but the shards in {shards} have "
                              "none: preprocess with normals.source=auto (the renderer's exact normals for synthetic "
@@ -103,6 +115,18 @@ class PreparedRun:
     chain: list[Stage]  # the stages to run, checked against the shards
     init_ck: dict[str, Any] | None  # the ``init`` checkpoint, read and checked
     input_contract: dict[str, Any]  # InputContract.to_dict(): how the shards' inputs were made
+    # statistics of the fitted pseudo-ground truth (pretraining with target=fitted: its parameter scales; None
+    # otherwise)
+    fit_stats: dict[str, Any] | None = None
+
+    def stage_statistics(self, stage: str) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
+        """(statistics of the stage's parameter scales, statistics of its validation baselines): the fitted
+        parameters' for pretraining on fitted targets (baselines from the exact ground truth where there is
+        one), else the ground truth's."""
+        if self.fit_stats is not None and Stage(stage) is Stage.PRETRAIN and \
+                self.cfg.stages[stage].target == "fitted":
+            return self.fit_stats, self.stats or self.fit_stats
+        return self.stats, self.stats
 
 
 def prepare_training(cfg: TrainConfig | dict[str, Any]) -> PreparedRun:
@@ -124,12 +148,16 @@ def prepare_training(cfg: TrainConfig | dict[str, Any]) -> PreparedRun:
     if cfg.model.landmark_input:
         _landmark_input_from_data(cfg, summary, shards)
     stats = target_statistics(index) if summary["has_targets"] else None
+    fit_stats = None
+    if any(STAGE_TABLE[st].supervised and cfg.stages[st].target == "fitted" for st in chain):
+        fit_stats = fit_statistics(index, cfg.stages[Stage.PRETRAIN].fit_max_residual)
     face_model = cfg.build_face_model()
     if stats is not None and summary["gt_face_model"] and summary["gt_face_model"] != [face_model.name]:
         raise ValueError(f"{shards}: ground truth made with face model {summary['gt_face_model']}, training with "
                          f"{face_model.name!r}: use the corpus's face model (face_model=...)")
     if cfg.cam_scale_from_data:
-        cfg.model.coarse.init_cam_scale = estimate_cam_scale(index, face_model, stats)
+        # pretraining on fitted targets reads nothing of the exact ground truth (a corpus treated as real)
+        cfg.model.coarse.init_cam_scale = estimate_cam_scale(index, face_model, fit_stats or stats)
         log.info("camera scale initialised from the data: %.3f", cfg.model.coarse.init_cam_scale)
     init_ck = read_checkpoint(cfg.init) if cfg.init else None  # read once: checked, statistics, furthest stage
     first = cfg.stages[chain[0]] if chain else None
@@ -153,7 +181,7 @@ def prepare_training(cfg: TrainConfig | dict[str, Any]) -> PreparedRun:
     # how the inputs were made, carried by every checkpoint (inference frames and times videos the same way)
     contract = contract_from_summary(summary, face_model=face_model, audio_mean=cfg.model.audio_mean,
                                      audio_std=cfg.model.audio_std, landmark_input=cfg.model.landmark_input)
-    return PreparedRun(cfg, summary, stats, chain, init_ck, contract.to_dict())
+    return PreparedRun(cfg, summary, stats, chain, init_ck, contract.to_dict(), fit_stats)
 
 
 def _landmark_input_from_data(cfg: TrainConfig, summary: dict[str, Any], shards: Path) -> None:
@@ -171,12 +199,15 @@ def _landmark_input_from_data(cfg: TrainConfig, summary: dict[str, Any], shards:
 
 def stage_payload(cfg: TrainConfig, stage: str, init: str | None, export: Path, model_stage: str,
                   stats: dict[str, Any] | None, audio_kind: str, tracking: dict[str, str] | None, *,
-                  input_contract: dict[str, Any]) -> dict[str, Any]:
+                  input_contract: dict[str, Any], scale_stats: dict[str, Any] | None = None) -> dict[str, Any]:
     """What one stage's workers get (plain data: ``avface.train.loop.run_stage``'s ``payload``);
-    ``input_contract`` (``PreparedRun.input_contract``) is written into every checkpoint."""
+    ``input_contract`` (``PreparedRun.input_contract``) is written into every checkpoint; ``stats`` the
+    statistics of the validation baselines, ``scale_stats`` those of the pretraining's parameter scales (None:
+    ``stats``; ``PreparedRun.stage_statistics`` gives both)."""
+    scale_stats = stats if scale_stats is None else scale_stats
     return {"config": cfg.to_dict(), "stage": str(stage), "init": init, "export": str(export),
             "model_stage": str(model_stage),
-            "scales": {k: v["std"] for k, v in stats.items()} if stats else None, "statistics": stats,
+            "scales": {k: v["std"] for k, v in scale_stats.items()} if scale_stats else None, "statistics": stats,
             "audio_kind": audio_kind, "input_contract": input_contract, "tracking": tracking}
 
 
@@ -189,8 +220,7 @@ def run_training(cfg: TrainConfig | dict[str, Any], start_ray: bool = True) -> d
 
     # 1. configuration and data ------------------------------------------------------------------------------
     prepared = prepare_training(cfg)
-    cfg, summary, stats, chain, init_ck = (prepared.cfg, prepared.summary, prepared.stats, prepared.chain,
-                                           prepared.init_ck)
+    cfg, summary, chain, init_ck = prepared.cfg, prepared.summary, prepared.chain, prepared.init_ck
     out = Path(cfg.out).resolve()
     run_dir = out / cfg.name
 
@@ -224,17 +254,21 @@ def run_training(cfg: TrainConfig | dict[str, Any], start_ray: bool = True) -> d
             results[stage] = json.loads(report.read_text())
             prev = str(export)
             continue
+        label = stage_label(stage, cfg.stages[stage])
         child, _ = find_or_create_run(uri, experiment, str(run_dir), f"{cfg.name}/{stage}", parent, stage)
+        MlflowClient(uri).set_tag(child, "stage_label", label)
         log_params(uri, child, flatten_params({"stage": stage, **dataclasses.asdict(cfg.stages[stage]),
                                                "init": prev or "", "model.coarse.init_cam_scale":
                                                    cfg.model.coarse.init_cam_scale}))
-        payload = stage_payload(cfg, stage, prev, export, deepest, stats, summary["audio_kind"],
-                                {"uri": uri, "run_id": child}, input_contract=prepared.input_contract)
+        scale_stats, base_stats = prepared.stage_statistics(stage)
+        payload = stage_payload(cfg, stage, prev, export, deepest, base_stats, summary["audio_kind"],
+                                {"uri": uri, "run_id": child}, input_contract=prepared.input_contract,
+                                scale_stats=scale_stats)
         if not cfg.use_ray:  # this process, no Ray: the same stage body, its checkpoints kept under scratch
             scratch = out / "ray" / f"{cfg.name}-{stage}" / "local"
             scratch.mkdir(parents=True, exist_ok=True)
             device = "cuda" if sc.use_gpu and torch.cuda.is_available() else "cpu"
-            log.info("stage %s: in this process (%s), %d steps", stage, device, cfg.stages[stage].steps)
+            log.info("stage %s: in this process (%s), %d steps", label, device, cfg.stages[stage].steps)
             run_stage(payload, reporter=LocalReporter(), device=device, resume=latest_local_checkpoint(scratch),
                       scratch=scratch)
         else:
@@ -245,11 +279,11 @@ def run_training(cfg: TrainConfig | dict[str, Any], start_ray: bool = True) -> d
                 run_config=RunConfig(name=f"{cfg.name}-{stage}", storage_path=str(out / "ray"),
                                      failure_config=FailureConfig(max_failures=sc.max_failures),
                                      checkpoint_config=CheckpointConfig(num_to_keep=2)))
-            log.info("stage %s: %d worker(s), %d steps", stage, sc.num_workers, cfg.stages[stage].steps)
+            log.info("stage %s: %d worker(s), %d steps", label, sc.num_workers, cfg.stages[stage].steps)
             trainer.fit()
         if not report.exists():
             raise RuntimeError(f"stage {stage} ended without exporting {export}")
-        results[stage] = json.loads(report.read_text())
+        results[stage] = {**json.loads(report.read_text()), "label": label}
         MlflowClient(uri).set_terminated(child)
         prev = str(export)
 
