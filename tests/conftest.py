@@ -57,12 +57,13 @@ def train_shards(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def tiny_checkpoint(train_shards, tmp_path_factory):
-    """A tiny model trained for 60 pretraining steps on ``train_shards`` (about a minute): ``final.pt``."""
+    """A tiny model trained for 60 pretraining steps on ``train_shards`` (about a minute): ``final.pt``. Trained in
+    this process (``use_ray=false``): the tests that use it are about the model, Ray Train has tests of its own."""
     from avface.train.trainer import run_training
 
     out = tmp_path_factory.mktemp("tiny_checkpoint")
     res = run_training({"data": {"shards": str(train_shards), "val_windows": 16, "val_occluded_windows": 0},
-                        "out": str(out), "stage": "pretrain", "num_cpus": 2, "progress": False,
+                        "out": str(out), "stage": "pretrain", "use_ray": False, "progress": False,
                         "tracking": {"registered_model": ""},
                         "stages": {"pretrain": {"steps": 60, "val_every": 20, "report_every": 10}}})
     return res["final"]

@@ -15,7 +15,7 @@ from avface.inference.reconstruct import ReconstructConfig
 from avface.metrics import vertex_errors
 from avface.trained.checkpoints import load_trained
 
-pytestmark = [pytest.mark.slow, pytest.mark.ray]
+pytestmark = [pytest.mark.slow]  # its model is trained in-process (conftest tiny_checkpoint)
 
 
 def test_held_out_clip_beats_the_constant_expression_baseline(train_shards, tiny_checkpoint):
