@@ -13,7 +13,7 @@ import torch
 
 from avface.data.batch import MissingFitError, fitted_targets, samples_to_batch
 from avface.data.clip import window_fit
-from avface.data.config import FitConfig
+from avface.data.config import FitConfig, PreprocessConfig
 from avface.data.fit import FIT_PARAMS, LandmarkFitter, pack_fit_params
 from avface.data.sample import decode_sample, encode_sample
 from avface.data.shard_index import ShardIndex, data_summary, fit_statistics
@@ -247,3 +247,13 @@ def test_fitted_pretraining_batches_and_scales_come_from_the_fit(fitted_shards, 
     s = index.read(row)
     torch.testing.assert_close(batch.targets.expression[0], torch.as_tensor(s["fit"]["expression"]))
     assert not torch.allclose(batch.targets.expression[0], torch.as_tensor(s["gt"]["expression"]))
+
+
+def test_fit_settings_change_the_shards_fingerprint_only_when_the_fit_is_on():
+    """Shards made before the fit existed (or with it off) are still the same config: a re-run resumes them."""
+    base = PreprocessConfig.from_dict({"out": "x"})
+    off_other = PreprocessConfig.from_dict({"out": "x", "fit": {"enabled": False, "iterations": 7}})
+    on = PreprocessConfig.from_dict({"out": "x", "fit": {"enabled": True}})
+    on_other = PreprocessConfig.from_dict({"out": "x", "fit": {"enabled": True, "iterations": 7}})
+    assert base.fingerprint() == off_other.fingerprint()
+    assert len({base.fingerprint(), on.fingerprint(), on_other.fingerprint()}) == 3

@@ -159,6 +159,8 @@ class PreprocessConfig:
         for k in ("ray", "out", "rediscover", "overwrite", "progress"):
             d.pop(k)
         d["landmarks"].pop("mediapipe_python")  # where the side venv lives, not what it computes
+        if not d["fit"]["enabled"]:  # the fit's settings change nothing when it is off: shards made before it stay
+            d.pop("fit")
         return hashlib.sha256(json.dumps(d, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
