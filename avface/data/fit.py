@@ -28,6 +28,7 @@ from avface.data.config import FitConfig
 from avface.face_model import FaceModel, load_face_model
 from avface.fitting.landmarks import FitParams, LandmarkRig, RefineConfig, fit_landmarks, landmark_rig
 from avface.metrics.landmarks import landmark_nme
+from avface.render.cameras import ndc_to_pixels, pixels_to_ndc
 
 __all__ = ["FIT_PARAMS", "WindowFit", "LandmarkFitter", "pack_fit_params"]
 
@@ -99,8 +100,8 @@ class LandmarkFitter:
         """``landmarks (T, 68, 2)`` pixels of the stored ``size`` x ``size`` frames, ``valid (T,)`` -> the window's
         :class:`WindowFit`."""
         valid = np.asarray(valid, bool) & np.all(np.isfinite(landmarks), axis=(1, 2))
-        target_np = np.where(valid[:, None, None], landmarks, 0.0).astype(np.float64) * (2.0 / size) - 1.0
-        target = torch.as_tensor(target_np, dtype=torch.float32)[None]
+        target = pixels_to_ndc(torch.as_tensor(np.where(valid[:, None, None], landmarks, 0.0), dtype=torch.float32),
+                               size)[None]
         t = target.shape[1]
         if not valid.any():
             params = {k: v[0].numpy() for k, v in vars(self.mean_face(target)).items()}
@@ -109,7 +110,7 @@ class LandmarkFitter:
                                            target[:, valid].mean(1, keepdim=True)))
         res = fit_landmarks(self.rig, start, target, torch.as_tensor(valid)[None], self.refine)
         ok = res.refined[0].numpy()
-        pred = (res.landmarks2d[0].numpy().astype(np.float64) + 1.0) * (size / 2.0)
+        pred = ndc_to_pixels(res.landmarks2d[0], size).numpy().astype(np.float64)
         residual = np.full(t, np.nan, np.float32)
         if ok.any():
             residual[ok] = landmark_nme(pred[ok], np.asarray(landmarks, np.float64)[ok]).astype(np.float32)
