@@ -27,7 +27,8 @@ METRICS: dict[str, str] = {"nme": "NME %", "auc": "AUC", "nme_lips": "lip NME %"
                            "v3d_mm": "3D vertex mm", "lip_mm": "lip vertex mm", "expression_mm": "expression mm",
                            "jitter": "jitter mm/f²"}
 HIGHER_IS_BETTER = {"auc"}
-#: the research notes with the lip stage's measurements (linked where the lip claim does not hold)
+#: the research notes with the lip stage's measurements (linked where the lip claim does not hold), repository paths
+REPO = Path(__file__).resolve().parents[2]
 LIP_NOTES = ("docs/research/2026-12-02-lip-stage-optimum-and-oracle.md",
              "docs/research/2026-12-02-lip-frame-and-lowpass-normals.md",
              "docs/research/2026-12-02-what-limits-the-tiny-model.md")
@@ -107,7 +108,9 @@ def claim_verdict(claim: Claim, stats: dict[str, RowStats], why_not: dict[str, s
         head = "**not shown** (differences within the seeds' spread)"
     line = f"{head}; " + "; ".join(parts)
     if head.startswith("**does not hold") and "lip" in claim.text:
-        line += ". The lip stage's measurements: " + ", ".join(f"[{Path(p).name}]({p})" for p in LIP_NOTES)
+        # the report lives in the grid's out dir and in MLflow: link the notes where this checkout has them
+        line += ". The lip stage's measurements (in the repository): " + ", ".join(
+            f"[{p}]({(REPO / p).as_uri()})" if (REPO / p).is_file() else p for p in LIP_NOTES)
     return line
 
 
