@@ -160,7 +160,7 @@ def main() -> None:
                                 use_ray_for_synthesis=not args.in_process, num_cpus=args.num_cpus,
                                 use_ray=not args.in_process, style=args.style, source_size=args.source_size)
     heldout = {}
-    if test_style is not None and not (args.landmark_probe or args.landmark_ablation):
+    if test_style is not None and not args.landmark_probe:
         for style in dict.fromkeys([args.style, test_style]):
             heldout[style] = make_training_shards(
                 data_dir / f"heldout-{style}", dev_identities=0, test_identities=args.test_identities,
@@ -176,7 +176,7 @@ def main() -> None:
         _landmark_probe(str(data["shards"]), sizes["shape_windows"])
         return
     if args.landmark_ablation:
-        _landmark_ablation(common, args, out, data, t_data, sizes)
+        _landmark_ablation(common, args, out, data, t_data, sizes, heldout)
         return
     if args.landmark_input:
         common["model"] = _tiny_model(landmark_input=True)
@@ -300,9 +300,12 @@ def _tiny_model(landmark_input: bool) -> dict:
     return cfg.to_dict()
 
 
-def _landmark_ablation(common: dict, args, out: Path, data: dict, t_data: float, sizes: dict) -> None:
+def _landmark_ablation(common: dict, args, out: Path, data: dict, t_data: float, sizes: dict,
+                       heldout: dict[str, Path]) -> None:
     """Pretraining of the image-only network and of the network with the landmark input on the same corpus, the
-    same steps and seed; prints their held-out errors and the ratio."""
+    same steps and seed; prints their held-out errors and the ratio, and, with ``heldout`` shards per style, both
+    networks on the style they were trained on and on the unseen one (does the geometry channel carry across the
+    domain shift, as the image does not?)."""
     from avface.train.trainer import run_training
 
     rows, timings = [], {}
@@ -335,9 +338,25 @@ def _landmark_ablation(common: dict, args, out: Path, data: dict, t_data: float,
         image, lmk = rows[-2], rows[-1]
         ratios = {k: lmk[k] / image[k] for k, _ in keys if image.get(k) and lmk.get(k) is not None}
         print("\nwith landmarks / image-only: " + ", ".join(f"{k} {v:.3f}" for k, v in ratios.items()))
+    shift = {}
+    if heldout:
+        runs = Path(common["out"])  # <out>/<name>/<stage>/final.pt
+        shift = _style_shift({label: str(runs / f"pretrain-{name}" / "pretrain" / "final.pt")
+                              for label, name, _ in variants}, heldout, sizes["val"])
+        print(f"\ndomain shift: trained on the '{args.style}' style; {args.test_identities} other held-out speakers "
+              f"(seed {HELDOUT_SEED}) in each style:")
+        print("| model | style | " + " | ".join(c for _, c in keys) + " |\n|---|---|" + "---|" * len(keys))
+        for r in shift["rows"]:
+            seen = "trained on" if r["style"] == args.style else "unseen"
+            print(f"| {r['model']} | {r['style']} ({seen}) | " + " | ".join(_fmt(r.get(k)) for k, _ in keys) + " |")
+        for name, r in shift["ratios"].items():
+            print(f"unseen style, {name}: 3D / constant baseline {r['v3d_vs_constant']:.3f}, NME {r['nme_unseen']:.3f} "
+                  f"(trained-on style {r['nme_seen']:.3f}), 3D unseen / trained-on style "
+                  f"{r['v3d_unseen_vs_seen']:.3f}")
     tag = "" if len(variants) == 2 else "_" + variants[0][1]
     (out / f"landmark_ablation{tag}.json").write_text(json.dumps({"rows": rows, "ratios": ratios, "timings": timings,
-                                                            "t_data": t_data, "args": vars(args)}, indent=2))
+                                                            "style_shift": shift, "t_data": t_data,
+                                                            "args": vars(args)}, indent=2))
     print(f"wrote {out / f'landmark_ablation{tag}.json'}")
 
 
