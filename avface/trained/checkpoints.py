@@ -154,9 +154,15 @@ def check_compatible(ckpt: dict[str, Any], *, face_model: FaceModel | None = Non
         want = ckpt["face_model"]
         have = face_model_fingerprint(face_model)
         if want["fingerprint"] != have:
+            # the same name, other bytes: most likely a starter model built (not read from its shipped file) on
+            # another CPU, whose last bits differ; before the file was shipped, every checkpoint carried such a build
+            same_name = (" (the same name: a starter model built on another machine before it was shipped as a "
+                         "file differs in its last bits; train again with this version)"
+                         if want["name"] == face_model.name else "")
             raise CheckpointError(
                 f"{where}: trained with face model {want['name']!r} (fingerprint {want['fingerprint']}), but the "
-                f"face model here is {face_model.name!r} (fingerprint {have}): use the same face model file")
+                f"face model here is {face_model.name!r} (fingerprint {have}): use the same face model file"
+                + same_name)
     if audio_kind is not None and ckpt["audio_kind"] != audio_kind:
         raise CheckpointError(f"{where}: trained on audio features {ckpt['audio_kind']!r}, but the data has "
                               f"{audio_kind!r}: preprocess with audio.kind={ckpt['audio_kind']} or train anew")
