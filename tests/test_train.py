@@ -528,11 +528,11 @@ def test_pretraining_vertex_target_has_the_lip_detail_only_when_asked(shards):
     exact = prediction(expression)
     own = pretrain_losses(exact, batch, scales, fm, lips)
     fitted = pretrain_losses(exact, batch, scales, fm, lips, fit_lip_detail=True)
-    assert float(own["lip_vertices_mm"]) < 1e-3 and float(own["vertices_mm"]) < 1e-3
-    assert float(fitted["lip_vertices_mm"]) > 0.3  # the detail: 2 mm RMS fields x the rig's curves
-    assert float(fitted["vertices_mm"]) < float(fitted["lip_vertices_mm"])  # only the lips move
+    assert own["lip_vertices_mm"].item() < 1e-3 and own["vertices_mm"].item() < 1e-3
+    assert fitted["lip_vertices_mm"].item() > 0.3  # the detail: 2 mm RMS fields x the rig's curves
+    assert fitted["vertices_mm"].item() < fitted["lip_vertices_mm"].item()  # only the lips move
     for k in ("param_shape", "param_expression", "param_jaw"):
-        assert float(fitted[k]) == pytest.approx(float(own[k]), abs=1e-9)
+        assert fitted[k].item() == pytest.approx(own[k].item(), abs=1e-9)
     fitted["lip_vertices_mm"].backward()
     assert float(expression.grad.abs().sum()) > 0  # the expression space reaches part of the detail
 
