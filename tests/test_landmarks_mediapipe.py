@@ -95,6 +95,27 @@ def test_follows_a_known_shift(detector):
     np.testing.assert_allclose(moved, np.asarray(shifts, np.float32), atol=1.5)
 
 
+def test_a_small_face_in_a_1080p_frame_is_found(detector):
+    """A wide shot: the face an eighth of a 1080p frame high, which FaceMesh's own short-range detector misses on
+    every frame (it needs about a sixth); the full-range detector's box and a FaceMesh in a crop around it find it,
+    in frame coordinates, frame after frame (a face that fills the frame still takes the direct path: the tests
+    above)."""
+    from skimage.transform import rescale
+
+    scale = 1.5  # the 256-px window (face about 90 px high) -> 384 px, the face about 135 px of 1080
+    big = (rescale(window(), scale, channel_axis=-1, anti_aliasing=True) * 255).round().astype(np.uint8)
+    frames = []
+    for x0, y0 in [(900, 300), (904, 301), (909, 303), (915, 304)]:  # the speaker drifts to the right
+        frame = np.full((1080, 1920, 3), 90, np.uint8)
+        frame[y0:y0 + big.shape[0], x0:x0 + big.shape[1]] = big
+        frames.append((frame, (x0, y0)))
+    detector.reset()
+    lm, valid = detector(np.stack([f for f, _ in frames]))
+    assert valid.all()
+    for i, (_, (x0, y0)) in enumerate(frames):
+        check_face((lm[i] - np.array([x0, y0], np.float32)) / scale, (WIN_X, WIN_Y))
+
+
 def test_blank_frame_is_marked_not_dropped(detector):
     frames = np.stack([window(), np.zeros((WIN, WIN, 3), np.uint8), window(2, 0)])
     detector.reset()

@@ -23,6 +23,86 @@ import sys
 import traceback
 
 N_POINTS = 478  # refine_landmarks=True: 468 mesh points + 10 iris points
+# The fallback's crop: this many times the full-range detector's face box (FaceMesh then sees the face at about the
+# size its own short-range detector finds, as in a face-cropped clip)
+ROI_SCALE = 2.2
+
+
+class FaceMeshTracker:
+    """MediaPipe FaceMesh over one clip's frames in order (video mode: it tracks between frames), with a fallback
+    for faces too small for FaceMesh's own detector (its short-range BlazeFace misses a face a quarter of a 1080p
+    frame high, a medium shot): where the whole frame gives no face, MediaPipe's full-range face detector finds the
+    face's box and a second FaceMesh tracks inside a square crop around it (kept while it tracks, found again when
+    it loses the face). ``process(frame (H,W,3) u8 RGB) -> (N_POINTS, 3) f32`` normalised to the whole frame (x, y
+    in [0, 1], z in units of its width) or None. Imports mediapipe when made (the worker's top level stays standard
+    library: the main process imports the framing from this module)."""
+
+    def __init__(self, options: dict):
+        from mediapipe.python.solutions import face_detection, face_mesh
+
+        self._face_mesh = face_mesh
+        self._kw = dict(static_image_mode=bool(options.get("static_image_mode", False)), max_num_faces=1,
+                        refine_landmarks=True,
+                        min_detection_confidence=float(options.get("min_detection_confidence", 0.5)),
+                        min_tracking_confidence=float(options.get("min_tracking_confidence", 0.5)))
+        self._whole = face_mesh.FaceMesh(**self._kw)
+        self._crop_mesh = face_mesh.FaceMesh(**self._kw)
+        # model_selection=1: the full-range model (faces up to about 5 m), for the boxes FaceMesh's own detector misses
+        self._boxes = face_detection.FaceDetection(model_selection=1,
+                                                   min_detection_confidence=self._kw["min_detection_confidence"])
+        self._roi: tuple[int, int, int] | None = None  # (x0, y0, side) px of the fallback's crop
+
+    def process(self, frame):
+        import numpy as np
+
+        res = self._whole.process(frame)
+        if res.multi_face_landmarks:
+            self._roi = None
+            return self._points(res)
+        h, w = frame.shape[:2]
+        if self._roi is None:
+            self._roi = self._find_roi(frame)
+            if self._roi is None:
+                return None
+            self._crop_mesh.close()  # a new crop: the previous crop's tracking state does not apply
+            self._crop_mesh = self._face_mesh.FaceMesh(**self._kw)
+        x0, y0, side = self._roi
+        crop = np.zeros((side, side, 3), np.uint8)  # outside the frame: black
+        ax, ay, bx, by = max(x0, 0), max(y0, 0), min(x0 + side, w), min(y0 + side, h)
+        crop[ay - y0:by - y0, ax - x0:bx - x0] = frame[ay:by, ax:bx]
+        res = self._crop_mesh.process(crop)
+        if not res.multi_face_landmarks:
+            self._roi = None  # lost: find the box again on the next frame
+            return None
+        pts = self._points(res)
+        pts[:, 0] = (x0 + pts[:, 0] * side) / w
+        pts[:, 1] = (y0 + pts[:, 1] * side) / h
+        pts[:, 2] = pts[:, 2] * side / w
+        return pts
+
+    def _find_roi(self, frame):
+        res = self._boxes.process(frame)
+        if not res.detections:
+            return None
+        h, w = frame.shape[:2]
+        best = max(res.detections, key=lambda d: d.score[0])
+        box = best.location_data.relative_bounding_box
+        cx, cy = (box.xmin + box.width / 2) * w, (box.ymin + box.height / 2) * h
+        side = max(int(round(ROI_SCALE * max(box.width * w, box.height * h))), 32)
+        return int(round(cx - side / 2)), int(round(cy - side / 2)), side
+
+    @staticmethod
+    def _points(res):
+        import numpy as np
+
+        lms = res.multi_face_landmarks[0].landmark
+        out = np.zeros((N_POINTS, 3), np.float32)
+        out[:min(len(lms), N_POINTS)] = [(p.x, p.y, p.z) for p in lms[:N_POINTS]]
+        return out
+
+    def close(self) -> None:
+        for m in (self._whole, self._crop_mesh, self._boxes):
+            m.close()
 
 
 def read_message(stream):
@@ -67,13 +147,8 @@ def main():
 
     import mediapipe as mp
     import numpy as np
-    from mediapipe.python.solutions import face_mesh
 
-    kw = dict(static_image_mode=bool(options.get("static_image_mode", False)), max_num_faces=1,
-              refine_landmarks=True,
-              min_detection_confidence=float(options.get("min_detection_confidence", 0.5)),
-              min_tracking_confidence=float(options.get("min_tracking_confidence", 0.5)))
-    mesh = face_mesh.FaceMesh(**kw)
+    mesh = FaceMeshTracker(options)
     write_message(proto_out, {"ok": True, "ready": True, "mediapipe": mp.__version__})
     while True:
         try:
@@ -91,16 +166,14 @@ def main():
                 out = np.zeros((t, N_POINTS, 3), "<f4")
                 found = []
                 for i in range(t):
-                    res = mesh.process(frames[i])
-                    ok = bool(res.multi_face_landmarks)
-                    if ok:
-                        lms = res.multi_face_landmarks[0].landmark
-                        out[i, :len(lms)] = [(p.x, p.y, p.z) for p in lms[:N_POINTS]]
-                    found.append(ok)
+                    pts = mesh.process(frames[i])
+                    if pts is not None:
+                        out[i] = pts
+                    found.append(pts is not None)
                 write_message(proto_out, {"ok": True, "found": found, "points": N_POINTS}, out.tobytes())
             elif cmd == "reset":
                 mesh.close()
-                mesh = face_mesh.FaceMesh(**kw)
+                mesh = FaceMeshTracker(options)
                 write_message(proto_out, {"ok": True})
             elif cmd == "close":
                 write_message(proto_out, {"ok": True})
