@@ -265,6 +265,48 @@ def test_reconstruct_refines_and_none_is_the_network_alone(coarse_model, face_vi
     assert not prev.refined.any() and prev.landmarks is None and prev.refined.shape == (prev.num_frames,)
 
 
+def test_overlay_view_zooms_on_a_small_face_only():
+    from avface.inference.export import overlay_view
+
+    big = np.array([[700.0, 100.0, 1300.0, 900.0]] * 3)  # a face crop 800 px of a 1080p frame: all of it
+    assert overlay_view(big, (1920, 1080)) == (0, 0, 1920, 1080)
+    small = np.array([[900.0, 300.0, 1100.0, 500.0], [920.0, 310.0, 1120.0, 510.0]])  # 210 px in the clip
+    x0, y0, x1, y1 = overlay_view(small, (1920, 1080))
+    assert (y1 - y0) == round(1.3 * 220) and abs((x1 - x0) / (y1 - y0) - 16 / 9) < 0.01  # the frame's aspect
+    assert x0 <= 900 and x1 >= 1120 and y0 <= 300 and y1 >= 510  # every frame's crop is in the view
+    corner = overlay_view(np.array([[0.0, 0.0, 200.0, 200.0]]), (1920, 1080))
+    assert corner[:2] == (0, 0) and corner[2] <= 1920 and corner[3] <= 1080  # kept inside the frame
+
+
+def test_overlay_of_a_wide_shot_shows_the_face_large(coarse_model, tmp_path):
+    """A face a sixth of a 960x540 frame: the overlay shows the part of the frame around it, enlarged to the
+    overlay's height, with the detector's points where the face is."""
+    from skimage.data import astronaut
+
+    from avface.data.testing import synthetic_audio
+    from avface.inference.export import write_overlay_mp4
+    from avface.io.video import read_video
+
+    img = astronaut()
+    frames = np.full((12, 540, 960, 3), 90, np.uint8)
+    for i in range(12):
+        frames[i, 150:342, 380 + i:572 + i] = img[40:232, 110:302]
+    video = write_mp4(tmp_path / "wide.mp4", frames, 25.0, synthetic_audio(0.5, seed=2))
+    with Reconstructor.from_model(coarse_model, config=ReconstructConfig(progress=False)) as r:
+        rec = r.run(video)
+    assert rec.face_detected.all()
+    mp4 = write_overlay_mp4(rec, coarse_model.face_model, video, tmp_path / "overlay.mp4", height=360)
+    out = np.asarray(read_video(mp4, max_frames=1)[0][0]).astype(int)
+    assert out.shape[0] == 360  # enlarged (the frame is 540 px high; a whole-frame overlay would be 360 too) ...
+    left = out[40:, : out.shape[1] - 360]
+    r_, g, b = left[..., 0], left[..., 1], left[..., 2]
+    ys, xs = np.nonzero((g > r_ + 60) & (g > b + 60))
+    assert len(ys) > 100
+    # ... and zoomed: the detector's points span far more of the picture than in the whole frame scaled to 360 px
+    whole_frame_span = np.ptp(rec.landmarks[0, :, 1]) * 360 / 540
+    assert ys.max() - ys.min() > 1.4 * whole_frame_span, (ys.max() - ys.min(), whole_frame_span)
+
+
 def test_cli_refine_flag():
     from avface.cli import build_parser
 

@@ -13,7 +13,8 @@ in the npz map it into the video (see :mod:`avface.inference.result`).
   rendered over it (project renderer, grey clay) and, to judge the alignment, the detector's 68 points (green) and
   the model's projected landmarks (magenta) drawn as their contours (jaw, brows, nose, eyes, lips), labelled with
   whether the frame was fitted to the landmarks (``fit``) or is the network's alone (``net``); side by side with a
-  frontal view of the same mesh (head pose removed); the original audio.
+  frontal view of the same mesh (head pose removed); the original audio. Where the face is small in the frame (a
+  wide shot), it shows the part of the frame around the face (:func:`overlay_view`), so the alignment can be seen.
 * ``<name>.glb`` -- glTF 2.0 binary (pygltflib). One mesh: the subject's neutral face (mean shape) with morph
   targets ``Exp000`` ... (the face model's expression blendshapes, weights = the expression coefficients, as the
   FLAME Blender add-on names its shape keys) and ``Res000`` ... (an orthogonal basis, principal components, of what
@@ -240,6 +241,27 @@ def _even(x: int) -> int:
     return max(2, x - x % 2)
 
 
+def overlay_view(crop_box: np.ndarray, frame_size: tuple[int, int], zoom_below: float = 0.5) -> tuple[int, ...]:
+    """The part of the input frame the overlay shows, ``(x0, y0, x1, y1)`` px: the whole frame, or, when the face
+    is small in it (the union of the clip's crop boxes ``(N, 4)`` px less than ``zoom_below`` of the frame's
+    height), a box of the frame's aspect ratio 1.3 times the union's size around it, inside the frame: one fixed view
+    for the whole clip, so the picture does not move with the face."""
+    w0, h0 = int(frame_size[0]), int(frame_size[1])
+    box = np.asarray(crop_box, np.float64).reshape(-1, 4)
+    if not len(box):
+        return 0, 0, w0, h0
+    ux0, uy0, ux1, uy1 = box[:, 0].min(), box[:, 1].min(), box[:, 2].max(), box[:, 3].max()
+    size = max(ux1 - ux0, uy1 - uy0)
+    vh = 1.3 * size  # the crop box already holds the face with a margin
+    if size >= zoom_below * h0 or vh >= h0:
+        return 0, 0, w0, h0
+    vw = min(float(w0), vh * w0 / h0)
+    cx, cy = (ux0 + ux1) / 2, (uy0 + uy1) / 2
+    x0 = int(round(min(max(cx - vw / 2, 0.0), w0 - vw)))
+    y0 = int(round(min(max(cy - vh / 2, 0.0), h0 - vh)))
+    return x0, y0, x0 + int(round(vw)), y0 + int(round(vh))
+
+
 def write_overlay_mp4(rec: Reconstruction, face_model: torch.nn.Module, video: str | os.PathLike,
                       path: str | os.PathLike, height: int = 360, alpha: float = 0.6) -> Path:
     """The overlay video of the module docstring (the model's frame rate, original audio). Frames go through a
@@ -253,8 +275,11 @@ def write_overlay_mp4(rec: Reconstruction, face_model: torch.nn.Module, video: s
     info = scan.info
     # the input frame nearest each model time (the same choice as the reconstruction's)
     model_times, nearest = model_timeline(rec.times, rec.fps)
-    w0, h0 = rec.frame_size
-    sc = min(1.0, height / h0)
+    vx0, vy0, vx1, vy1 = overlay_view(rec.crop_box, rec.frame_size)
+    w0, h0 = vx1 - vx0, vy1 - vy0
+    zoomed = (w0, h0) != tuple(rec.frame_size)
+    sc = height / h0 if zoomed else min(1.0, height / h0)  # a zoomed view is enlarged to the overlay's height
+    origin = np.array([vx0, vy0, vx0, vy0], np.float64)
     wo, ho = _even(round(w0 * sc)), _even(round(h0 * sc))
     fm = face_model
     dev = fm.v_template.device
@@ -271,10 +296,10 @@ def write_overlay_mp4(rec: Reconstruction, face_model: torch.nn.Module, video: s
         with torch.no_grad():
             for k, img in iter_model_frames(info, np.asarray(nearest)):
                 j = int(nearest[k])
-                base = resize_frames(img, wo, ho)
+                base = resize_frames(np.ascontiguousarray(img[vy0:vy1, vx0:vx1]), wo, ho)
                 v = torch.as_tensor(rec.vertices(fm, j, j + 1), device=dev)
                 cam = torch.as_tensor(rec.cam[j:j + 1], dtype=torch.float32, device=dev)
-                x0, y0, x1, y1 = (float(x) * sc for x in rec.crop_box[j])
+                x0, y0, x1, y1 = (float(x) * sc for x in rec.crop_box[j] - origin)
                 # crop NDC -> output-frame NDC (per axis: the crop may be non-square for crop=none); the renderer
                 # then gets the projected mesh with the identity camera (x = X, y = -Y, depth kept)
                 p = orthographic_project(v, cam)
@@ -287,7 +312,7 @@ def write_overlay_mp4(rec: Reconstruction, face_model: torch.nn.Module, video: s
                 over = (base * (1 - a) + rgb * a).round().astype(np.uint8)
                 lmk = vertices2landmarks(torch.stack([xo, yo], -1), fm.faces, fm.lmk68_faces[None],
                                          fm.lmk68_bary[None])[0].cpu().numpy()
-                over = _draw_alignment(over, rec, j, (lmk + 1) * np.array([wo / 2, ho / 2]), sc)
+                over = _draw_alignment(over, rec, j, (lmk + 1) * np.array([wo / 2, ho / 2]), sc, origin[:2])
                 vc = torch.as_tensor(rec.vertices(fm, j, j + 1, canonical=True), device=dev)
                 fo = r_front(vc, fit_orthographic_camera(vc, 0.85), albedo, sh)
                 bg = np.full((ho, ho, 3), 40.0)
@@ -306,13 +331,15 @@ def write_overlay_mp4(rec: Reconstruction, face_model: torch.nn.Module, video: s
     return path
 
 
-def _draw_alignment(frame: np.ndarray, rec: Reconstruction, j: int, model_px: np.ndarray, scale: float) -> np.ndarray:
-    """The detector's points of input frame ``j`` (where detected) and the model's projected landmarks
-    ``model_px (68, 2)`` (output pixels) drawn over ``frame``, with a legend."""
+def _draw_alignment(frame: np.ndarray, rec: Reconstruction, j: int, model_px: np.ndarray, scale: float,
+                    origin: np.ndarray) -> np.ndarray:
+    """The detector's points of input frame ``j`` (where detected; input pixels, shown from ``origin (2,)`` at
+    ``scale``) and the model's projected landmarks ``model_px (68, 2)`` (output pixels) drawn over ``frame``, with
+    a legend."""
     h = frame.shape[0]
     th = max(1, round(h / 360))
     if rec.landmarks is not None and bool(rec.face_detected[j]):
-        frame = draw_landmark_contours(frame, rec.landmarks[j] * scale, DETECTOR_COLOUR, th)
+        frame = draw_landmark_contours(frame, (rec.landmarks[j] - origin) * scale, DETECTOR_COLOUR, th)
     frame = draw_landmark_contours(frame, model_px, MODEL_COLOUR, th)
     fs = 0.35 * max(1.0, h / 360)
     draw_label(frame, "detector", (6, int(14 * fs / 0.35)), DETECTOR_COLOUR, fs)
