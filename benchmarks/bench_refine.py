@@ -60,7 +60,7 @@ def main() -> None:
     from avface.data.shard_index import ShardIndex
     from avface.evaluate.faceset import _baseline, refined_output
     from avface.face_model import FaceModel, load_face_model
-    from avface.inference.refine import RefineConfig
+    from avface.fitting.landmarks import RefineConfig
     from avface.landmarks import mediapipe_to_ibug68
     from avface.metrics import Baselines, ground_truth_vertices, jitter, landmark_nme, vertex_errors
     from avface.models import AVFaceConfig

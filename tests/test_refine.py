@@ -15,8 +15,7 @@ import torch
 from avface.face_model import FaceModel, load_face_model
 from avface.face_model.flame import vertices2landmarks
 from avface.face_model.lbs import batch_rodrigues
-from avface.inference import ReconstructConfig, Reconstructor, load_reconstruction
-from avface.inference.refine import (
+from avface.fitting.landmarks import (
     FitParams,
     RefineConfig,
     fit_landmarks,
@@ -24,9 +23,10 @@ from avface.inference.refine import (
     lip_landmark_offsets,
     matrix_to_axis_angle,
     pixels_to_crop_ndc,
-    refine_store,
     rig_landmarks,
 )
+from avface.inference import ReconstructConfig, Reconstructor, load_reconstruction
+from avface.inference.refine import refine_store
 from avface.inference.windows import cached_codes, split_codes
 from avface.io.media import write_mp4
 from avface.models import AVFaceConfig

@@ -40,7 +40,7 @@ from avface.evaluate.results import MethodResult, faceset_summary
 from avface.evaluate.tables import write_frame_results
 from avface.face_model.lbs import batch_rodrigues
 from avface.face_model.lip_detail import canonical_offsets_to_posed
-from avface.inference.refine import FitParams, RefineConfig, fit_landmarks, landmark_rig, lip_landmark_offsets
+from avface.fitting.landmarks import FitParams, RefineConfig, fit_landmarks, landmark_rig, lip_landmark_offsets
 from avface.metrics import (
     Baselines,
     apply_similarity,

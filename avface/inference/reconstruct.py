@@ -33,8 +33,9 @@ import torch
 
 from avface.audio import extract_audio_features
 from avface.audio.config import AudioConfig
+from avface.fitting.landmarks import RefineConfig
 from avface.inference.checkpoint import audio_config_for, load_for_inference
-from avface.inference.refine import REFINE_MODES, RefineConfig, refine_store
+from avface.inference.refine import REFINE_MODES, refine_store
 from avface.inference.result import Reconstruction
 from avface.inference.tracking import FaceTrack, track_face
 from avface.inference.windows import SlidingWindows, frame_features, split_codes

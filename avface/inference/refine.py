@@ -1,28 +1,11 @@
 """Test-time fitting (``avface reconstruct --refine landmarks``): the network's per-frame prediction fitted to the
 tracked 2D landmarks.
 
-The network gives per frame shape, expression, jaw, global pose and camera; on faces unlike its training data its
-pose and camera come out coarse and its mouth lags the speech. The fit keeps what the network is good at (a prior
-holds expression, jaw and shape near its values, and frames without a detected face keep them) and takes what the
-detector sees: per sequence (``(B, T)``, a streaming chunk in reconstruction, a window in the evaluation) it
-minimises
-
-    data    robust (pseudo-Huber) distance of the projected 68 landmarks to the detected ones (crop NDC, DECA's
-            per-point weights), on frames with a detection
-    prior   ||expression - e_net||^2, ||jaw - j_net||^2 per frame, ||shape offset||^2 (one offset shared by the
-            sequence's frames: the speaker does not change within it)
-    smooth  squared acceleration of the projected landmarks (x, y and depth, crop NDC): no added shake
-
-over pose, camera, expression, jaw and the shape offset with L-BFGS, from a closed-form weak-perspective start
-(:func:`avface.render.cameras.fit_orthographic_camera`, kept per frame where it beats the network's own pose).
-
-The landmarks come from :class:`LandmarkRig`: the face model restricted to the vertices its landmark embeddings
-use (the joints carried as extra "vertices": joints are linear in the blendshapes); it gives the same
-``landmarks68_dynamic`` as :class:`avface.face_model.FaceModel` at a fraction of the cost.
-
-The fit itself is :mod:`avface.fitting.landmarks` (below this layer: preprocessing fits pseudo-ground truth with
-it, ``fit.enabled``), re-exported here; :func:`refine_store` is the reconstruction's hook (per-model-frame arrays,
-the face track's landmarks in frame pixels, crop boxes).
+On faces unlike its training data the network's pose and camera come out coarse and its mouth lags the speech. The
+fit (:mod:`avface.fitting.landmarks`, where its objective is stated; preprocessing fits pseudo-ground truth with it
+too) keeps what the network is good at (a prior holds expression, jaw and shape near its values, and frames without
+a detected face keep them) and takes what the detector sees. :func:`refine_store` is the reconstruction's hook
+(per-model-frame arrays, the face track's landmarks in frame pixels, crop boxes).
 """
 
 from __future__ import annotations
@@ -33,20 +16,15 @@ import torch
 # the fit itself lives below the training/inference layer (preprocessing fits pseudo-ground truth with it too)
 from avface.fitting.landmarks import (
     FitParams,
-    FitResult,
     LandmarkRig,
     RefineConfig,
     fit_landmarks,
     landmark_rig,
     lip_landmark_offsets,
-    matrix_to_axis_angle,
     pixels_to_crop_ndc,
-    rig_landmarks,
 )
 
-__all__ = ["REFINE_MODES", "FitParams", "FitResult", "LandmarkRig", "RefineConfig", "fit_landmarks",
-           "landmark_rig", "lip_landmark_offsets", "matrix_to_axis_angle", "pixels_to_crop_ndc", "refine_store",
-           "rig_landmarks"]
+__all__ = ["REFINE_MODES", "refine_store"]
 
 #: ``--refine`` choices: ``landmarks`` fits to the tracked landmarks, ``none`` is the network alone (the paper)
 REFINE_MODES: tuple[str, ...] = ("landmarks", "none")
